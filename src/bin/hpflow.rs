@@ -1,0 +1,165 @@
+//! The `hpflow` command line: parses arguments, sets up logging, calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info, warn};
+
+use hpflow::config::load_pipeline;
+use hpflow::internal_metrics::Registry;
+
+/// Exit code for configuration errors (EX_CONFIG from sysexits.h, as Vector uses).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "hpflow",
+    version,
+    about = "Polls heat pumps over Modbus and delivers their values to InfluxDB, Prometheus and a live dashboard",
+    after_help = "Examples:\n  hpflow run pipelines/heatpump.toml\n  hpflow validate pipelines/heatpump.toml\n\nDocumentation: README.md (pipeline format, every component's keys)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HPFLOW_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Log level or filter (e.g. `info`, `debug`, `hpflow=debug,warn`); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until SIGINT or SIGTERM, then drain and flush every sink.
+    #[command(
+        after_help = "Example:\n  hpflow run pipelines/heatpump.toml\n  HPFLOW_DATA_DIR=/var/lib/hpflow hpflow --log-format json run /etc/hpflow/heatpump.toml"
+    )]
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Check a pipeline and everything it references; print every problem at once.
+    ///
+    /// Exits 0 when the pipeline is valid, 78 on configuration errors.
+    #[command(after_help = "Example:\n  hpflow validate pipelines/heatpump.toml && echo ok")]
+    Validate {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Run { pipeline } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(run(&pipeline))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match load_pipeline(path) {
+        Ok((pipeline, warnings)) => {
+            eprint!("{warnings}");
+            println!("{}: valid: {}", path.display(), pipeline.summary());
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprint!("{diags}");
+            let n = diags.errors().count();
+            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn run(path: &std::path::Path) -> ExitCode {
+    let (pipeline, warnings) = match load_pipeline(path) {
+        Ok(p) => p,
+        Err(diags) => {
+            eprint!("{diags}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in warnings.warnings() {
+        warn!("{w}");
+    }
+    let registry = Arc::new(Registry::default());
+    let pieces = match hpflow::topology::build(&pipeline, registry) {
+        Ok(p) => p,
+        Err(diags) => {
+            eprint!("{diags}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    info!(pipeline = %path.display(), graph = %pipeline.summary(), data_dir = %pipeline.file.data_dir.display(), "Starting hpflow {}", env!("CARGO_PKG_VERSION"));
+    let running = pieces.start();
+    let done = running.shutdown_token();
+    tokio::select! {
+        sig = shutdown_signal() => info!(signal = sig, "Shutting down: stopping sources, draining and flushing sinks"),
+        _ = done.cancelled() => {}
+    }
+    if running.stop().await {
+        ExitCode::SUCCESS
+    } else {
+        error!("Some components did not stop in time");
+        ExitCode::FAILURE
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,14 @@
+//! hpflow: polls heat pumps over Modbus and delivers their values to InfluxDB,
+//! Prometheus and a live dashboard. See ARCHITECTURE.md for the map.
+
+pub mod commands;
+pub mod config;
+pub mod diagnostic;
+pub mod event;
+pub mod internal_metrics;
+pub mod registers;
+pub mod sim;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
+pub mod transforms;

@@ -1,0 +1,378 @@
+//! A simulated Stiebel Eltron WPM behind an ISG: serves a register map's model
+//! over Modbus TCP or RTU, for demos and tests.
+//!
+//! - **Realistic and deterministic**: values are a function of the seed and the
+//!   simulated time ([`physics`]): outdoor temperature drifting, compressor
+//!   cycles flipping the status bits, defrosts, two hot-water charges a day,
+//!   energy counters split into kWh + MWh with the day counter moving into the
+//!   total at midnight, the controller id at input 5001, 0x8000 for sensors not
+//!   fitted. Values change at most once per simulated second.
+//! - **An ISG's address rule**: a read starting on an address the map does not
+//!   document gets exception 02 (as does one starting at input 608, as on a real
+//!   WPMsystem); undocumented addresses inside a span read 0x8000; optional
+//!   blocks the controller lacks are refused (ventilation always; every
+//!   optional block on a WPM 3i, controller 391).
+//! - **Faults on demand**: an exception on a share of requests, latency, and a
+//!   dropped connection (or, on a serial line, no answer) every N requests.
+//! - **The truth**: what a correct `hpflow read --json` prints right now.
+
+mod image;
+pub mod physics;
+mod server;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value as Json};
+
+use self::image::{Fixed, Image, Layout};
+use self::physics::Physics;
+use crate::event::{Metric, Tags};
+use crate::registers::Model;
+
+pub use server::{RtuServer, TcpServer};
+
+/// The controller ids the simulator can claim (input 5001).
+pub const CONTROLLERS: [u16; 2] = [391, 449];
+
+/// Failures to inject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Share of requests (0..1) answered with `exception_code` instead of data.
+    pub exception_rate: f64,
+    pub exception_code: u8,
+    /// Added before every answer.
+    pub latency: Duration,
+    /// Every Nth request closes its TCP connection unanswered (on RTU: is not answered).
+    pub drop_every: Option<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            exception_rate: 0.0,
+            exception_code: 0x06,
+            latency: Duration::ZERO,
+            drop_every: None,
+        }
+    }
+}
+
+/// How simulated time runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clock {
+    /// Starts at the wall-clock time and runs `speed` times as fast.
+    Running { speed: f64 },
+    /// Stands still at this time until [`Simulator::set_time`] moves it.
+    Frozen(SystemTime),
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub model: Arc<Model>,
+    pub seed: u64,
+    /// One simulated heat pump per unit id, all behind the same endpoint.
+    pub unit_ids: Vec<u8>,
+    /// Controller id at input 5001; default: 391 or 449, chosen by the seed.
+    pub controller_id: Option<u16>,
+    /// Optional blocks the controller refuses; default: by controller (see module docs).
+    pub refuse_blocks: Option<Vec<String>>,
+    pub clock: Clock,
+    pub faults: Faults,
+}
+
+impl SimOptions {
+    pub fn new(model: Arc<Model>) -> Self {
+        SimOptions {
+            model,
+            seed: 1,
+            unit_ids: vec![1],
+            controller_id: None,
+            refuse_blocks: None,
+            clock: Clock::Running { speed: 1.0 },
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("no unit ids to simulate")]
+    NoDevices,
+    #[error("unit id {0} is not 1-247")]
+    BadUnitId(u8),
+    #[error("unit id {0} is given twice")]
+    DuplicateUnitId(u8),
+    #[error("exception rate {0} is not between 0 and 1")]
+    BadExceptionRate(f64),
+    #[error("speed {0} must be a positive number")]
+    BadSpeed(f64),
+}
+
+/// One simulated heat pump.
+#[derive(Debug)]
+struct SimDevice {
+    unit: u8,
+    physics: Physics,
+    fixed: Fixed,
+    layout: Layout,
+    /// The image of the current simulated second.
+    cache: Mutex<Option<(i64, Arc<Image>)>>,
+}
+
+#[derive(Debug)]
+struct ClockState {
+    clock: Clock,
+    /// Real instant and simulated time (Unix seconds) when the clock started.
+    real0: Instant,
+    sim0: f64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    model: Arc<Model>,
+    devices: Vec<SimDevice>,
+    clock: Mutex<ClockState>,
+    pub(crate) faults: Faults,
+    pub(crate) requests: AtomicU64,
+    pub(crate) rng: Mutex<crate::sources::modbus::Rng>,
+}
+
+/// A running set of simulated heat pumps sharing one endpoint. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+fn unix(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+impl Simulator {
+    pub fn new(opts: SimOptions) -> Result<Simulator, SimError> {
+        if opts.unit_ids.is_empty() {
+            return Err(SimError::NoDevices);
+        }
+        let mut seen = HashSet::new();
+        for u in &opts.unit_ids {
+            if !(1..=247).contains(u) {
+                return Err(SimError::BadUnitId(*u));
+            }
+            if !seen.insert(*u) {
+                return Err(SimError::DuplicateUnitId(*u));
+            }
+        }
+        if !(0.0..=1.0).contains(&opts.faults.exception_rate) {
+            return Err(SimError::BadExceptionRate(opts.faults.exception_rate));
+        }
+        let start = match opts.clock {
+            Clock::Running { speed } if !(speed.is_finite() && speed > 0.0) => return Err(SimError::BadSpeed(speed)),
+            Clock::Running { .. } => SystemTime::now(),
+            Clock::Frozen(t) => t,
+        };
+        let sim0 = unix(start).floor();
+        let devices = opts
+            .unit_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &unit)| {
+                let seed = opts.seed.wrapping_add(i as u64);
+                let controller = opts
+                    .controller_id
+                    .unwrap_or(CONTROLLERS[(physics::unit(seed, 99) * CONTROLLERS.len() as f64) as usize % 2]);
+                let refused: HashSet<String> = match &opts.refuse_blocks {
+                    Some(list) => list.iter().cloned().collect(),
+                    None if controller == 391 => opts
+                        .model
+                        .blocks()
+                        .iter()
+                        .filter(|b| b.optional)
+                        .map(|b| b.name.to_string())
+                        .collect(),
+                    None => ["ventilation".to_string()].into_iter().collect(),
+                };
+                SimDevice {
+                    unit,
+                    physics: Physics::new(seed, sim0),
+                    fixed: Fixed::new(seed, controller),
+                    layout: Layout::new(&opts.model, &refused),
+                    cache: Mutex::new(None),
+                }
+            })
+            .collect();
+        Ok(Simulator {
+            inner: Arc::new(Inner {
+                model: opts.model,
+                devices,
+                clock: Mutex::new(ClockState {
+                    clock: opts.clock,
+                    real0: Instant::now(),
+                    sim0,
+                }),
+                faults: opts.faults,
+                requests: AtomicU64::new(0),
+                rng: Mutex::new(crate::sources::modbus::Rng::new(opts.seed ^ 0x5eed)),
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub fn unit_ids(&self) -> Vec<u8> {
+        self.inner.devices.iter().map(|d| d.unit).collect()
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.inner.model
+    }
+
+    /// The controller id a unit reports.
+    pub fn controller_id(&self, unit: u8) -> Option<u16> {
+        self.inner.device(unit).map(|d| d.fixed.controller)
+    }
+
+    /// Requests answered (or dropped) so far.
+    pub fn requests_served(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Simulated time now.
+    pub fn now(&self) -> SystemTime {
+        let t = self.inner.now_unix();
+        let since_epoch = Duration::try_from_secs_f64(t.max(0.0)).unwrap_or_default();
+        SystemTime::UNIX_EPOCH
+            .checked_add(since_epoch)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Moves a frozen clock (or restarts a running one) at `t`.
+    pub fn set_time(&self, t: SystemTime) {
+        let mut c = self.inner.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Clock::Frozen(_) = c.clock {
+            c.clock = Clock::Frozen(t);
+        }
+        c.real0 = Instant::now();
+        c.sim0 = unix(t);
+    }
+
+    /// The raw values a correct poll of `unit` decodes right now (sentinels absent).
+    pub fn truth_raw(&self, unit: u8) -> Option<Metric> {
+        let d = self.inner.device(unit)?;
+        let img = self.inner.image(d);
+        let mut tags = Tags::new();
+        tags.insert("unit_id".into(), unit.to_string());
+        let mut m = Metric::new(
+            &format!("unit{unit}"),
+            Arc::new(tags),
+            self.now(),
+            self.inner.model.schema().clone(),
+        );
+        m.fields = img.truth.clone();
+        Some(m)
+    }
+
+    /// What `hpflow read --json` against `unit` prints right now: field →
+    /// engineering value (scaled, rounded, bools, enum labels as text).
+    pub fn truth(&self, unit: u8) -> Option<Map<String, Json>> {
+        self.truth_raw(unit).map(crate::sources::modbus::engineering_json)
+    }
+
+    /// The truth of every device: the flat object of [`truth`](Self::truth) for a
+    /// single device, else an object keyed by unit id.
+    pub fn truth_json(&self) -> Json {
+        let units = self.unit_ids();
+        if let [u] = units.as_slice() {
+            return Json::Object(self.truth(*u).unwrap_or_default());
+        }
+        let all: BTreeMap<String, Json> = units
+            .iter()
+            .map(|u| (u.to_string(), Json::Object(self.truth(*u).unwrap_or_default())))
+            .collect();
+        Json::Object(all.into_iter().collect())
+    }
+
+    /// Writes [`truth_json`](Self::truth_json) to `path` atomically (temp file + rename).
+    pub fn write_truth(&self, path: &Path) -> std::io::Result<()> {
+        write_json_atomic(path, &self.truth_json())
+    }
+}
+
+/// Writes JSON to a temporary file beside `path` and renames it into place, so a
+/// reader never sees half a file.
+pub fn write_json_atomic(path: &Path, value: &Json) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text + "\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Inner {
+    fn device(&self, unit: u8) -> Option<&SimDevice> {
+        self.devices.iter().find(|d| d.unit == unit)
+    }
+
+    /// The unit a request addressed to `slave` reaches. Over TCP a lone device
+    /// also answers 0 and 255, the ids Modbus TCP uses for "the device itself".
+    pub(crate) fn resolve_unit(&self, slave: u8, tcp: bool) -> Option<u8> {
+        if self.device(slave).is_some() {
+            return Some(slave);
+        }
+        match self.devices.as_slice() {
+            [only] if tcp && (slave == 0 || slave == 255) => Some(only.unit),
+            _ => None,
+        }
+    }
+
+    fn now_unix(&self) -> f64 {
+        let c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        match c.clock {
+            Clock::Frozen(_) => c.sim0,
+            Clock::Running { speed } => c.sim0 + c.real0.elapsed().as_secs_f64() * speed,
+        }
+    }
+
+    /// The registers of `d` at the current simulated second.
+    fn image(&self, d: &SimDevice) -> Arc<Image> {
+        let sec = self.now_unix().floor() as i64;
+        let mut cache = d.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, img)) = cache.as_ref() {
+            if *s == sec {
+                return img.clone();
+            }
+        }
+        let state = d.physics.at(sec as f64);
+        let img = Arc::new(Image::build(&self.model, &d.layout, &state, &d.fixed));
+        *cache = Some((sec, img.clone()));
+        img
+    }
+
+    /// Answers one read of `unit`: words or bits, or the exception an ISG would send.
+    pub(crate) fn read(
+        &self,
+        unit: u8,
+        table: crate::registers::Table,
+        start: u16,
+        count: u16,
+    ) -> Option<Result<crate::registers::RawData, tokio_modbus::ExceptionCode>> {
+        let d = self.device(unit)?;
+        let img = self.image(d);
+        Some(if table.is_bits() {
+            img.read_bits(&d.layout, table, start, count)
+                .map(crate::registers::RawData::Bits)
+        } else {
+            img.read_words(&d.layout, table, start, count)
+                .map(crate::registers::RawData::Words)
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! The JSON API (routes listed in the `dashboard` module documentation).
+//! Errors are `{"error": "…"}`, validation errors add `"errors": [{key, message}]`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+
+use super::app::{App, SaveError};
+use super::auth::Refusal;
+use super::format::{field_label, is_on, value_text};
+use super::history::secs;
+use super::pages::{age_seconds, field_json, is_state_field};
+use super::routes::parse_window;
+use super::settings::Settings;
+use super::store::Device;
+use crate::event::rfc3339;
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn no_pump(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no heat pump `{id}` has reported to this dashboard"),
+    )
+}
+
+fn summary(app: &App, d: &Device, now: SystemTime) -> serde_json::Map<String, Json_> {
+    let m = &d.metric;
+    let age = age_seconds(m, now);
+    let mut o = serde_json::Map::new();
+    o.insert("id".into(), m.device.to_string().into());
+    o.insert(
+        "name".into(),
+        m.tags
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| m.device.to_string())
+            .into(),
+    );
+    o.insert("location".into(), m.tags.get("location").cloned().into());
+    o.insert("model".into(), m.schema.model.clone().into());
+    o.insert("tags".into(), json!(&*m.tags));
+    o.insert("online".into(), (d.live && age <= app.offline_after().as_secs()).into());
+    o.insert("last_poll".into(), rfc3339(m.time).into());
+    o.insert("age_seconds".into(), age.into());
+    let fault = m.fields.get(app.fault_field.as_str()).is_some_and(is_on);
+    o.insert("fault".into(), fault.into());
+    let mode = m
+        .fields
+        .get(app.mode_field.as_str())
+        .map(|v| value_text(m.meta(&app.mode_field).map(|a| &**a), v));
+    o.insert("mode".into(), mode.into());
+    o
+}
+
+/// `GET /api/pumps`: every pump with its latest values.
+pub async fn pumps(State(app): State<Arc<App>>) -> Response {
+    let now = app.now();
+    let store = app.read_store();
+    let list: Vec<Json_> = store
+        .devices
+        .values()
+        .map(|d| {
+            let mut o = summary(&app, d, now);
+            o.insert("values".into(), json!(d.metric.fields));
+            Json_::Object(o)
+        })
+        .collect();
+    drop(store);
+    Json(json!({ "pumps": list })).into_response()
+}
+
+/// `GET /api/pumps/{id}`: one pump, every field with unit, group and since.
+pub async fn pump(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let now = app.now();
+    let store = app.read_store();
+    let Some(d) = store.devices.get(id.as_str()) else {
+        return no_pump(&id);
+    };
+    let m = &d.metric;
+    let mut o = summary(&app, d, now);
+    let mut fields: Vec<Json_> = m
+        .schema
+        .fields
+        .iter()
+        .filter(|f| m.fields.contains_key(&f.name))
+        .map(|f| json!(field_json(m, Some(f), &f.name)))
+        .collect();
+    fields.extend(
+        m.fields
+            .keys()
+            .filter(|k| m.schema.field(k).is_none())
+            .map(|k| json!(field_json(m, None, k))),
+    );
+    o.insert("fields".into(), fields.into());
+    Json(Json_::Object(o)).into_response()
+}
+
+/// `GET /api/pumps/{id}/states`: every operating state with since when it holds.
+pub async fn states(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let store = app.read_store();
+    let Some(d) = store.devices.get(id.as_str()) else {
+        return no_pump(&id);
+    };
+    let m = &d.metric;
+    let states: Vec<Json_> = m
+        .fields
+        .keys()
+        .filter(|k| is_state_field(m, k))
+        .map(|k| {
+            let f = field_json(m, m.meta(k).map(|a| &**a), k);
+            json!({
+                "field": f.name,
+                "label": field_label(k),
+                "value": f.value,
+                "text": f.text,
+                "since": f.since,
+                "since_known": f.since_known.unwrap_or(false),
+            })
+        })
+        .collect();
+    Json(json!({ "id": id, "states": states })).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    window: Option<String>,
+}
+
+/// `GET /api/pumps/{id}/history/{field}?window=MIN`: points `[unix_ms, value]`.
+pub async fn history(
+    State(app): State<Arc<App>>,
+    Path((id, field)): Path<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    let window = match parse_window(q.window.as_deref(), app.settings().window_minutes(&id)) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let now = secs(app.now());
+    let store = app.read_store();
+    let Some(d) = store.devices.get(id.as_str()) else {
+        return no_pump(&id);
+    };
+    let Some(series) = d.series.get(field.as_str()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("`{id}` has no history of a numeric field `{field}`"),
+        );
+    };
+    let start = now.saturating_sub(window * 60);
+    let w = series.query(start);
+    let decimals = d.metric.meta(&field).and_then(|m| m.decimals);
+    let points: Vec<Json_> = w
+        .points
+        .iter()
+        .filter(|p| p.t >= start.saturating_sub(w.resolution))
+        .map(|p| json!([i64::from(p.t) * 1000, round(p.v, decimals)]))
+        .collect();
+    let unit = d.metric.meta(&field).and_then(|m| m.unit.clone());
+    drop(store);
+    Json(json!({
+        "id": id,
+        "field": field,
+        "unit": unit,
+        "window_minutes": window,
+        "resolution_seconds": w.resolution,
+        "points": points,
+    }))
+    .into_response()
+}
+
+/// History is kept as `f32`; print it as the field's decimals (or 7 digits).
+fn round(v: f32, decimals: Option<u8>) -> Json_ {
+    let x = match decimals {
+        Some(d) => {
+            let f = 10f64.powi(i32::from(d.min(9)));
+            (f64::from(v) * f).round() / f
+        }
+        None => format!("{v}").parse::<f64>().unwrap_or(f64::from(v)),
+    };
+    json!(x)
+}
+
+fn settings_json(app: &App, s: &Settings) -> Json_ {
+    let mut v = json!(s);
+    v["auth_enabled"] = app.auth.enabled().into();
+    v["poll_intervals"] = app
+        .control
+        .poll_intervals()
+        .into_iter()
+        .map(|(source, d)| json!({ "source": source, "seconds": d.as_secs_f64() }))
+        .collect();
+    v
+}
+
+/// `GET /api/settings`.
+pub async fn settings(State(app): State<Arc<App>>) -> Response {
+    Json(settings_json(&app, &app.settings())).into_response()
+}
+
+/// `PUT /api/settings`: the whole settings with the `version` they were read at.
+pub async fn put_settings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Result<Json<Json_>, JsonRejection>,
+) -> Response {
+    let credential = match app.auth.credential(&headers) {
+        Ok(c) => Some(c),
+        Err(Refusal::NoToken) => return error(StatusCode::FORBIDDEN, &Refusal::NoToken.to_string()),
+        Err(_) => None,
+    };
+    if credential.is_none() {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as `Authorization: Bearer <token>` (or log in)",
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    if let Err(r) = app.auth.same_origin(&headers, &uri, credential) {
+        return error(StatusCode::FORBIDDEN, &r.to_string());
+    }
+    let mut body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    // What GET adds for information may come back unchanged.
+    if let Some(o) = body.as_object_mut() {
+        o.remove("auth_enabled");
+        o.remove("poll_intervals");
+    }
+    let next: Settings = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not valid settings: {e}")),
+    };
+    let based_on = next.version;
+    let app2 = app.clone();
+    match tokio::task::spawn_blocking(move || app2.save_settings(based_on, next)).await {
+        Ok(Ok(s)) => Json(settings_json(&app, &s)).into_response(),
+        Ok(Err(SaveError::Invalid(errors))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "the settings are not valid", "errors": errors })),
+        )
+            .into_response(),
+        Ok(Err(e @ SaveError::Conflict { .. })) => error(StatusCode::CONFLICT, &e.to_string()),
+        Ok(Err(e @ SaveError::Io { .. })) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("saving failed: {e}")),
+    }
+}

@@ -1,0 +1,877 @@
+//! Router tests: every route through `oneshot`, no socket. The pumps are
+//! described by the shipped Stiebel Eltron register map and fed polls the way
+//! `scale` and `state_diff` deliver them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, REFERER, REFERRER_POLICY,
+    SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::{HeaderMap, Request, StatusCode};
+use jiff::tz::TimeZone;
+use tower::ServiceExt;
+
+use super::*;
+use crate::event::{Event, Metric, Schema, StateChange, Tags, Value, ValueType};
+use crate::registers::RegisterMap;
+use crate::topology::Control;
+
+/// 2025-06-15 15:06:40 UTC.
+const NOW: u64 = 1_750_000_000;
+const TOKEN: &str = "test-admin-token-0123456789";
+const HOST_NAME: &str = "dash.test:8080";
+const SAME: &str = "http://dash.test:8080";
+const EVIL_NAME: &str = "<script>alert(1)</script>";
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn wpm() -> Arc<Schema> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let map = RegisterMap::load(path).expect("the shipped register map loads");
+    map.model("stiebel_eltron_wpm").expect("the WPM model").schema().clone()
+}
+
+fn tags(id: &str, name: &str, location: &str) -> Arc<Tags> {
+    let mut t = Tags::new();
+    t.insert("heat_pump_id".into(), id.into());
+    t.insert("name".into(), name.into());
+    t.insert("location".into(), location.into());
+    t.insert("model".into(), "stiebel_eltron_wpm".into());
+    Arc::new(t)
+}
+
+/// Thirty minutes of 10-second polls ending at NOW.
+fn feed(app: &App, schema: &Arc<Schema>, id: &str, name: &str, fault: bool) {
+    let tags = tags(id, name, "Cellar & <b>garage</b>");
+    for i in 0..180u64 {
+        let t = now() - Duration::from_secs(1790 - i * 10);
+        let mut m = Metric::new(id, tags.clone(), t, schema.clone());
+        let f = |k: &str, v: Value, m: &mut Metric| {
+            m.fields.insert(k.into(), v);
+        };
+        f("outside_temperature", Value::Float(4.0 + (i as f64) / 100.0), &mut m);
+        f("actual_dhw_temperature", Value::Float(48.5), &mut m);
+        f("actual_return_temperature", Value::Float(31.2), &mut m);
+        f("operating_mode", Value::Int(2), &mut m);
+        f("operating_status", Value::Int(0b100_0001), &mut m);
+        f("compressor_running", Value::Bool(true), &mut m);
+        f("hc1_pump", Value::Bool(true), &mut m);
+        f("defrost_mode", Value::Bool(false), &mut m);
+        f("fault_status", Value::Int(i64::from(fault)), &mut m);
+        // Every other field of the model answers too, as a real pump's do.
+        for meta in &schema.fields {
+            if !m.fields.contains_key(&meta.name) {
+                let v = match meta.value_type {
+                    ValueType::Float => Value::Float(12.5),
+                    ValueType::Int => Value::Int(7),
+                    ValueType::Bool => Value::Bool(false),
+                    ValueType::Text => Value::Text("x".into()),
+                };
+                m.fields.insert(meta.name.clone(), v);
+            }
+        }
+        m.fields.remove("actual_flow_temperature_nhz");
+        m.since
+            .insert("compressor_running".into(), Some(now() - Duration::from_secs(3600)));
+        m.since.insert("hc1_pump".into(), None);
+        m.since
+            .insert("defrost_mode".into(), Some(now() - Duration::from_secs(3 * 86_400)));
+        m.since
+            .insert("fault_status".into(), Some(now() - Duration::from_secs(600)));
+        app.ingest(&Event::from(m));
+    }
+    app.ingest(&Event::from(StateChange {
+        device: id.into(),
+        tags,
+        field: "compressor_running".into(),
+        from: Some(Value::Bool(false)),
+        to: Value::Bool(true),
+        at: now() - Duration::from_secs(3600),
+        from_since: Some(now() - Duration::from_secs(5400)),
+        meta: None,
+    }));
+}
+
+struct Harness {
+    app: Arc<App>,
+    control: Arc<Control>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn settings_path(&self) -> PathBuf {
+        state_dir(self.dir.path(), "dash").join("settings.toml")
+    }
+}
+
+fn build(dir: &Path, control: &Arc<Control>, token: Option<&str>, config: DashboardConfig) -> App {
+    config
+        .app("dash", dir, dir, &[wpm()], control, token.map(str::to_string))
+        .expect("the dashboard builds")
+        .with_clock(Arc::new(now), TimeZone::UTC)
+}
+
+fn harness_with(token: Option<&str>, config: DashboardConfig, before: impl FnOnce(&Path)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    before(dir.path());
+    let control = Arc::new(Control::default());
+    let _rx = control.poll_interval("heatpumps", Duration::from_secs(10));
+    let app = build(dir.path(), &control, token, config);
+    let schema = wpm();
+    feed(&app, &schema, "hp1", EVIL_NAME, false);
+    feed(&app, &schema, "hp2", "Heat Pump 2", true);
+    Harness {
+        app: Arc::new(app),
+        control,
+        dir,
+    }
+}
+
+fn harness(token: Option<&str>) -> Harness {
+    harness_with(token, DashboardConfig::default(), |_| {})
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn send(app: &Arc<App>, req: Request<Body>) -> Reply {
+    let res = router(app.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 10 << 20).await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(app: &Arc<App>, uri: &str) -> Reply {
+    send(
+        app,
+        Request::get(uri).header(HOST, HOST_NAME).body(Body::empty()).unwrap(),
+    )
+    .await
+}
+
+fn form(uri: &str, body: &str, headers: &[(axum::http::HeaderName, &str)]) -> Request<Body> {
+    let mut r = Request::post(uri)
+        .header(HOST, HOST_NAME)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        r = r.header(k, *v);
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+fn put_json(body: &str, headers: &[(axum::http::HeaderName, &str)]) -> Request<Body> {
+    let mut r = Request::put("/api/settings")
+        .header(HOST, HOST_NAME)
+        .header(CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        r = r.header(k, *v);
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+/// Logs in like the form does; returns the `Cookie` header value.
+async fn login(app: &Arc<App>) -> String {
+    let r = send(app, form("/login", &format!("token={TOKEN}"), &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let cookie = r.headers.get(SET_COOKIE).unwrap().to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn settings_form(version: u64, poll: &str, refresh: &str) -> String {
+    format!("version={version}&poll_interval_seconds={poll}&refresh_interval_seconds={refresh}&sparkline_minutes=60")
+}
+
+#[tokio::test]
+async fn the_overview_shows_each_pump_with_mode_states_since_tiles_and_sparklines() {
+    let h = harness(None);
+    let r = get(&h.app, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let b = &r.body;
+    assert!(b.contains("Heat Pump 2"), "{b}");
+    assert!(b.contains("Programmed operation"), "mode label");
+    assert!(b.contains("<b>online</b> · <time datetime=\"2025-06-15T15:06:40.000Z\">polled 0 s ago</time>"));
+    assert!(
+        b.contains("data-field=\"compressor_running\"><span>Compressor</span> <b>on</b> <small>since 14:06</small>"),
+        "{b}"
+    );
+    assert!(b.contains("<span>Heating circuit 1 pump</span> <b>on</b> <small>since unknown</small>"));
+    assert!(b.contains("<span>Defrost</span> <b>off</b> <small>since 2025-06-12 15:06</small>"));
+    assert!(
+        b.contains("<p class=\"fault\" role=\"alert\">Fault status: Fault, since 14:56</p>"),
+        "{b}"
+    );
+    assert_eq!(b.matches("class=\"fault\"").count(), 1, "only hp2 has a fault");
+    assert!(b.contains("<span class=\"value\">5.79 <small>°C</small></span>"), "{b}");
+    let i = b.find("Operating status").unwrap();
+    assert!(
+        b[i..].contains("<span class=\"value\">Heating circuit 1 pump, Compressor</span>"),
+        "{}",
+        &b[i..i + 700]
+    );
+    assert!(b.contains("<svg class=\"spark\" viewBox=\"0 0 120 32\""));
+    assert!(b.contains("<span class=\"range\">4 – 5.79</span>"), "{b}");
+    // Tiles in HPManager's default order.
+    let outside = b.find("Outside temperature").unwrap();
+    let ret = b.find("Actual return temperature").unwrap();
+    let dhw = b.find("Actual DHW temperature").unwrap();
+    assert!(outside < ret && ret < dhw);
+}
+
+#[tokio::test]
+async fn a_pump_named_like_a_script_renders_as_text_everywhere() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;";
+    for uri in ["/", "/?partial=1", "/pump/hp1", "/pump/hp1?partial=1"] {
+        let r = get(&h.app, uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(!r.body.contains(EVIL_NAME), "{uri} contains the raw name");
+        assert!(!r.body.contains("<b>garage</b>"), "{uri} contains raw tag markup");
+        assert!(r.body.contains(escaped), "{uri} lacks the escaped name");
+    }
+    let r = send(
+        &h.app,
+        Request::get("/settings")
+            .header(COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(!r.body.contains(EVIL_NAME) && r.body.contains(escaped));
+    // JSON is served as JSON (with nosniff), never as HTML.
+    let r = get(&h.app, "/api/pumps").await;
+    assert_eq!(r.headers[CONTENT_TYPE], "application/json");
+    assert_eq!(r.headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["pumps"][0]["name"], EVIL_NAME);
+    // An unknown pump id echoed in a 404 page is escaped too.
+    let r = get(&h.app, "/pump/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.body.contains("<img") && r.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let h = harness(None);
+    for uri in [
+        "/",
+        "/pump/hp1",
+        "/settings",
+        "/login",
+        "/api/pumps",
+        "/static/app.js",
+        "/nope",
+        "/api/nope",
+    ] {
+        let r = get(&h.app, uri).await;
+        assert_eq!(r.headers[CONTENT_SECURITY_POLICY], CSP, "{uri}");
+        assert!(CSP.contains("script-src 'self';") && !CSP.contains("unsafe-inline"));
+        assert!(CSP.contains("frame-ancestors 'none'"));
+        assert_eq!(r.headers[X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(r.headers[REFERRER_POLICY], "same-origin", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn pages_have_no_inline_script_or_style_and_no_external_urls() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    for uri in ["/", "/pump/hp1", "/settings", "/login"] {
+        let r = send(
+            &h.app,
+            Request::get(uri).header(COOKIE, &cookie).body(Body::empty()).unwrap(),
+        )
+        .await;
+        let b = &r.body;
+        assert_eq!(b.matches("<script").count(), 1, "{uri}: only the external script");
+        assert!(b.contains("<script src=\"/static/app.js?v="), "{uri}");
+        assert!(
+            !b.contains(" style=") && !b.contains("<style"),
+            "{uri}: CSP forbids inline style"
+        );
+        assert!(
+            !b.contains(" on") || !regex_like_handler(b),
+            "{uri}: no inline event handlers"
+        );
+        assert!(
+            !b.contains("http://") && !b.contains("https://"),
+            "{uri}: no absolute URLs"
+        );
+        assert!(b.len() < 100_000, "{uri} is {} bytes", b.len());
+    }
+}
+
+/// True when the page has an attribute like `onclick=`.
+fn regex_like_handler(b: &str) -> bool {
+    b.split(" on").skip(1).any(|rest| {
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        !name.is_empty() && rest[name.len()..].starts_with('=')
+    })
+}
+
+#[tokio::test]
+async fn the_pump_page_groups_every_field_and_offers_windows_from_5_minutes_to_24_hours() {
+    let h = harness(None);
+    let r = get(&h.app, "/pump/hp2?window=180&chart=heating_pressure").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let b = &r.body;
+    for g in [
+        "Temperatures",
+        "Pressures",
+        "Power and energy",
+        "Runtimes",
+        "Status",
+        "Parameters",
+    ] {
+        assert!(b.contains(&format!("<h2>{g}</h2>")), "group {g}");
+    }
+    for (label, w) in [("5 min", 5), ("1 h", 60), ("24 h", 1440)] {
+        assert!(b.contains(&format!("<a href=\"/pump/hp2?window={w}#c\"")), "{label}");
+    }
+    assert!(b.contains("<a href=\"/pump/hp2?window=180#c\" aria-current=\"true\">3 h</a>"));
+    assert_eq!(
+        b.matches("<svg class=\"big\"").count(),
+        12,
+        "the asked-for chart plus the 11 numeric tiles"
+    );
+    let first_chart = b.find("<figure class=\"chart\">").unwrap();
+    let caption = &b[first_chart..first_chart + 300];
+    assert!(caption.contains("<span>Heating pressure</span>"), "{caption}");
+    assert!(b.contains("<div class=\"axis\"><span>−3 h</span><span>now</span></div>"));
+    assert!(
+        b.contains("Compressor running: off → on <small>(after 30 min)</small>"),
+        "state changes"
+    );
+    // A field the last poll lacked is listed as absent, not shown as a number.
+    assert!(
+        b.contains("Not in the last poll (1): actual_flow_temperature_nhz"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_window_is_400_and_an_unknown_pump_404() {
+    let h = harness(None);
+    for w in ["4", "1441", "abc", "-5"] {
+        let r = get(&h.app, &format!("/pump/hp1?window={w}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{w}");
+        assert!(
+            r.body
+                .contains("The window must be a whole number of minutes from 5 to 1440"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(get(&h.app, "/pump/nope").await.status, StatusCode::NOT_FOUND);
+    let r = get(&h.app, "/api/pumps/hp1/history/outside_temperature?window=0").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_partial_render_is_just_the_main_section() {
+    let h = harness(None);
+    let r = get(&h.app, "/?partial=1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("<html") && !r.body.contains("<head>"));
+    assert!(r.body.contains("<article class=\"card"));
+    let full = get(&h.app, "/").await;
+    assert!(
+        full.body.contains(r.body.trim()),
+        "the partial is the page's main section"
+    );
+}
+
+#[tokio::test]
+async fn static_files_are_served_with_their_types_and_nothing_else() {
+    let h = harness(None);
+    for (f, ty) in [
+        ("style.css", "text/css"),
+        ("app.js", "text/javascript"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
+        let r = get(&h.app, &format!("/static/{f}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.headers[CONTENT_TYPE].to_str().unwrap().starts_with(ty));
+    }
+    assert_eq!(get(&h.app, "/static/../Cargo.toml").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&h.app, "/static/secret.txt").await.status, StatusCode::NOT_FOUND);
+    let r = get(&h.app, "/nowhere").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("There is no page at this address."));
+    let r = get(&h.app, "/api/nowhere").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.starts_with("{\"error\":"));
+    let r = send(&h.app, Request::delete("/settings").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn the_api_gives_pumps_one_pump_states_with_since_and_history() {
+    let h = harness(None);
+    let r = get(&h.app, "/api/pumps").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let hp2 = &v["pumps"][1];
+    assert_eq!(hp2["id"], "hp2");
+    assert_eq!(hp2["online"], true);
+    assert_eq!(hp2["fault"], true);
+    assert_eq!(hp2["mode"], "Programmed operation");
+    assert_eq!(hp2["values"]["actual_dhw_temperature"], 48.5);
+    assert_eq!(hp2["last_poll"], "2025-06-15T15:06:40.000Z");
+
+    let r = get(&h.app, "/api/pumps/hp2").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let field = |n: &str| {
+        v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(field("outside_temperature")["unit"], "celsius");
+    assert_eq!(field("outside_temperature")["group"], "Temperatures");
+    assert_eq!(field("operating_mode")["text"], "Programmed operation");
+
+    let r = get(&h.app, "/api/pumps/hp2/states").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let state = |n: &str| {
+        v["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(state("compressor_running")["since"], "2025-06-15T14:06:40.000Z");
+    assert_eq!(state("compressor_running")["text"], "on");
+    assert_eq!(state("hc1_pump")["since"], serde_json::Value::Null);
+    assert_eq!(state("hc1_pump")["since_known"], false);
+
+    let r = get(&h.app, "/api/pumps/hp2/history/outside_temperature?window=5").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["resolution_seconds"], 0);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 31, "5 minutes of 10-second polls, both ends included");
+    assert_eq!(points.last().unwrap(), &serde_json::json!([NOW * 1000, 5.79]));
+    let r = get(&h.app, "/api/pumps/hp2/history/outside_temperature?window=1440").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["points"].as_array().unwrap().len(),
+        180,
+        "a young series answers from raw polls"
+    );
+
+    assert_eq!(get(&h.app, "/api/pumps/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&h.app, "/api/pumps/nope/states").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&h.app, "/api/pumps/hp1/history/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = get(&h.app, "/api/settings").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["version"], 0);
+    assert_eq!(v["auth_enabled"], false);
+    assert_eq!(v["poll_intervals"][0]["source"], "heatpumps");
+}
+
+#[tokio::test]
+async fn without_a_token_settings_are_read_only_and_the_page_says_how_to_enable_them() {
+    let h = harness(None);
+    let r = get(&h.app, "/settings").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r
+        .body
+        .contains("Settings are read-only: no admin token is configured. Set the HPFLOW_ADMIN_TOKEN"));
+    assert!(r.body.contains("<fieldset disabled>"));
+    let r = send(
+        &h.app,
+        form("/settings", &settings_form(0, "30", "10"), &[(ORIGIN, SAME)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&h.app, put_json(r#"{"version":0}"#, &[(AUTHORIZATION, &bearer())])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&h.app, form("/login", "token=anything", &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!h.settings_path().exists());
+}
+
+#[tokio::test]
+async fn changes_need_the_admin_token() {
+    let h = harness(Some(TOKEN));
+    let r = get(&h.app, "/settings").await;
+    assert!(r.body.contains("Log in with the admin token to change these settings."));
+    let r = send(
+        &h.app,
+        form("/settings", &settings_form(0, "30", "10"), &[(ORIGIN, SAME)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("Log in with the admin token to change settings."));
+    let r = send(
+        &h.app,
+        form(
+            "/settings",
+            &settings_form(0, "30", "10"),
+            &[(ORIGIN, SAME), (COOKIE, "hpflow_dash_session=forged")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&h.app, put_json(r#"{"version":0}"#, &[])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = send(&h.app, put_json(r#"{"version":0}"#, &[(AUTHORIZATION, "Bearer wrong")])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!h.settings_path().exists());
+}
+
+#[tokio::test]
+async fn login_sets_an_httponly_strict_session_cookie_that_is_not_the_token() {
+    let h = harness(Some(TOKEN));
+    let r = get(&h.app, "/login").await;
+    assert!(r.body.contains("type=\"password\" name=\"token\""));
+    let r = send(&h.app, form("/login", "token=wrong", &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("The admin token is wrong."));
+    assert!(r.headers.get(SET_COOKIE).is_none());
+    let r = send(&h.app, form("/login", &format!("token={TOKEN}"), &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[LOCATION], "/settings");
+    let cookie = r.headers[SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict") && cookie.contains("Path=/"));
+    assert!(!cookie.contains(TOKEN));
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = send(
+        &h.app,
+        Request::get("/settings")
+            .header(COOKIE, &pair)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(!r.body.contains("<fieldset disabled>") && r.body.contains("Log out"));
+    let r = send(&h.app, form("/logout", "", &[(ORIGIN, SAME), (COOKIE, &pair)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.headers[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let r = send(
+        &h.app,
+        form(
+            "/settings",
+            &settings_form(0, "30", "10"),
+            &[(ORIGIN, SAME), (COOKIE, &pair)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the session ended");
+}
+
+#[tokio::test]
+async fn changes_from_another_origin_are_refused() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    let body = settings_form(0, "30", "10");
+    let cases: [&[(axum::http::HeaderName, &str)]; 4] = [
+        &[(ORIGIN, "http://evil.example")],
+        &[(ORIGIN, "null")],
+        &[(REFERER, "http://evil.example/page")],
+        &[],
+    ];
+    for extra in cases {
+        let mut headers = vec![(COOKIE, cookie.as_str())];
+        headers.extend_from_slice(extra);
+        let r = send(&h.app, form("/settings", &body, &headers)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{extra:?}");
+        assert!(r.body.contains("Refused a change sent from another site"), "{}", r.body);
+    }
+    let r = send(
+        &h.app,
+        form("/login", &format!("token={TOKEN}"), &[(ORIGIN, "http://evil.example")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &h.app,
+        form("/logout", "", &[(ORIGIN, "http://evil.example"), (COOKIE, &cookie)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &h.app,
+        put_json(
+            r#"{"version":0}"#,
+            &[(AUTHORIZATION, &bearer()), (ORIGIN, "http://evil.example")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The same origin named by Referer alone is fine.
+    let r = send(
+        &h.app,
+        form(
+            "/settings",
+            &body,
+            &[(COOKIE, &cookie), (REFERER, "http://dash.test:8080/settings")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.app.settings().version, 1);
+}
+
+#[tokio::test]
+async fn a_saved_form_persists_atomically_keeps_comments_and_sets_the_poll_interval_live() {
+    let hand = "# kitchen tablet\nversion = 4\nrefresh_interval_seconds = 30 # slow wifi\nsparkline_minutes = 60\n";
+    let h = harness_with(Some(TOKEN), DashboardConfig::default(), |dir| {
+        let path = state_dir(dir, "dash").join("settings.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, hand).unwrap();
+    });
+    let cookie = login(&h.app).await;
+    let body = format!(
+        "{}&pump.hp1.sparkline_minutes=120&pump.hp1.visible_fields=actual_dhw_temperature%0D%0Aoutside_temperature",
+        settings_form(4, "30", "15")
+    );
+    let r = send(&h.app, form("/settings", &body, &[(COOKIE, &cookie), (ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.headers[LOCATION], "/settings?saved=1");
+    let text = std::fs::read_to_string(h.settings_path()).unwrap();
+    assert!(text.starts_with("# kitchen tablet\nversion = 5\n"), "{text}");
+    assert!(text.contains("refresh_interval_seconds = 15 # slow wifi"), "{text}");
+    assert!(text.contains("poll_interval_seconds = 30"));
+    assert!(text.contains("[pumps.hp1]\nsparkline_minutes = 120"), "{text}");
+    let leftovers: Vec<_> = std::fs::read_dir(h.settings_path().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        h.control.poll_intervals(),
+        vec![("heatpumps".to_string(), Duration::from_secs(30))]
+    );
+    // It takes effect on the pages: tile order, window, refresh.
+    let r = get(&h.app, "/").await;
+    assert!(r.body.contains("data-refresh=\"15\""));
+    let hp1 = &r.body[r.body.find("id=\"pump-hp1\"").unwrap()..r.body.find("id=\"pump-hp2\"").unwrap()];
+    assert!(hp1.find("Actual DHW temperature").unwrap() < hp1.find("Outside temperature").unwrap());
+    assert!(!hp1.contains("Actual return temperature"));
+    assert!(hp1.contains("Sparklines: last 2 h"));
+    let r = get(&h.app, "/settings?saved=1").await;
+    assert!(r.body.contains("Saved (version 5)."));
+    // Clearing the override gives the sources their own interval back.
+    let r = send(
+        &h.app,
+        form(
+            "/settings",
+            &settings_form(5, "", "15"),
+            &[(COOKIE, &cookie), (ORIGIN, SAME)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        h.control.poll_intervals(),
+        vec![("heatpumps".to_string(), Duration::from_secs(10))]
+    );
+    assert!(!std::fs::read_to_string(h.settings_path())
+        .unwrap()
+        .contains("poll_interval_seconds"));
+}
+
+#[tokio::test]
+async fn invalid_settings_are_explained_and_nothing_is_saved() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    let body = format!(
+        "{}&pump.hp1.sparkline_minutes=9999&pump.hp1.visible_fields=outside_temperature%0Anot_a_field",
+        settings_form(0, "3", "ten")
+    );
+    let r = send(&h.app, form("/settings", &body, &[(COOKIE, &cookie), (ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains("The refresh interval must be a whole number (got `ten`)."),
+        "{}",
+        r.body
+    );
+    assert!(!h.settings_path().exists());
+    assert!(r.body.contains("value=\"ten\""), "what was typed is shown again");
+    let body = format!(
+        "{}&pump.hp1.sparkline_minutes=9999&pump.hp1.visible_fields=outside_temperature%0Anot_a_field",
+        settings_form(0, "3", "10")
+    );
+    let r = send(&h.app, form("/settings", &body, &[(COOKIE, &cookie), (ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for msg in [
+        "The poll interval must be between 5 and 120 seconds (got 3).",
+        "The sparkline window of `hp1` must be between 5 and 1440 minutes (got 9999).",
+        "`hp1` has no field `not_a_field`; pick names from the list of its fields.",
+    ] {
+        assert!(r.body.contains(msg), "missing: {msg}\n{}", r.body);
+    }
+    assert!(r.body.contains("aria-invalid=\"true\""));
+    assert!(!h.settings_path().exists());
+    assert_eq!(h.control.poll_intervals()[0].1, Duration::from_secs(10));
+    let r = send(
+        &h.app,
+        put_json(
+            r#"{"version":0,"refresh_interval_seconds":500}"#,
+            &[(AUTHORIZATION, &bearer())],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["errors"][0]["key"], "refresh_interval_seconds");
+    let r = send(
+        &h.app,
+        put_json(r#"{"version":0,"bogus":1}"#, &[(AUTHORIZATION, &bearer())]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("bogus"));
+}
+
+#[tokio::test]
+async fn a_form_based_on_an_old_version_gets_409_and_loses_nothing() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    let headers = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let first = send(&h.app, form("/settings", &settings_form(0, "20", "10"), &headers)).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let second = send(&h.app, form("/settings", &settings_form(0, "90", "10"), &headers)).await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert!(second
+        .body
+        .contains("Not saved: the settings were changed elsewhere (now version 1, your form was version 0)"));
+    assert!(
+        second.body.contains("name=\"version\" value=\"1\""),
+        "the form now carries the current version"
+    );
+    assert!(
+        second.body.contains("value=\"20\""),
+        "and shows the other person's change"
+    );
+    let text = std::fs::read_to_string(h.settings_path()).unwrap();
+    assert!(text.contains("poll_interval_seconds = 20"));
+    assert_eq!(h.control.poll_intervals()[0].1, Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn concurrent_saves_through_the_api_let_exactly_one_win() {
+    let h = harness(Some(TOKEN));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = h.app.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"version":0,"refresh_interval_seconds":{}}}"#, 10 + i);
+            send(&app, put_json(&body, &[(AUTHORIZATION, &bearer())])).await
+        }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => {
+                conflicts += 1;
+                assert!(r.body.contains("changed elsewhere"));
+            }
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 7));
+    let saved: settings::Settings = toml::from_str(&std::fs::read_to_string(h.settings_path()).unwrap()).unwrap();
+    assert_eq!(saved.version, 1);
+    assert_eq!(saved, *h.app.settings());
+    // A client that read version 1 may save; GET's extra keys may come back unchanged.
+    let r = get(&h.app, "/api/settings").await;
+    let mut v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["sparkline_minutes"] = 240.into();
+    let r = send(&h.app, put_json(&v.to_string(), &[(AUTHORIZATION, &bearer())])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(h.app.settings().sparkline_minutes, 240);
+    assert_eq!(h.app.settings().version, 2);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let h = harness(Some(TOKEN));
+    let cookie = login(&h.app).await;
+    let body = format!(
+        "{}&pump.hp1.visible_fields={}",
+        settings_form(0, "", "10"),
+        "x".repeat(BODY_LIMIT)
+    );
+    let r = send(&h.app, form("/settings", &body, &[(COOKIE, &cookie), (ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!h.settings_path().exists());
+}
+
+#[tokio::test]
+async fn hpmanagers_display_file_gives_the_initial_settings() {
+    let config = DashboardConfig {
+        display: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sinks/dashboard/testdata/display.yml")),
+        ..DashboardConfig::default()
+    };
+    let h = harness_with(None, config, |_| {});
+    let s = h.app.settings();
+    assert_eq!(s.refresh_interval_seconds, 10);
+    assert_eq!(s.visible_fields("hp2").unwrap().len(), 11);
+    let r = get(&h.app, "/").await;
+    let hp2 = &r.body[r.body.find("id=\"pump-hp2\"").unwrap()..];
+    assert!(!hp2.contains("Actual DHW temperature"), "hp2's list has no DHW tiles");
+}
+
+#[tokio::test]
+async fn a_silent_pump_turns_offline_and_its_history_survives_a_restart() {
+    let h = harness(None);
+    assert_eq!(h.app.save_history().map(|n| n > 0).ok(), Some(true));
+    // The same folder, an hour later, before any new poll.
+    let control = Arc::new(Control::default());
+    let later = || UNIX_EPOCH + Duration::from_secs(NOW + 3600);
+    let app = DashboardConfig::default()
+        .app("dash", h.dir.path(), h.dir.path(), &[wpm()], &control, None)
+        .unwrap()
+        .with_clock(Arc::new(later), TimeZone::UTC);
+    app.restore_history();
+    let app = Arc::new(app);
+    let r = get(&app, "/").await;
+    assert!(r.body.contains("<b>offline</b>"));
+    assert!(r.body.contains("last poll 1 h ago, before a restart"), "{}", r.body);
+    assert!(
+        r.body.contains("Programmed operation"),
+        "restored values keep their labels"
+    );
+    let r = get(&app, "/api/pumps/hp1/history/outside_temperature?window=120").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["points"].as_array().unwrap().len(), 180);
+}

@@ -1,0 +1,405 @@
+//! HTTP to the server: the write request, what its answer means, and the start-up
+//! health check.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode, Url};
+
+use super::config::{parse_endpoint, Api, InfluxdbConfig};
+use crate::topology::BoxError;
+
+/// The longest server message kept for logs and the dead-letter file.
+const MAX_MESSAGE: usize = 1000;
+
+#[derive(Debug, Clone)]
+enum Auth {
+    None,
+    Basic { username: String, password: Option<String> },
+    Token(String),
+}
+
+/// What a write request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Written,
+    /// Worth trying again: a network error, a timeout, 5xx, 408 or 429.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// 413: the server wants smaller requests.
+    TooLarge,
+    /// Any other 4xx: the server will never take these points as they are.
+    Rejected {
+        status: u16,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api: Api,
+    base: Url,
+    write_url: Url,
+    gzip: bool,
+    auth: Auth,
+    database: Option<String>,
+    bucket: Option<String>,
+    org: Option<String>,
+}
+
+fn with_path(base: &Url, segments: &[&str]) -> Result<Url, BoxError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|_| format!("`{base}` cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+impl Client {
+    pub fn new(c: &InfluxdbConfig) -> Result<Client, BoxError> {
+        let base = parse_endpoint(&c.endpoint)?;
+        let api = c.api();
+        let precision = c.precision.param(api);
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (write_url, auth) = match api {
+            Api::V1 => {
+                let mut url = with_path(&base, &["write"])?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.append_pair("db", c.database.as_deref().unwrap_or_default());
+                    if let Some(rp) = nonempty(&c.retention_policy) {
+                        q.append_pair("rp", &rp);
+                    }
+                    q.append_pair("precision", precision);
+                }
+                let auth = match nonempty(&c.username) {
+                    Some(username) => Auth::Basic {
+                        username,
+                        password: c.password.clone(),
+                    },
+                    None => Auth::None,
+                };
+                (url, auth)
+            }
+            Api::V2 => {
+                let mut url = with_path(&base, &["api", "v2", "write"])?;
+                url.query_pairs_mut()
+                    .append_pair("org", c.org.as_deref().unwrap_or_default())
+                    .append_pair("bucket", c.bucket.as_deref().unwrap_or_default())
+                    .append_pair("precision", precision);
+                let auth = nonempty(&c.token).map_or(Auth::None, Auth::Token);
+                (url, auth)
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(c.request_timeout)
+            .connect_timeout(c.request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("hpflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            api,
+            base,
+            write_url,
+            gzip: c.gzip,
+            auth,
+            database: nonempty(&c.database),
+            bucket: nonempty(&c.bucket),
+            org: nonempty(&c.org),
+        })
+    }
+
+    /// The write URL (no secrets in it: credentials travel in headers).
+    pub fn write_url(&self) -> &Url {
+        &self.write_url
+    }
+
+    fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
+        match &self.auth {
+            Auth::None => req,
+            Auth::Basic { username, password } => req.basic_auth(username, password.as_ref()),
+            Auth::Token(t) => req.header(AUTHORIZATION, format!("Token {t}")),
+        }
+    }
+
+    /// Sends one batch of line protocol.
+    pub async fn write(&self, body: &[u8]) -> Outcome {
+        let mut req = self
+            .http
+            .post(self.write_url.clone())
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        if self.gzip {
+            match gzip(body) {
+                Ok(z) => req = req.header(CONTENT_ENCODING, "gzip").body(z),
+                // Compressing into memory cannot really fail; send it plain if it does.
+                Err(_) => req = req.body(body.to_vec()),
+            }
+        } else {
+            req = req.body(body.to_vec());
+        }
+        let resp = match self.authorize(req).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: error_chain(&e),
+                    after: None,
+                }
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Outcome::Written;
+        }
+        let after = retry_after(resp.headers());
+        let message = match resp.text().await {
+            Ok(t) => shorten(t.trim()),
+            Err(e) => format!("(no body: {e})"),
+        };
+        classify(status, message, after)
+    }
+
+    /// Checks that the server answers and the database or bucket exists. Returns
+    /// what is wrong, as sentences for WARN logs; nothing stops the sink.
+    pub async fn health(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.api {
+            Api::V1 => {
+                match self.get(&["ping"], &[]).await {
+                    Ok((s, _)) if s.is_success() => {}
+                    Ok((s, body)) => problems.push(format!("GET /ping answered {s}: {body}")),
+                    Err(e) => {
+                        problems.push(format!("InfluxDB does not answer: {e}"));
+                        return problems;
+                    }
+                }
+                let Some(db) = &self.database else { return problems };
+                match self.get(&["query"], &[("q", "SHOW DATABASES")]).await {
+                    Ok((s, body)) if s.is_success() => match databases(&body) {
+                        Some(dbs) if !dbs.iter().any(|d| d == db) => problems.push(format!(
+                            "database `{db}` does not exist (found: {}); create it with `CREATE DATABASE \"{db}\"`",
+                            dbs.join(", ")
+                        )),
+                        Some(_) => {}
+                        None => problems.push(format!("cannot read the answer to SHOW DATABASES: {body}")),
+                    },
+                    Ok((s, body)) => problems.push(format!("SHOW DATABASES answered {s}: {body}")),
+                    Err(e) => problems.push(format!("SHOW DATABASES failed: {e}")),
+                }
+            }
+            Api::V2 => {
+                let health = match self.get(&["health"], &[]).await {
+                    Ok((s, _)) if s == StatusCode::NOT_FOUND => self.get(&["ping"], &[]).await,
+                    other => other,
+                };
+                match health {
+                    Ok((s, _)) if s.is_success() => {}
+                    Ok((s, body)) => problems.push(format!("the health check answered {s}: {body}")),
+                    Err(e) => {
+                        problems.push(format!("the server does not answer: {e}"));
+                        return problems;
+                    }
+                }
+                let (Some(bucket), Some(org)) = (&self.bucket, &self.org) else {
+                    return problems;
+                };
+                // InfluxDB 2 lists buckets; VictoriaMetrics and InfluxDB 3 have no such
+                // endpoint, which is fine: they take any bucket.
+                match self
+                    .get(&["api", "v2", "buckets"], &[("name", bucket), ("org", org)])
+                    .await
+                {
+                    Ok((s, body)) if s.is_success() && bucket_count(&body) == Some(0) => {
+                        problems.push(format!("bucket `{bucket}` does not exist in org `{org}`"))
+                    }
+                    Ok((s, body)) if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
+                        problems.push(format!("the token was refused ({s}): {body}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        problems
+    }
+
+    async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<(StatusCode, String), String> {
+        let mut url = with_path(&self.base, path).map_err(|e| e.to_string())?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let resp = self
+            .authorize(self.http.get(url))
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Ok((status, shorten(body.trim())))
+    }
+}
+
+/// What an HTTP status means for a write.
+pub fn classify(status: StatusCode, message: String, after: Option<Duration>) -> Outcome {
+    match status.as_u16() {
+        200..=299 => Outcome::Written,
+        408 | 429 | 500..=599 => Outcome::Retry {
+            reason: format!("HTTP {status}: {message}"),
+            after,
+        },
+        413 => Outcome::TooLarge,
+        code => Outcome::Rejected { status: code, message },
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = h.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut z = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::fast());
+    z.write_all(body)?;
+    z.finish()
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE {
+        return s.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// An error with its causes (reqwest's own message hides "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+fn databases(body: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let series = v.get("results")?.get(0)?.get("series");
+    let Some(series) = series else { return Some(Vec::new()) };
+    let Some(values) = series.get(0)?.get("values") else {
+        return Some(Vec::new());
+    };
+    let values = values.as_array()?;
+    Some(
+        values
+            .iter()
+            .filter_map(|row| row.get(0)?.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+fn bucket_count(body: &str) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(v.get("buckets")?.as_array()?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> InfluxdbConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn v1_urls_carry_db_rp_and_precision() {
+        let c = Client::new(&config(
+            "endpoint = \"http://h:8086\"\ndatabase = \"hp data\"\nretention_policy = \"rp\"\nprecision = \"ns\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.write_url().as_str(),
+            "http://h:8086/write?db=hp+data&rp=rp&precision=n"
+        );
+    }
+
+    #[test]
+    fn v2_urls_keep_a_path_prefix() {
+        let c = Client::new(&config(
+            "endpoint = \"https://h/influx/\"\nbucket = \"b\"\norg = \"o&o\"\nprecision = \"s\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.write_url().as_str(),
+            "https://h/influx/api/v2/write?org=o%26o&bucket=b&precision=s"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_retry_split_or_reject() {
+        let m = || "x".to_string();
+        assert_eq!(classify(StatusCode::NO_CONTENT, m(), None), Outcome::Written);
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, m(), None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, m(), Some(Duration::from_secs(3))),
+            Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert_eq!(classify(StatusCode::PAYLOAD_TOO_LARGE, m(), None), Outcome::TooLarge);
+        assert_eq!(
+            classify(StatusCode::BAD_REQUEST, m(), None),
+            Outcome::Rejected {
+                status: 400,
+                message: m()
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn show_databases_answers_are_read() {
+        let body = r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["_internal"],["hp"]]}]}]}"#;
+        assert_eq!(databases(body).unwrap(), vec!["_internal", "hp"]);
+        assert_eq!(
+            databases(r#"{"results":[{"statement_id":0}]}"#).unwrap(),
+            Vec::<String>::new()
+        );
+        let none = r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"]}]}]}"#;
+        assert_eq!(databases(none).unwrap(), Vec::<String>::new());
+        assert_eq!(bucket_count(r#"{"buckets":[]}"#), Some(0));
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read;
+        let z = gzip(b"m v=1i 1\n").unwrap();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&z[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "m v=1i 1\n");
+    }
+}

@@ -1,0 +1,902 @@
+//! The sink against real servers: InfluxDB 1.x (`influxd`, Debian package
+//! `influxdb`) for the v1 API and InfluxQL read-back, VictoriaMetrics (Debian
+//! package `victoria-metrics`) for the v2 API. Each test starts its own server on
+//! free loopback ports in a temporary folder and kills it at the end. A missing
+//! binary fails the test, saying which package to install.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::config::BuildContext;
+use crate::event::{Metric, Schema, StateChange, Tags, Value};
+use crate::internal_metrics::Registry;
+use crate::topology::Input;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn binary(path: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    assert!(
+        p.exists(),
+        "{path} is missing: this test needs a real server; install it with `apt-get install {package}` \
+         (scripts/test installs it)"
+    );
+    p
+}
+
+async fn wait_until_up(url: &str, what: &str, child: &mut Child, log: &Path) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "{what} did not come up at {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An `influxd` of our own.
+struct Influxd {
+    child: Option<Child>,
+    dir: PathBuf,
+    http_port: u16,
+    extra_http: String,
+}
+
+impl Influxd {
+    async fn start(dir: &Path) -> Influxd {
+        Self::start_with(dir, "").await
+    }
+
+    async fn start_with(dir: &Path, extra_http: &str) -> Influxd {
+        let mut s = Influxd {
+            child: None,
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            extra_http: extra_http.to_string(),
+        };
+        s.restart().await;
+        s
+    }
+
+    /// Starts (again) on the same port and data.
+    async fn restart(&mut self) {
+        let bin = binary("/usr/bin/influxd", "influxdb");
+        let d = self.dir.display();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
+             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
+             [http]\nbind-address = \"127.0.0.1:{http}\"\nlog-enabled = false\n{extra}\n",
+            rpc = free_port(),
+            http = self.http_port,
+            extra = self.extra_http,
+        );
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let conf = self.dir.join("influxd.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = self.dir.join("influxd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-config")
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_up(&format!("{}/ping", self.url()), "influxd", &mut child, &log).await;
+        self.child = Some(child);
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Kills it hard (its WAL keeps what it accepted).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn query(&self, db: &str, q: &str) -> Json {
+        let r = reqwest::Client::new()
+            .post(format!("{}/query", self.url()))
+            .query(&[("db", db), ("q", q), ("epoch", "ms")])
+            .send()
+            .await
+            .unwrap();
+        let j: Json = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(j["results"][0].get("error").is_none(), "{q}: {j}");
+        j
+    }
+
+    async fn create_db(&self, db: &str) {
+        self.query(db, &format!("CREATE DATABASE \"{db}\"")).await;
+    }
+
+    /// The series' rows as column name → value maps.
+    async fn rows(&self, db: &str, q: &str) -> Vec<serde_json::Map<String, Json>> {
+        let j = self.query(db, q).await;
+        let mut out = Vec::new();
+        for series in j["results"][0]["series"].as_array().cloned().unwrap_or_default() {
+            let cols: Vec<String> = series["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            for row in series["values"].as_array().unwrap() {
+                let mut m = serde_json::Map::new();
+                for (c, v) in cols.iter().zip(row.as_array().unwrap()) {
+                    if !v.is_null() {
+                        m.insert(c.clone(), v.clone());
+                    }
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    async fn count(&self, db: &str, q: &str) -> i64 {
+        let j = self.query(db, q).await;
+        j["results"][0]["series"][0]["values"][0][1].as_i64().unwrap_or(0)
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A VictoriaMetrics of our own.
+struct Victoria {
+    child: Child,
+    port: u16,
+}
+
+impl Victoria {
+    async fn start(dir: &Path) -> Victoria {
+        let bin = binary("/usr/bin/victoria-metrics", "victoria-metrics");
+        let port = free_port();
+        let log = dir.join("vm.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(bin)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg("-loggerLevel=ERROR")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_up(
+            &format!("http://127.0.0.1:{port}/health"),
+            "victoria-metrics",
+            &mut child,
+            &log,
+        )
+        .await;
+        Victoria { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every sample of the series matching `selector`, as (name, labels, values, timestamps).
+    async fn export(&self, selector: &str) -> Vec<Json> {
+        let http = reqwest::Client::new();
+        http.post(format!("{}/internal/force_flush", self.url()))
+            .send()
+            .await
+            .unwrap();
+        let text = http
+            .post(format!("{}/api/v1/export", self.url()))
+            .form(&[("match[]", selector)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sink running in its own task, fed through a channel like the topology does.
+struct RunningSink {
+    tx: Option<mpsc::Sender<Event>>,
+    task: JoinHandle<()>,
+    stats: Arc<InfluxStats>,
+}
+
+fn start_sink(id: &str, config: &str, data_dir: &Path) -> RunningSink {
+    let cfg: InfluxdbConfig = toml::from_str(config).unwrap();
+    let mut check = crate::config::Check::new(id, data_dir, data_dir, &[]);
+    cfg.check(&mut check);
+    assert!(!check.has_errors(), "{:?}", check.problems);
+    let registry = Arc::new(Registry::default());
+    let bcx = BuildContext {
+        control: &Default::default(),
+        id,
+        pipeline_dir: data_dir,
+        data_dir,
+        input_schemas: &[],
+        registry: &registry,
+    };
+    let sink = cfg.build(&bcx).unwrap();
+    let metrics = registry.component(id, "sink", "influxdb");
+    let (tx, rx) = mpsc::channel(8192);
+    let input = Input::new(rx, metrics.clone());
+    let cx = SinkContext { id: id.into(), metrics };
+    let task = tokio::spawn(async move { sink.run(input, cx).await.unwrap() });
+    RunningSink {
+        tx: Some(tx),
+        task,
+        stats: stats(id).unwrap(),
+    }
+}
+
+impl RunningSink {
+    async fn send(&self, events: impl IntoIterator<Item = Event>) {
+        let tx = self.tx.as_ref().unwrap();
+        for e in events {
+            tx.send(e).await.unwrap();
+        }
+    }
+
+    /// Upstream closes: the sink flushes and returns.
+    async fn shutdown(mut self) {
+        self.tx = None;
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("the sink stops in time")
+            .unwrap();
+    }
+
+    /// Like SIGKILL: the task is dropped wherever it is, with no flush or fsync.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        // The delivery task is aborted with it; let the abort land.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    async fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&InfluxStatsSnapshot) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stats.snapshot();
+            if ok(&s) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Recent whole seconds, so VictoriaMetrics' retention keeps them.
+fn base_time() -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(now - 3600)
+}
+
+fn ms(t: SystemTime) -> i64 {
+    crate::event::unix_millis(t)
+}
+
+fn tags(pairs: &[(&str, &str)]) -> Arc<Tags> {
+    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+fn metric(tags: &Arc<Tags>, time: SystemTime, fields: Vec<(&str, Value)>) -> Event {
+    let mut m = Metric::new(
+        tags.get("heat_pump_id").map_or("hp", |s| s.as_str()),
+        tags.clone(),
+        time,
+        Arc::new(Schema::default()),
+    );
+    for (k, v) in fields {
+        m.fields.insert(k.into(), v);
+    }
+    Event::from(m)
+}
+
+/// A numbered point of measurement `heatpump_metrics`, one per millisecond step.
+fn numbered(i: i64, base: SystemTime) -> Event {
+    let t = tags(&[("heat_pump_id", "hp1")]);
+    metric(
+        &t,
+        base + Duration::from_millis(i as u64 * 10),
+        vec![("seq", Value::Int(i)), ("temp", Value::Float(20.0 + i as f64 / 10.0))],
+    )
+}
+
+fn v1_config(url: &str, db: &str, extra: &str) -> String {
+    format!(
+        "endpoint = \"{url}\"\napi = \"v1\"\ndatabase = \"{db}\"\nbatch_timeout = \"50ms\"\n\
+         retry_initial = \"50ms\"\nretry_max = \"300ms\"\nrequest_timeout = \"2s\"\n{extra}\n\
+         [buffer]\nsync_interval = \"200ms\"\n"
+    )
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_points_read_back_with_their_values_types_tags_and_times() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let sink = start_sink("influx_v1_roundtrip", &v1_config(&db.url(), "hp", ""), tmp.path());
+
+    let base = base_time() + Duration::from_millis(123);
+    let hp1 = tags(&[
+        ("heat_pump_id", "hp1"),
+        ("name", "Main Unit"),
+        ("location", "Basement, left"),
+        ("model", "wpl_25"),
+        ("note", ""),
+    ]);
+    let hp2 = tags(&[
+        ("heat_pump_id", "hp2"),
+        ("name", "Annex"),
+        ("location", "Garage"),
+        ("model", "wpm"),
+    ]);
+    let mut sent = Vec::new();
+    for i in 0..3u64 {
+        for t in [&hp1, &hp2] {
+            sent.push(metric(
+                t,
+                base + Duration::from_secs(10 * i),
+                vec![
+                    ("flow_temp", Value::Float(35.5 + i as f64)),
+                    ("outdoor_temp", Value::Float(21.0)),
+                    ("operating_mode", Value::Int(3)),
+                    ("compressor", Value::Bool(i % 2 == 0)),
+                    ("firmware", Value::Text("v1.2 \"beta\"".into())),
+                    ("bad", Value::Float(f64::NAN)),
+                ],
+            ));
+        }
+    }
+    sent.push(Event::from(StateChange {
+        device: "hp1".into(),
+        tags: hp1.clone(),
+        field: "compressor".into(),
+        from: Some(Value::Bool(true)),
+        to: Value::Bool(false),
+        at: base + Duration::from_secs(10),
+        from_since: Some(base - Duration::from_secs(90)),
+        meta: None,
+    }));
+    sent.push(Event::from(StateChange {
+        device: "hp1".into(),
+        tags: hp1.clone(),
+        field: "operating_mode".into(),
+        from: Some(Value::Int(2)),
+        to: Value::Int(3),
+        at: base + Duration::from_secs(20),
+        from_since: None,
+        meta: None,
+    }));
+    sink.send(sent).await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    assert_eq!((s.points_written, s.points_buffered, s.failures), (8, 0, 0), "{s:?}");
+
+    let fields = db.rows("hp", "SHOW FIELD KEYS FROM heatpump_metrics").await;
+    let types: Vec<(String, String)> = fields
+        .iter()
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap().into(),
+                r["fieldType"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("compressor", "boolean"),
+        ("firmware", "string"),
+        ("flow_temp", "float"),
+        ("operating_mode", "integer"),
+        ("outdoor_temp", "float"),
+    ];
+    assert_eq!(
+        types,
+        want.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let tag_keys = db.rows("hp", "SHOW TAG KEYS FROM heatpump_metrics").await;
+    let tag_keys: Vec<&str> = tag_keys.iter().map(|r| r["tagKey"].as_str().unwrap()).collect();
+    assert_eq!(
+        tag_keys,
+        ["heat_pump_id", "location", "model", "name"],
+        "empty tags are left out"
+    );
+
+    let rows = db
+        .rows(
+            "hp",
+            "SELECT * FROM heatpump_metrics WHERE heat_pump_id = 'hp1' ORDER BY time",
+        )
+        .await;
+    assert_eq!(rows.len(), 3);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["time"], ms(base + Duration::from_secs(10 * i as u64)), "{r:?}");
+        assert_eq!(r["flow_temp"], 35.5 + i as f64);
+        assert_eq!(r["outdoor_temp"], 21.0);
+        assert_eq!(r["operating_mode"], 3);
+        assert_eq!(r["compressor"], i % 2 == 0);
+        assert_eq!(r["firmware"], "v1.2 \"beta\"");
+        assert_eq!(r["name"], "Main Unit");
+        assert_eq!(r["location"], "Basement, left");
+        assert_eq!(r["model"], "wpl_25");
+        assert!(!r.contains_key("bad") && !r.contains_key("note"));
+    }
+    assert_eq!(
+        db.count(
+            "hp",
+            "SELECT count(flow_temp) FROM heatpump_metrics WHERE heat_pump_id = 'hp2'"
+        )
+        .await,
+        3
+    );
+
+    let changes = db
+        .rows("hp", "SELECT * FROM heatpump_state_changes ORDER BY time")
+        .await;
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0]["time"], ms(base + Duration::from_secs(10)));
+    assert_eq!(changes[0]["field"], "compressor");
+    assert_eq!(
+        (&changes[0]["from"], &changes[0]["to"]),
+        (&Json::from(1), &Json::from(0))
+    );
+    assert_eq!(changes[0]["from_since"], 100.0);
+    assert_eq!(changes[0]["heat_pump_id"], "hp1");
+    assert_eq!(changes[1]["field"], "operating_mode");
+    assert_eq!(
+        (&changes[1]["from"], &changes[1]["to"]),
+        (&Json::from(2), &Json::from(3))
+    );
+    assert!(!changes[1].contains_key("from_since"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_escaping_cases_round_trip() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("esc").await;
+    let config = v1_config(
+        &db.url(),
+        "esc",
+        "measurement = \"hp metrics,x=1\"\nprecision = \"ns\"\ngzip = false",
+    );
+    let sink = start_sink("influx_v1_escaping", &config, tmp.path());
+    let time = base_time() + Duration::new(0, 123_456_789);
+    let t = tags(&[
+        ("heat_pump_id", "hp 1,a=b"),
+        ("loc ation", "Küche ✓"),
+        ("path", "C:\\temp\\x"),
+        ("k=v", "x=y"),
+    ]);
+    let text = "quote \" backslash \\ newline\nend ✓ äöü, comma=equals";
+    sink.send([metric(
+        &t,
+        time,
+        vec![
+            ("field with space", Value::Float(1.25)),
+            ("f,comma=eq", Value::Int(-7)),
+            ("text", Value::Text(text.into())),
+            ("trailing\\", Value::Text("ends with \\".into())),
+        ],
+    )])
+    .await;
+    sink.shutdown().await;
+
+    let m = db.rows("esc", "SHOW MEASUREMENTS").await;
+    assert_eq!(m[0]["name"], "hp metrics,x=1");
+    let rows = db.rows("esc", "SELECT * FROM \"hp metrics,x=1\"").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    let want = serde_json::json!({
+        "time": crate::event::unix_millis(time),
+        "heat_pump_id": "hp 1,a=b",
+        "loc ation": "Küche ✓",
+        "path": "C:\\temp\\x",
+        "k=v": "x=y",
+        "field with space": 1.25,
+        "f,comma=eq": -7,
+        "text": text,
+        "trailing": "ends with \\",
+    });
+    assert_eq!(Json::Object(r.clone()), want);
+    // Full nanosecond precision arrives.
+    let ns = reqwest::Client::new()
+        .post(format!("{}/query", db.url()))
+        .query(&[
+            ("db", "esc"),
+            ("q", "SELECT \"f,comma=eq\" FROM \"hp metrics,x=1\""),
+            ("epoch", "ns"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ns: Json = serde_json::from_str(&ns).unwrap();
+    assert_eq!(
+        ns["results"][0]["series"][0]["values"][0][0].as_i64().unwrap(),
+        line_protocol::timestamp(time, Precision::Ns)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_writes_reach_victoria_metrics() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let vm = Victoria::start(tmp.path()).await;
+    let config = format!(
+        "endpoint = \"{}\"\napi = \"v2\"\norg = \"home\"\nbucket = \"heatpumps\"\nbatch_timeout = \"50ms\"\n",
+        vm.url()
+    );
+    let sink = start_sink("influx_v2_vm", &config, tmp.path());
+    let base = base_time();
+    let t = tags(&[("heat_pump_id", "hp1"), ("name", "Main Unit"), ("location", "")]);
+    let events: Vec<Event> = (0..5)
+        .map(|i| {
+            metric(
+                &t,
+                base + Duration::from_secs(10 * i),
+                vec![
+                    ("flow_temp", Value::Float(30.0 + i as f64 / 4.0)),
+                    ("operating_mode", Value::Int(i as i64)),
+                    ("compressor", Value::Bool(i % 2 == 1)),
+                ],
+            )
+        })
+        .collect();
+    sink.send(events).await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    assert_eq!(stats.snapshot().points_written, 5);
+
+    let series = vm.export("{__name__=~\"heatpump_metrics_.*\"}").await;
+    let mut names: Vec<&str> = series
+        .iter()
+        .map(|s| s["metric"]["__name__"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "heatpump_metrics_compressor",
+            "heatpump_metrics_flow_temp",
+            "heatpump_metrics_operating_mode"
+        ]
+    );
+    let times: Vec<i64> = (0..5).map(|i| ms(base + Duration::from_secs(10 * i))).collect();
+    for s in &series {
+        assert_eq!(s["metric"]["heat_pump_id"], "hp1");
+        assert_eq!(s["metric"]["name"], "Main Unit");
+        assert!(s["metric"].get("location").is_none());
+        let ts: Vec<i64> = s["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        assert_eq!(ts, times);
+        let values: Vec<f64> = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = match s["metric"]["__name__"].as_str().unwrap() {
+            "heatpump_metrics_flow_temp" => (0..5).map(|i| 30.0 + i as f64 / 4.0).collect(),
+            "heatpump_metrics_operating_mode" => (0..5).map(|i| i as f64).collect(),
+            _ => (0..5).map(|i| (i % 2) as f64).collect(),
+        };
+        assert_eq!(values, want, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_and_a_crash_lose_nothing_and_send_nothing_twice() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let config = v1_config(&db.url(), "hp", "batch_max_points = 500");
+    let base = base_time();
+    let id = "influx_outage";
+
+    // Delivered while the server is up.
+    let a = start_sink(id, &config, &data);
+    a.send((0..100).map(|i| numbered(i, base))).await;
+    a.wait_for("the first 100 points", Duration::from_secs(10), |s| {
+        s.points_written == 100
+    })
+    .await;
+
+    // The server goes away; points keep coming and wait on disk.
+    db.stop();
+    a.send((100..2100).map(|i| numbered(i, base))).await;
+    a.wait_for("2000 buffered points", Duration::from_secs(10), |s| {
+        s.points_buffered == 2000
+    })
+    .await;
+    a.wait_for("a failed write", Duration::from_secs(10), |s| s.retries > 0)
+        .await;
+    // Longer than sync_interval (200ms): the periodic fsync has covered them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written_by_a = a.stats.snapshot().points_written;
+    a.kill().await;
+
+    // A new process on the same data_dir, the server still down.
+    let b = start_sink(id, &config, &data);
+    b.wait_for("the replayed points", Duration::from_secs(5), |s| {
+        s.points_buffered == 2000
+    })
+    .await;
+    b.send((2100..2600).map(|i| numbered(i, base))).await;
+    b.wait_for("2500 buffered points", Duration::from_secs(5), |s| {
+        s.points_buffered == 2500
+    })
+    .await;
+
+    db.restart().await;
+    b.wait_for("the backlog delivered", Duration::from_secs(15), |s| {
+        s.points_buffered == 0
+    })
+    .await;
+    let s = b.stats.snapshot();
+    assert_eq!(written_by_a + s.points_written, 2600, "every point sent once: {s:?}");
+    assert_eq!(s.dropped, 0);
+    b.shutdown().await;
+
+    assert_eq!(db.count("hp", "SELECT count(seq) FROM heatpump_metrics").await, 2600);
+    let rows = db.rows("hp", "SELECT seq FROM heatpump_metrics ORDER BY time").await;
+    let got: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| (r["time"].as_i64().unwrap(), r["seq"].as_i64().unwrap()))
+        .collect();
+    let want: Vec<(i64, i64)> = (0..2600)
+        .map(|i| (ms(base + Duration::from_millis(i as u64 * 10)), i))
+        .collect();
+    assert!(got == want, "times and values differ from what was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_buffer_is_reported_and_new_points_still_flow() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let id = "influx_corrupt";
+    let base = base_time();
+    // First run: nowhere to deliver, so everything stays in the buffer.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let a = start_sink(id, &v1_config(&nowhere, "hp", ""), &data);
+    a.send((0..50).map(|i| numbered(i, base))).await;
+    a.wait_for("50 buffered points", Duration::from_secs(5), |s| {
+        s.points_buffered == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.kill().await;
+
+    // Flip a byte in the middle of the segment and tear its tail.
+    let dir = config::buffer_dir(&data, id);
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let b = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    b.wait_for("the intact part delivered", Duration::from_secs(10), |s| {
+        s.points_buffered == 0 && s.writes_ok >= 1
+    })
+    .await;
+    let s = b.stats.snapshot();
+    assert!(s.corrupt_bytes > 0 && s.corrupt_bytes < bytes.len() as u64, "{s:?}");
+    let kept = s.points_written as i64;
+    assert!((10..40).contains(&kept), "the intact first part is delivered: {kept}");
+    b.send((50..70).map(|i| numbered(i, base))).await;
+    b.wait_for("the new points", Duration::from_secs(10), |s| {
+        s.points_written == kept as u64 + 20
+    })
+    .await;
+    assert!(std::fs::read_dir(dir.join("corrupt")).unwrap().count() >= 1);
+    b.shutdown().await;
+
+    let rows = db.rows("hp", "SELECT seq FROM heatpump_metrics ORDER BY time").await;
+    let seqs: Vec<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    let want: Vec<i64> = (0..kept).chain(50..70).collect();
+    assert_eq!(seqs, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_goes_to_the_dead_letter_file_and_delivery_goes_on() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_dead_letter";
+    let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    let base = base_time();
+    let t = tags(&[("heat_pump_id", "hp1")]);
+    sink.send([metric(&t, base, vec![("x", Value::Int(1))])]).await;
+    sink.wait_for("the first point", Duration::from_secs(5), |s| s.points_written == 1)
+        .await;
+    // The same field as a float: InfluxDB answers 400 (field type conflict).
+    sink.send([metric(
+        &t,
+        base + Duration::from_secs(1),
+        vec![("x", Value::Float(1.5))],
+    )])
+    .await;
+    sink.wait_for("the rejection", Duration::from_secs(5), |s| s.dead_lettered == 1)
+        .await;
+    sink.send([metric(&t, base + Duration::from_secs(2), vec![("x", Value::Int(3))])])
+        .await;
+    sink.wait_for("the next point", Duration::from_secs(5), |s| s.points_written == 2)
+        .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    assert_eq!(stats.snapshot().points_buffered, 0);
+    let dead = std::fs::read_to_string(config::buffer_dir(&data, id).join("dead-letter.lp")).unwrap();
+    let lines: Vec<&str> = dead.lines().collect();
+    assert_eq!(lines.len(), 2, "{dead}");
+    assert!(lines[0].starts_with("# ") && lines[0].contains("HTTP 400") && lines[0].contains("conflict"));
+    assert_eq!(
+        lines[1],
+        format!(
+            "heatpump_metrics,heat_pump_id=hp1 x=1.5 {}",
+            ms(base + Duration::from_secs(1))
+        )
+    );
+    assert_eq!(db.count("hp", "SELECT count(x) FROM heatpump_metrics").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_the_server_is_split() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start_with(&tmp.path().join("influxd"), "max-body-size = 3000").await;
+    db.create_db("hp").await;
+    let sink = start_sink("influx_split", &v1_config(&db.url(), "hp", "gzip = false"), tmp.path());
+    let base = base_time();
+    sink.send((0..200).map(|i| numbered(i, base))).await;
+    sink.wait_for("all points", Duration::from_secs(10), |s| s.points_written == 200)
+        .await;
+    let s = sink.stats.snapshot();
+    assert!(s.failures > 0 && s.dead_lettered == 0, "{s:?}");
+    sink.shutdown().await;
+    assert_eq!(db.count("hp", "SELECT count(seq) FROM heatpump_metrics").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_reports_a_missing_database_and_a_dead_server() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    let client = Client::new(&toml::from_str(&v1_config(&db.url(), "nope", "")).unwrap()).unwrap();
+    let problems = client.health().await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("database `nope` does not exist"), "{problems:?}");
+    db.create_db("nope").await;
+    assert!(client.health().await.is_empty());
+    let down = Client::new(&toml::from_str(&v1_config("http://127.0.0.1:1", "x", "")).unwrap()).unwrap();
+    assert!(down.health().await[0].contains("does not answer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_without_waiting_for_the_batch_timeout() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let config = v1_config(&db.url(), "hp", "").replace("batch_timeout = \"50ms\"", "batch_timeout = \"60s\"");
+    let sink = start_sink("influx_shutdown_flush", &config, &tmp.path().join("data"));
+    let base = base_time();
+    sink.send((0..10).map(|i| numbered(i, base))).await;
+    sink.wait_for("10 buffered points", Duration::from_secs(5), |s| {
+        s.points_buffered == 10
+    })
+    .await;
+    assert_eq!(sink.stats.snapshot().writes_ok, 0, "the batch waits for more");
+    let started = Instant::now();
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(stats.snapshot().points_written, 10);
+    assert_eq!(db.count("hp", "SELECT count(seq) FROM heatpump_metrics").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_server_never_holds_up_receiving() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let config = v1_config(&url, "hp", "").replace("request_timeout = \"2s\"", "request_timeout = \"30s\"");
+    let sink = start_sink("influx_hanging", &config, &tmp.path().join("data"));
+    let base = base_time();
+    let started = Instant::now();
+    sink.send((0..5000).map(|i| numbered(i, base))).await;
+    sink.wait_for("5000 buffered points", Duration::from_secs(5), |s| {
+        s.points_buffered == 5000
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(sink.stats.snapshot().writes_ok, 0);
+    sink.kill().await;
+    hold.abort();
+}

@@ -1,0 +1,282 @@
+//! hpflow's own metrics (`hpflow_*`), read at scrape time from the registries the
+//! other components count into.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hpflow_build_info` | info (gauge at 1) | `version` |
+//! | `hpflow_component_events_in_total`, `…_events_out_total`, `…_events_dropped_total`, `hpflow_component_errors_total` | counter | `component_id`, `component_kind`, `component_type` |
+//! | `hpflow_influxdb_buffer_points`, `hpflow_influxdb_buffer_bytes` | gauge | `component_id` |
+//! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
+//! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`) |
+//! | `hpflow_modbus_polls_total`, `…_polls_failed_total`, `…_polls_skipped_total` (ticks missed while a poll ran), `…_connect_failures_total` | counter | `component_id`, `device` |
+//! | `hpflow_modbus_device_up`, `hpflow_modbus_consecutive_failures`, `hpflow_modbus_last_success_timestamp_seconds`, `hpflow_modbus_last_poll_duration_seconds` | gauge | `component_id`, `device` |
+
+use std::sync::Arc;
+
+use std::time::SystemTime;
+
+use crate::internal_metrics::Registry;
+use crate::sinks::influxdb;
+use crate::sources::modbus::{DeviceHealth, RequestResult};
+
+use super::names::push_label;
+use super::render::{family, Family, Format, Kind, Num};
+
+fn fam(name: &str, kind: Kind, help: &str, unit: Option<&str>) -> Family {
+    let sample = match kind {
+        Kind::Counter => format!("{name}_total"),
+        Kind::Info => format!("{name}_info"),
+        Kind::Gauge | Kind::StateSet => name.to_string(),
+    };
+    Family {
+        name: name.to_string(),
+        sample,
+        kind,
+        help: help.to_string(),
+        unit: unit.map(str::to_string),
+    }
+}
+
+fn int(v: u64) -> Num {
+    Num::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Appends every `hpflow_*` family that has samples.
+pub fn render(out: &mut String, format: Format, registry: &Arc<Registry>, health: &[DeviceHealth]) {
+    let mut version = String::new();
+    push_label(&mut version, "version", env!("CARGO_PKG_VERSION"));
+    family(
+        out,
+        format,
+        &fam("hpflow_build", Kind::Info, "hpflow's version", None),
+        &[(version, Num::Int(1))],
+    );
+
+    let components = registry.snapshot();
+    let labels: Vec<String> = components
+        .iter()
+        .map(|(id, kind, ty, _)| {
+            let mut s = String::new();
+            push_label(&mut s, "component_id", id);
+            s.push(',');
+            push_label(&mut s, "component_kind", kind);
+            s.push(',');
+            push_label(&mut s, "component_type", ty);
+            s
+        })
+        .collect();
+    type Pick = fn(&crate::internal_metrics::ComponentCounts) -> u64;
+    let per_component: [(&str, &str, Pick); 4] = [
+        ("hpflow_component_events_in", "Events a component received", |c| {
+            c.events_in
+        }),
+        (
+            "hpflow_component_events_out",
+            "Events a component sent on or delivered",
+            |c| c.events_out,
+        ),
+        (
+            "hpflow_component_events_dropped",
+            "Events dropped: a full queue, a full buffer",
+            |c| c.events_dropped,
+        ),
+        ("hpflow_component_errors", "Errors a component logged", |c| c.errors),
+    ];
+    for (name, help, pick) in per_component {
+        let rows: Vec<(String, Num)> = components
+            .iter()
+            .zip(&labels)
+            .map(|((_, _, _, counts), l)| (l.clone(), int(pick(counts))))
+            .collect();
+        family(out, format, &fam(name, Kind::Counter, help, None), &rows);
+    }
+
+    let influx: Vec<(String, influxdb::InfluxStatsSnapshot)> = influxdb::all_stats()
+        .into_iter()
+        .map(|(id, s)| {
+            let mut l = String::new();
+            push_label(&mut l, "component_id", &id);
+            (l, s.snapshot())
+        })
+        .collect();
+    type InfluxPick = fn(&influxdb::InfluxStatsSnapshot) -> u64;
+    let influx_families: [(&str, Kind, &str, Option<&str>, InfluxPick); 10] = [
+        (
+            "hpflow_influxdb_buffer_points",
+            Kind::Gauge,
+            "Points waiting in the buffer",
+            None,
+            |s| s.points_buffered,
+        ),
+        (
+            "hpflow_influxdb_buffer_bytes",
+            Kind::Gauge,
+            "Bytes the waiting points take in the buffer",
+            Some("bytes"),
+            |s| s.bytes_buffered,
+        ),
+        (
+            "hpflow_influxdb_writes",
+            Kind::Counter,
+            "Write requests the server accepted",
+            None,
+            |s| s.writes_ok,
+        ),
+        (
+            "hpflow_influxdb_points_written",
+            Kind::Counter,
+            "Points the server accepted",
+            None,
+            |s| s.points_written,
+        ),
+        (
+            "hpflow_influxdb_retries",
+            Kind::Counter,
+            "Writes retried after a network error, 5xx, 408 or 429",
+            None,
+            |s| s.retries,
+        ),
+        (
+            "hpflow_influxdb_write_failures",
+            Kind::Counter,
+            "Write requests that failed, for any reason",
+            None,
+            |s| s.failures,
+        ),
+        (
+            "hpflow_influxdb_points_dropped",
+            Kind::Counter,
+            "Points dropped: buffer full, buffer write failed, memory buffer at shutdown",
+            None,
+            |s| s.dropped,
+        ),
+        (
+            "hpflow_influxdb_points_dead_lettered",
+            Kind::Counter,
+            "Points the server rejected, set aside in the dead-letter file",
+            None,
+            |s| s.dead_lettered,
+        ),
+        (
+            "hpflow_influxdb_corrupt_bytes",
+            Kind::Counter,
+            "Bytes of buffer files set aside as corrupt",
+            None,
+            |s| s.corrupt_bytes,
+        ),
+        (
+            "hpflow_influxdb_events_skipped",
+            Kind::Counter,
+            "Events with no field line protocol can carry",
+            None,
+            |s| s.skipped,
+        ),
+    ];
+    for (name, kind, help, unit, pick) in influx_families {
+        let rows: Vec<(String, Num)> = influx.iter().map(|(l, s)| (l.clone(), int(pick(s)))).collect();
+        family(out, format, &fam(name, kind, help, unit), &rows);
+    }
+
+    modbus(out, format, health);
+}
+
+fn modbus(out: &mut String, format: Format, health: &[DeviceHealth]) {
+    let labels: Vec<String> = health
+        .iter()
+        .map(|h| {
+            let mut s = String::new();
+            push_label(&mut s, "component_id", &h.component);
+            s.push(',');
+            push_label(&mut s, "device", &h.device);
+            s
+        })
+        .collect();
+
+    let mut requests = Vec::with_capacity(health.len() * RequestResult::ALL.len());
+    for (h, l) in health.iter().zip(&labels) {
+        for r in RequestResult::ALL {
+            let mut l = l.clone();
+            l.push(',');
+            push_label(&mut l, "result", r.as_str());
+            requests.push((l, int(h.requests(r))));
+        }
+    }
+    family(
+        out,
+        format,
+        &fam(
+            "hpflow_modbus_requests",
+            Kind::Counter,
+            "Modbus requests by result",
+            None,
+        ),
+        &requests,
+    );
+
+    type Pick = fn(&DeviceHealth) -> Option<Num>;
+    let per_device: [(&str, Kind, &str, Option<&str>, Pick); 8] = [
+        ("hpflow_modbus_polls", Kind::Counter, "Polls of a device", None, |h| {
+            Some(int(h.polls))
+        }),
+        (
+            "hpflow_modbus_polls_failed",
+            Kind::Counter,
+            "Polls that produced no value",
+            None,
+            |h| Some(int(h.polls_failed)),
+        ),
+        (
+            "hpflow_modbus_polls_skipped",
+            Kind::Counter,
+            "Scheduled polls skipped because the previous one was still running",
+            None,
+            |h| Some(int(h.missed_ticks)),
+        ),
+        (
+            "hpflow_modbus_connect_failures",
+            Kind::Counter,
+            "Connection attempts that failed",
+            None,
+            |h| Some(int(h.connect_failures)),
+        ),
+        (
+            "hpflow_modbus_device_up",
+            Kind::Gauge,
+            "1 when the device's last poll produced at least one value",
+            None,
+            |h| Some(Num::Int(h.up.into())),
+        ),
+        (
+            "hpflow_modbus_consecutive_failures",
+            Kind::Gauge,
+            "Polls in a row that produced nothing",
+            None,
+            |h| Some(int(h.consecutive_failures)),
+        ),
+        (
+            "hpflow_modbus_last_success_timestamp_seconds",
+            Kind::Gauge,
+            "Unix time of the device's last successful poll",
+            Some("seconds"),
+            |h| {
+                let t = h.last_success?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+                Some(Num::Float(t.as_secs_f64()))
+            },
+        ),
+        (
+            "hpflow_modbus_last_poll_duration_seconds",
+            Kind::Gauge,
+            "How long the device's last poll took",
+            Some("seconds"),
+            |h| Some(Num::Float(h.last_poll_duration?.as_secs_f64())),
+        ),
+    ];
+    for (name, kind, help, unit, pick) in per_device {
+        let rows: Vec<(String, Num)> = health
+            .iter()
+            .zip(&labels)
+            .filter_map(|(h, l)| Some((l.clone(), pick(h)?)))
+            .collect();
+        family(out, format, &fam(name, kind, help, unit), &rows);
+    }
+}

@@ -1,0 +1,493 @@
+//! The exporter's state (latest values per device) and the exposition formats.
+//!
+//! Updating does the work once per poll: each model's schema is compiled once into
+//! a plan (metric family and kind per field), each device's label set is escaped
+//! once and cached while its tags stay the same, and a device's samples are built
+//! outside the lock and swapped in as one `Arc`. A scrape holds the locks only to
+//! copy those `Arc`s, then writes straight into per-family strings (the formats
+//! want every sample of a family together, while the state is kept per device).
+//!
+//! No sample carries a timestamp: Prometheus stamps a scrape with its own time and
+//! relies on that for staleness handling; explicit timestamps would make series
+//! linger for 5 minutes after a device is gone and make a late poll look out of
+//! order. The poll time shows through `<ns>_state_since_seconds` where it matters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::event::{Event, FieldMeta, Schema, Tags, ValueType};
+use crate::internal_metrics::Registry;
+use crate::sources::modbus::DeviceHealth;
+
+use super::internal;
+use super::names::{push_help, push_label};
+use super::plan::{compile, device_labels, field_plan, since_label, Families, FieldPlan, Plan, StateSet, SINCE, UP};
+pub(super) use super::plan::{Family, Kind, Num};
+
+/// Where the exporter reads the time; tests inject their own.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Where the exporter reads the Modbus devices' health at scrape time
+/// (`crate::sources::modbus::health().snapshot()` in a pipeline).
+pub type HealthSource = Arc<dyn Fn() -> Vec<DeviceHealth> + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header prefers: OpenMetrics when it is offered with
+    /// a quality at least that of the text format (as Prometheus asks), else text.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else { return Format::Text };
+        let (mut om, mut text) = (0.0_f32, 0.0_f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => om = om.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// A sample of a device's last poll.
+#[derive(Debug, Clone)]
+enum Sample {
+    Gauge(u32, Num),
+    StateSet(u32, Arc<StateSet>, Option<i64>),
+    /// Unix seconds since a state holds, with its `field="…"` label.
+    Since(Arc<str>, f64),
+}
+
+impl Sample {
+    fn family(&self) -> u32 {
+        match self {
+            Sample::Gauge(f, _) | Sample::StateSet(f, _, _) => *f,
+            Sample::Since(..) => SINCE,
+        }
+    }
+}
+
+/// Marks an index into a device's counters rather than its samples.
+const COUNTER: u32 = 1 << 31;
+
+/// What the exporter knows of one device. Replaced whole on each poll.
+#[derive(Debug)]
+struct Device {
+    device: Arc<str>,
+    /// The device's labels, escaped, comma-separated, without braces.
+    labels: Arc<str>,
+    tags: Arc<Tags>,
+    plan: Arc<Plan>,
+    /// When its last poll arrived (exporter clock).
+    seen: SystemTime,
+    /// The last poll carried at least one number.
+    answered: bool,
+    /// Gauges, state sets and since stamps of the last poll only.
+    samples: Vec<Sample>,
+    /// Every counter the device ever reported, at its last value: expiry and
+    /// a poll that misses one never make a counter go backwards or vanish.
+    counters: Vec<(u32, Num)>,
+}
+
+/// The latest value of every numeric field of every device, ready to render.
+pub struct Exporter {
+    prefix: String,
+    base_units: bool,
+    expire_after: Duration,
+    clock: Clock,
+    internal: Option<Arc<Registry>>,
+    health: Option<HealthSource>,
+    families: Mutex<Families>,
+    devices: Mutex<BTreeMap<Arc<str>, Arc<Device>>>,
+    /// Size of the last scrape's device series, to allocate the next one at once.
+    last_size: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Exporter {
+    /// `namespace` prefixes every device series (`heatpump` → `heatpump_up`);
+    /// `internal` adds hpflow's own `hpflow_*` metrics to each scrape.
+    pub fn new(namespace: &str, expire_after: Duration, clock: Clock, internal: Option<Arc<Registry>>) -> Self {
+        let prefix = if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}_")
+        };
+        let mut families = Families::default();
+        let up = format!("{prefix}up");
+        let since = format!("{prefix}state_since_seconds");
+        families.add(Family {
+            name: up.clone(),
+            sample: up,
+            kind: Kind::Gauge,
+            help: "1 while the device answers: its last poll brought values, within expire_after, and its source does \
+                   not report it down"
+                .into(),
+            unit: None,
+        });
+        families.add(Family {
+            name: since.clone(),
+            sample: since,
+            kind: Kind::Gauge,
+            help: "Unix time since which an operating state holds its current value".into(),
+            unit: Some("seconds".into()),
+        });
+        Exporter {
+            prefix,
+            base_units: false,
+            expire_after,
+            clock,
+            internal,
+            health: None,
+            families: Mutex::new(families),
+            devices: Mutex::new(BTreeMap::new()),
+            last_size: AtomicUsize::new(0),
+        }
+    }
+
+    /// Converts time, energy and power to seconds, joules and watts (see
+    /// [`super::names`]); call before the first event.
+    pub fn with_base_units(mut self, on: bool) -> Self {
+        self.base_units = on;
+        self
+    }
+
+    /// Reads the Modbus sources' device health at each scrape: a device its
+    /// source reports down has `up` 0 at once, and the `hpflow_modbus_*`
+    /// metrics (with `internal`) come from it.
+    pub fn with_health(mut self, health: HealthSource) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Takes in one event: a poll replaces its device's samples (counters keep
+    /// their last value); state changes carry nothing the next poll won't.
+    pub fn update(&self, event: &Event) {
+        let Event::Metric(m) = event else { return };
+        let now = (self.clock)();
+        let prev = lock(&self.devices).get(&m.device).cloned();
+        let plan = match &prev {
+            Some(d) if Arc::ptr_eq(&d.plan.schema, &m.schema) => d.plan.clone(),
+            _ => self.plan_for(&m.schema),
+        };
+        let labels = match &prev {
+            Some(d) if Arc::ptr_eq(&d.plan, &plan) && (Arc::ptr_eq(&d.tags, &m.tags) || d.tags == m.tags) => {
+                d.labels.clone()
+            }
+            _ => device_labels(m, &plan),
+        };
+        let mut counters = prev.as_ref().map(|d| d.counters.clone()).unwrap_or_default();
+        let mut samples = Vec::with_capacity(m.fields.len() + m.since.len());
+        let mut answered = false;
+        for (name, value) in &m.fields {
+            let Some(num) = Num::of(value) else { continue };
+            answered = true;
+            let field_plan = match plan.fields.get(name) {
+                Some(p) => p.clone(),
+                None => self.adhoc_plan(name),
+            };
+            match field_plan {
+                FieldPlan::Skip => {}
+                FieldPlan::Gauge(f, c) => samples.push(Sample::Gauge(f, num.convert(c))),
+                FieldPlan::Counter(f, c) => {
+                    let num = num.convert(c);
+                    match counters.iter_mut().find(|(g, _)| *g == f) {
+                        Some(slot) => slot.1 = num,
+                        None => counters.push((f, num)),
+                    }
+                }
+                FieldPlan::StateSet(f, set) => {
+                    let code = match num {
+                        Num::Int(i) => Some(i),
+                        Num::Float(x) if x.fract() == 0.0 => Some(x as i64),
+                        Num::Float(_) => None,
+                    };
+                    samples.push(Sample::StateSet(f, set, code));
+                }
+            }
+        }
+        for (name, since) in &m.since {
+            let Some(at) = since else { continue };
+            let secs = match at.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            let label = match plan.since_labels.get(name) {
+                Some(l) => l.clone(),
+                None => since_label(name),
+            };
+            samples.push(Sample::Since(label, secs));
+        }
+        let device = Arc::new(Device {
+            device: m.device.clone(),
+            labels,
+            tags: m.tags.clone(),
+            plan,
+            seen: now,
+            answered,
+            samples,
+            counters,
+        });
+        lock(&self.devices).insert(m.device.clone(), device);
+    }
+
+    /// Forgets the gauge and state samples of devices past `expire_after`, so
+    /// memory holds only what a scrape shows.
+    pub fn sweep(&self) {
+        let now = (self.clock)();
+        let mut devices = lock(&self.devices);
+        for d in devices.values_mut() {
+            if !d.samples.is_empty() && !self.fresh(d, now) {
+                *d = Arc::new(Device {
+                    device: d.device.clone(),
+                    labels: d.labels.clone(),
+                    tags: d.tags.clone(),
+                    plan: d.plan.clone(),
+                    seen: d.seen,
+                    answered: d.answered,
+                    samples: Vec::new(),
+                    counters: d.counters.clone(),
+                });
+            }
+        }
+    }
+
+    /// How often [`Exporter::sweep`] is worth running.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.expire_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Number of devices known (fresh or stale).
+    pub fn devices(&self) -> usize {
+        lock(&self.devices).len()
+    }
+
+    fn fresh(&self, d: &Device, now: SystemTime) -> bool {
+        // A clock that stepped back counts as fresh rather than expiring everything.
+        d.answered && now.duration_since(d.seen).map_or(true, |age| age <= self.expire_after)
+    }
+
+    /// The whole exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
+        let mut out = String::new();
+        self.render_into(format, &mut out);
+        out
+    }
+
+    /// Appends the whole exposition in `format` to `out`.
+    pub fn render_into(&self, format: Format, out: &mut String) {
+        let now = (self.clock)();
+        let devices: Vec<Arc<Device>> = lock(&self.devices).values().cloned().collect();
+        let families: Vec<Arc<Family>> = lock(&self.families).list.clone();
+        let health = self.health.as_ref().map(|h| h()).unwrap_or_default();
+        // Down when every source polling the device says so.
+        let mut answering: HashMap<&str, bool> = HashMap::with_capacity(health.len());
+        for h in &health {
+            *answering.entry(&h.device).or_default() |= h.up;
+        }
+
+        // Pass 1: which samples each family has, as (device, sample) indexes;
+        // pass 2 writes family by family straight into `out`.
+        let mut up = Vec::with_capacity(devices.len());
+        let mut index: Vec<Vec<(u32, u32)>> = vec![Vec::new(); families.len()];
+        for (di, d) in devices.iter().enumerate() {
+            let fresh = self.fresh(d, now);
+            up.push(fresh && answering.get(&*d.device).copied().unwrap_or(true));
+            if fresh {
+                for (si, s) in d.samples.iter().enumerate() {
+                    index[s.family() as usize].push((di as u32, si as u32));
+                }
+            }
+            for (ci, (f, _)) in d.counters.iter().enumerate() {
+                index[*f as usize].push((di as u32, ci as u32 | COUNTER));
+            }
+        }
+
+        let mut order: Vec<usize> = (0..families.len()).collect();
+        order.sort_by(|&a, &b| families[a].name.cmp(&families[b].name));
+        let hint = self.last_size.load(Ordering::Relaxed);
+        out.reserve(hint + hint / 8);
+        let start = out.len();
+        for f in order {
+            let family = &families[f];
+            let name = family.sample.as_str();
+            if f == UP as usize {
+                if devices.is_empty() {
+                    continue;
+                }
+                header(out, format, family);
+                for (d, up) in devices.iter().zip(&up) {
+                    write_line(out, name, &d.labels, None, Num::Int((*up).into()));
+                }
+                continue;
+            }
+            if index[f].is_empty() {
+                continue;
+            }
+            header(out, format, family);
+            for &(di, si) in &index[f] {
+                let d = &devices[di as usize];
+                if si & COUNTER != 0 {
+                    let (_, v) = d.counters[(si & !COUNTER) as usize];
+                    write_line(out, name, &d.labels, None, v);
+                    continue;
+                }
+                match &d.samples[si as usize] {
+                    Sample::Gauge(_, v) => write_line(out, name, &d.labels, None, *v),
+                    Sample::Since(label, secs) => write_line(out, name, &d.labels, Some(label), Num::Float(*secs)),
+                    Sample::StateSet(_, set, code) => {
+                        let mut known = false;
+                        for (c, frag) in &set.states {
+                            let on = Some(*c) == *code;
+                            known |= on;
+                            write_line(out, name, &d.labels, Some(frag), Num::Int(on.into()));
+                        }
+                        if let (false, Some(c)) = (known, code) {
+                            // A code the register map has no label for still shows, by number.
+                            let mut frag = String::new();
+                            push_label(&mut frag, &set.label_name, &c.to_string());
+                            write_line(out, name, &d.labels, Some(&frag), Num::Int(1));
+                        }
+                    }
+                }
+            }
+        }
+        self.last_size.store(out.len() - start, Ordering::Relaxed);
+        if let Some(registry) = &self.internal {
+            internal::render(out, format, registry, &health);
+        }
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
+    }
+
+    /// The plan of a schema, compiled on first sight of its model (or of a
+    /// changed schema of it).
+    fn plan_for(&self, schema: &Arc<Schema>) -> Arc<Plan> {
+        let mut fams = lock(&self.families);
+        if let Some(p) = fams.plans.get(&schema.model) {
+            if Arc::ptr_eq(&p.schema, schema) || *p.schema == **schema {
+                return p.clone();
+            }
+        }
+        let plan = Arc::new(compile(&mut fams, &self.prefix, self.base_units, schema));
+        fams.plans.insert(schema.model.clone(), plan.clone());
+        plan
+    }
+
+    /// A field the schema does not describe: a plain gauge named after it.
+    fn adhoc_plan(&self, name: &Arc<str>) -> FieldPlan {
+        let mut fams = lock(&self.families);
+        if let Some(p) = fams.adhoc.get(name) {
+            return p.clone();
+        }
+        let meta = FieldMeta::gauge(name, ValueType::Float);
+        let p = field_plan(&mut fams, &self.prefix, false, &meta);
+        fams.adhoc.insert(name.clone(), p.clone());
+        p
+    }
+}
+
+/// Appends one sample line: `name{labels[,extra]} value`.
+fn write_line(buf: &mut String, name: &str, labels: &str, extra: Option<&str>, v: Num) {
+    buf.push_str(name);
+    buf.push('{');
+    buf.push_str(labels);
+    if let Some(extra) = extra {
+        if !labels.is_empty() {
+            buf.push(',');
+        }
+        buf.push_str(extra);
+    }
+    buf.push_str("} ");
+    push_num(buf, v);
+    buf.push('\n');
+}
+
+/// A number as both formats spell it (`+Inf`, `-Inf`, `NaN`; the shortest
+/// representation that reads back the same float).
+fn push_num(out: &mut String, v: Num) {
+    match v {
+        Num::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+        Num::Float(x) if x.is_nan() => out.push_str("NaN"),
+        Num::Float(x) if x.is_infinite() => out.push_str(if x > 0.0 { "+Inf" } else { "-Inf" }),
+        // Integral floats print as integers (`2`, not ryu's `2.0`), like Prometheus' own clients.
+        Num::Float(x) if x.fract() == 0.0 && x.abs() < 1e15 => out.push_str(itoa::Buffer::new().format(x as i64)),
+        Num::Float(x) => out.push_str(ryu::Buffer::new().format_finite(x)),
+    }
+}
+
+/// `# HELP`, `# TYPE` (and in OpenMetrics `# UNIT`) of a family.
+pub(super) fn header(out: &mut String, format: Format, f: &Family) {
+    let om = format == Format::OpenMetrics;
+    // The text format names the sample (`…_total`) in its comments; OpenMetrics the family.
+    let name = if om { &f.name } else { &f.sample };
+    let ty = match (f.kind, om) {
+        (Kind::Counter, _) => "counter",
+        (Kind::Info, true) => "info",
+        (Kind::Gauge | Kind::StateSet | Kind::Info, _) => "gauge",
+    };
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    push_help(out, &f.help, om);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(ty);
+    out.push('\n');
+    if let (true, Some(unit)) = (om, &f.unit) {
+        out.push_str("# UNIT ");
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(unit);
+        out.push('\n');
+    }
+}
+
+/// Writes a whole family with pre-escaped label sets (the internal metrics);
+/// nothing when it has no samples.
+pub(super) fn family(out: &mut String, format: Format, family: &Family, rows: &[(String, Num)]) {
+    if rows.is_empty() {
+        return;
+    }
+    header(out, format, family);
+    for (labels, v) in rows {
+        write_line(out, &family.sample, labels, None, *v);
+    }
+}

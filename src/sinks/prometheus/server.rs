@@ -1,0 +1,155 @@
+//! The running sink: an axum server on the claimed address, fed by the input.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::event::Event;
+use crate::topology::{BoxError, Input, Sink, SinkContext};
+
+use super::render::{Exporter, Format};
+
+/// How long open scrapes may take to finish once the input has closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// `/metrics` (text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it) and a
+/// one-line index at `/`.
+pub fn router(exporter: Arc<Exporter>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .with_state(exporter)
+}
+
+async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+    // Thousands of devices take milliseconds to render: keep that off the
+    // threads that serve connections.
+    match tokio::task::spawn_blocking(move || exporter.render(format)).await {
+        Ok(body) => ([(CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => {
+            warn!(error = %e, "Rendering metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response()
+        }
+    }
+}
+
+async fn index() -> &'static str {
+    "hpflow Prometheus endpoint: scrape /metrics\n"
+}
+
+/// A listen address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("prometheus sink `{id}` cannot listen on {address}: {source}{hint}")]
+pub struct BindError {
+    pub id: String,
+    pub address: SocketAddr,
+    #[source]
+    pub source: io::Error,
+    hint: &'static str,
+}
+
+/// The `prometheus` sink, bound and ready to serve.
+pub struct Prometheus {
+    id: Arc<str>,
+    listener: std::net::TcpListener,
+    exporter: Arc<Exporter>,
+}
+
+impl Prometheus {
+    /// Binds `address` (port 0 picks a free one, see [`Prometheus::local_addr`]).
+    pub fn bind(id: &str, address: SocketAddr, exporter: Arc<Exporter>) -> Result<Self, BindError> {
+        let fail = |source: io::Error| {
+            let hint = match source.kind() {
+                io::ErrorKind::AddrInUse => {
+                    " (another program, or another hpflow, holds that port; stop it or set another `address`)"
+                }
+                io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges; pick a higher one)",
+                io::ErrorKind::AddrNotAvailable => " (no network interface of this machine has that address)",
+                _ => "",
+            };
+            BindError {
+                id: id.to_string(),
+                address,
+                source,
+                hint,
+            }
+        };
+        let listener = std::net::TcpListener::bind(address).map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        Ok(Prometheus {
+            id: id.into(),
+            listener,
+            exporter,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn exporter(&self) -> &Arc<Exporter> {
+        &self.exporter
+    }
+}
+
+#[async_trait]
+impl Sink for Prometheus {
+    async fn run(self: Box<Self>, mut input: Input, cx: SinkContext) -> Result<(), BoxError> {
+        let Prometheus { id, listener, exporter } = *self;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let address = listener.local_addr()?;
+        info!(component = %id, %address, "Serving Prometheus metrics at /metrics");
+
+        let stop = CancellationToken::new();
+        let serve =
+            axum::serve(listener, router(exporter.clone())).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { serve.await });
+
+        let mut sweep = tokio::time::interval(exporter.sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = input.recv() => match event {
+                    Some(event) => {
+                        if matches!(event, Event::Metric(_)) {
+                            exporter.update(&event);
+                            cx.metrics.sent(1);
+                        }
+                    }
+                    None => break,
+                },
+                _ = sweep.tick() => exporter.sweep(),
+                result = &mut server => {
+                    cx.metrics.error();
+                    let why = match result {
+                        Ok(Ok(())) => "it stopped".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(format!("prometheus sink `{id}`: the server on {address} failed: {why}").into());
+                }
+            }
+        }
+
+        stop.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+            warn!(component = %id, "Scrapes still open after {SHUTDOWN_GRACE:?}; closing them");
+            server.abort();
+        }
+        info!(component = %id, "Prometheus endpoint stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Per-device health: is it answering, since when, and how its requests went.
+//!
+//! Every Modbus source registers its devices here when it starts; a sink (the
+//! Prometheus endpoint) reads [`health`]`().snapshot()` at scrape time. The
+//! registry is process-wide because devices outlive no component: a source that
+//! is rebuilt replaces its own entries (keyed by component id and device id).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// What became of one Modbus request, the label of the request counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestResult {
+    Ok,
+    /// Exception 06: the device asked us to come back later.
+    Busy,
+    /// Exception 02: the device refused the start address or span.
+    IllegalAddress,
+    /// Exceptions 0x0A/0x0B: the gateway could not reach the device.
+    GatewayFailed,
+    /// Any other Modbus exception.
+    Exception,
+    /// No answer within `timeout`.
+    Timeout,
+    /// The link broke (I/O error, connection refused, garbled or mismatched reply).
+    Transport,
+}
+
+impl RequestResult {
+    pub const ALL: [RequestResult; 7] = [
+        RequestResult::Ok,
+        RequestResult::Busy,
+        RequestResult::IllegalAddress,
+        RequestResult::GatewayFailed,
+        RequestResult::Exception,
+        RequestResult::Timeout,
+        RequestResult::Transport,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestResult::Ok => "ok",
+            RequestResult::Busy => "busy",
+            RequestResult::IllegalAddress => "illegal_address",
+            RequestResult::GatewayFailed => "gateway_failed",
+            RequestResult::Exception => "exception",
+            RequestResult::Timeout => "timeout",
+            RequestResult::Transport => "transport",
+        }
+    }
+}
+
+/// The health of one device, as last updated by its poll loop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeviceHealth {
+    /// The source component polling the device.
+    pub component: Arc<str>,
+    pub device: Arc<str>,
+    /// The last poll produced at least one value.
+    pub up: bool,
+    pub last_success: Option<SystemTime>,
+    /// Polls in a row that produced nothing.
+    pub consecutive_failures: u64,
+    pub polls: u64,
+    pub polls_failed: u64,
+    /// Scheduled polls skipped because the previous one was still running.
+    pub missed_ticks: u64,
+    /// Connection attempts that failed (refused, unreachable, timed out).
+    pub connect_failures: u64,
+    pub requests: BTreeMap<RequestResult, u64>,
+    pub last_poll_duration: Option<Duration>,
+}
+
+impl DeviceHealth {
+    pub fn requests(&self, result: RequestResult) -> u64 {
+        self.requests.get(&result).copied().unwrap_or(0)
+    }
+}
+
+/// A device's entry in the registry, held by the task that polls it.
+#[derive(Debug, Clone)]
+pub struct HealthHandle(Arc<Mutex<DeviceHealth>>);
+
+impl HealthHandle {
+    fn with<R>(&self, f: impl FnOnce(&mut DeviceHealth) -> R) -> R {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut h)
+    }
+
+    pub fn request(&self, result: RequestResult) {
+        self.with(|h| *h.requests.entry(result).or_insert(0) += 1);
+    }
+
+    pub fn connect_failed(&self) {
+        self.with(|h| h.connect_failures += 1);
+    }
+
+    pub fn missed(&self, ticks: u64) {
+        if ticks > 0 {
+            self.with(|h| h.missed_ticks += ticks);
+        }
+    }
+
+    /// Records the end of a poll; returns the state change worth logging once.
+    pub fn poll_done(&self, success: bool, at: SystemTime, took: Duration) -> Transition {
+        self.with(|h| {
+            let was_up = h.up;
+            let first = h.polls == 0;
+            h.polls += 1;
+            h.last_poll_duration = Some(took);
+            if success {
+                h.up = true;
+                h.last_success = Some(at);
+                h.consecutive_failures = 0;
+            } else {
+                h.up = false;
+                h.polls_failed += 1;
+                h.consecutive_failures += 1;
+            }
+            match (first, was_up, success) {
+                (_, false, true) if !first => Transition::Recovered,
+                (true, _, false) | (false, true, false) => Transition::Down,
+                _ => Transition::Unchanged,
+            }
+        })
+    }
+
+    pub fn get(&self) -> DeviceHealth {
+        self.with(|h| h.clone())
+    }
+}
+
+/// What a poll changed about a device's availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Unchanged,
+    /// The device stopped answering (or never answered on its first poll).
+    Down,
+    /// The device answers again after being down.
+    Recovered,
+}
+
+/// All devices of all Modbus sources.
+/// Entries by (component id, device id).
+type Entries = BTreeMap<(Arc<str>, Arc<str>), HealthHandle>;
+
+#[derive(Debug, Default)]
+pub struct HealthRegistry {
+    devices: Mutex<Entries>,
+}
+
+impl HealthRegistry {
+    /// A fresh entry for a device (replacing any earlier one of the same component).
+    pub fn register(&self, component: &str, device: &str) -> HealthHandle {
+        let h = HealthHandle(Arc::new(Mutex::new(DeviceHealth {
+            component: component.into(),
+            device: device.into(),
+            ..Default::default()
+        })));
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert((component.into(), device.into()), h.clone());
+        h
+    }
+
+    /// Forgets every device of a component (when it stops for good).
+    pub fn remove_component(&self, component: &str) {
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(c, _), _| &**c != component);
+    }
+
+    pub fn get(&self, component: &str, device: &str) -> Option<DeviceHealth> {
+        let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(Arc::from(component), Arc::from(device)))
+            .map(HealthHandle::get)
+    }
+
+    /// A copy of every device's health, ordered by component and device.
+    pub fn snapshot(&self) -> Vec<DeviceHealth> {
+        let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(HealthHandle::get).collect()
+    }
+}
+
+/// The process-wide registry the Modbus sources report into.
+pub fn health() -> &'static HealthRegistry {
+    static REGISTRY: OnceLock<HealthRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(HealthRegistry::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_down_device_is_reported_once_and_its_recovery_once() {
+        let r = HealthRegistry::default();
+        let h = r.register("src", "hp1");
+        let t = SystemTime::UNIX_EPOCH;
+        let d = Duration::from_millis(5);
+        assert_eq!(h.poll_done(true, t, d), Transition::Unchanged);
+        assert_eq!(h.poll_done(false, t, d), Transition::Down);
+        assert_eq!(h.poll_done(false, t, d), Transition::Unchanged);
+        assert_eq!(h.poll_done(true, t, d), Transition::Recovered);
+        assert_eq!(h.poll_done(true, t, d), Transition::Unchanged);
+        let s = r.get("src", "hp1").unwrap();
+        assert!(s.up);
+        assert_eq!((s.polls, s.polls_failed, s.consecutive_failures), (5, 2, 0));
+    }
+
+    #[test]
+    fn a_device_dead_from_the_start_is_reported_down_on_its_first_poll() {
+        let r = HealthRegistry::default();
+        let h = r.register("src", "hp1");
+        let t = SystemTime::UNIX_EPOCH;
+        assert_eq!(h.poll_done(false, t, Duration::ZERO), Transition::Down);
+        assert_eq!(h.poll_done(false, t, Duration::ZERO), Transition::Unchanged);
+        assert_eq!(h.poll_done(true, t, Duration::ZERO), Transition::Recovered);
+    }
+
+    #[test]
+    fn request_results_are_counted_by_kind() {
+        let r = HealthRegistry::default();
+        let h = r.register("src", "hp1");
+        h.request(RequestResult::Ok);
+        h.request(RequestResult::Ok);
+        h.request(RequestResult::Timeout);
+        let s = h.get();
+        assert_eq!(s.requests(RequestResult::Ok), 2);
+        assert_eq!(s.requests(RequestResult::Timeout), 1);
+        assert_eq!(s.requests(RequestResult::Busy), 0);
+    }
+}

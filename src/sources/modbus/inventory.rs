@@ -1,0 +1,548 @@
+//! The device inventory of a source: inline tables or HPManager's
+//! `heatpumps.yml`, read, checked and turned into [`DeviceSpec`]s. Problems
+//! are reported at the key (`devices[1].port`) or in the file they are in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::config::{default_port, default_true, DeviceConfig, Devices};
+use crate::config::Check;
+use crate::diagnostic::Diagnostic;
+use crate::event::Tags;
+use crate::registers::RegisterMap;
+
+/// How a device is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Rtu { path: PathBuf },
+}
+
+/// A device after the inventory was read and checked: everything the poll loop needs.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub id: Arc<str>,
+    pub model: Arc<str>,
+    pub endpoint: Endpoint,
+    pub unit_id: u8,
+    pub timeout: Option<Duration>,
+    pub tags: Arc<Tags>,
+}
+
+/// Collects problems located either at a key of the component or in another file.
+pub(crate) trait Report {
+    fn error(&mut self, key: Option<&str>, msg: String);
+    fn warn(&mut self, key: Option<&str>, msg: String);
+    fn external(&mut self, d: Diagnostic);
+}
+
+impl Report for Check<'_> {
+    fn error(&mut self, key: Option<&str>, msg: String) {
+        Check::error(self, key, msg)
+    }
+    fn warn(&mut self, key: Option<&str>, msg: String) {
+        Check::warn(self, key, msg)
+    }
+    fn external(&mut self, d: Diagnostic) {
+        Check::external(self, d)
+    }
+}
+
+/// Gathers errors as text when building (the pipeline was checked before, so
+/// anything here is a file that changed in between).
+#[derive(Default)]
+pub(crate) struct Errors(pub Vec<String>);
+
+impl Report for Errors {
+    fn error(&mut self, key: Option<&str>, msg: String) {
+        match key {
+            Some(k) => self.0.push(format!("{k}: {msg}")),
+            None => self.0.push(msg),
+        }
+    }
+    fn warn(&mut self, _key: Option<&str>, _msg: String) {}
+    fn external(&mut self, d: Diagnostic) {
+        if d.is_error() {
+            self.0.push(d.to_string());
+        }
+    }
+}
+
+/// Which transport a source is, for the checks that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Tcp,
+    Rtu,
+}
+
+/// Loads the register map, reporting its problems as diagnostics in its own file.
+pub(crate) fn load_map(path: &Path, r: &mut impl Report) -> Option<Arc<RegisterMap>> {
+    match RegisterMap::load(path) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(diags) => {
+            let mut any = false;
+            for d in diags {
+                any |= d.is_error();
+                r.external(d);
+            }
+            if !any {
+                r.error(
+                    Some("registers"),
+                    format!("cannot load register map {}", path.display()),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Reads and checks the device inventory of a source. `bus` is the RTU source's
+/// own port (for picking `rtu` entries from a heatpumps.yml).
+pub(crate) fn resolve_devices(
+    devices: &Devices,
+    transport: Transport,
+    bus: Option<&Path>,
+    dir: &Path,
+    map: Option<&RegisterMap>,
+    r: &mut impl Report,
+) -> Vec<DeviceSpec> {
+    let mut out = Vec::new();
+    // Whether any device is meant to be polled, valid or not: an invalid one
+    // has its own error, and a warning about "no devices" would only add noise.
+    let wanted = match devices {
+        Devices::Inline(list) => {
+            let mut seen = HashSet::new();
+            for (i, d) in list.iter().enumerate() {
+                let key = |k: &str| format!("devices[{i}].{k}");
+                inline_device(d, i, transport, bus, map, &mut seen, &key, r, &mut out);
+            }
+            list.iter().any(|d| d.enabled)
+        }
+        Devices::File(path) => {
+            let path = crate::config::resolve(dir, path);
+            heatpumps_file(&path, transport, bus, map, r, &mut out)
+        }
+    };
+    if !wanted {
+        r.warn(
+            Some("devices"),
+            "no enabled devices: this source will poll nothing".into(),
+        );
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inline_device(
+    d: &DeviceConfig,
+    i: usize,
+    transport: Transport,
+    bus: Option<&Path>,
+    map: Option<&RegisterMap>,
+    seen: &mut HashSet<String>,
+    key: &dyn Fn(&str) -> String,
+    r: &mut impl Report,
+    out: &mut Vec<DeviceSpec>,
+) {
+    let mut ok = true;
+    if d.id.trim().is_empty() {
+        r.error(Some(&key("id")), "device `id` is empty".into());
+        ok = false;
+    } else if !seen.insert(d.id.clone()) {
+        r.error(Some(&key("id")), format!("device id `{}` is used twice", d.id));
+        ok = false;
+    }
+    if let Some(map) = map {
+        if map.model(&d.model).is_none() {
+            r.error(Some(&key("model")), unknown_model(&d.model, map));
+            ok = false;
+        }
+    }
+    if !(0..=247).contains(&d.unit_id) {
+        r.error(
+            Some(&key("unit_id")),
+            format!("`unit_id` must be 0-247, not {}", d.unit_id),
+        );
+        ok = false;
+    }
+    if d.timeout.is_some_and(|t| t.is_zero()) {
+        r.error(Some(&key("timeout")), "`timeout` must be longer than 0s".into());
+        ok = false;
+    }
+    for k in ["heat_pump_id", "name", "location", "model"] {
+        if d.tags.contains_key(k) {
+            r.error(
+                Some(&format!("devices[{i}].tags.{k}")),
+                format!(
+                    "tag `{k}` is set from the device's own keys; use the `{}` key",
+                    if k == "heat_pump_id" { "id" } else { k }
+                ),
+            );
+            ok = false;
+        }
+    }
+    let endpoint = match transport {
+        Transport::Tcp => {
+            let host = d.host.as_deref().unwrap_or("").trim();
+            if host.is_empty() {
+                r.error(Some(&key("host")), format!("device `{}` needs a `host`", d.id));
+                ok = false;
+            }
+            if !(1..=65535).contains(&d.port) {
+                r.error(Some(&key("port")), format!("`port` must be 1-65535, not {}", d.port));
+                ok = false;
+            }
+            Endpoint::Tcp {
+                host: host.to_string(),
+                port: d.port.clamp(1, 65535) as u16,
+            }
+        }
+        Transport::Rtu => {
+            if d.host.is_some() {
+                r.error(
+                    Some(&key("host")),
+                    "RTU devices have no `host`: they share the source's serial `port`".into(),
+                );
+                ok = false;
+            }
+            if d.port != default_port() {
+                r.error(
+                    Some(&key("port")),
+                    "RTU devices have no `port` of their own: set the serial `port` on the source".into(),
+                );
+                ok = false;
+            }
+            Endpoint::Rtu {
+                path: bus.map(Path::to_path_buf).unwrap_or_default(),
+            }
+        }
+    };
+    if ok && d.enabled {
+        out.push(DeviceSpec {
+            id: d.id.as_str().into(),
+            model: d.model.as_str().into(),
+            endpoint,
+            unit_id: d.unit_id as u8,
+            timeout: d.timeout,
+            tags: Arc::new(tags(&d.id, d.name.as_deref(), d.location.as_deref(), &d.model, &d.tags)),
+        });
+    }
+}
+
+fn unknown_model(model: &str, map: &RegisterMap) -> String {
+    let known: Vec<&str> = map.models().map(|m| m.name()).collect();
+    format!(
+        "unknown model `{model}`; the register map has: {}",
+        if known.is_empty() {
+            "(no models)".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+fn tags(id: &str, name: Option<&str>, location: Option<&str>, model: &str, extra: &BTreeMap<String, String>) -> Tags {
+    let mut t = extra.clone();
+    t.insert("heat_pump_id".into(), id.into());
+    t.insert("name".into(), name.filter(|n| !n.is_empty()).unwrap_or(id).into());
+    if let Some(l) = location.filter(|l| !l.is_empty()) {
+        t.insert("location".into(), l.into());
+    }
+    t.insert("model".into(), model.into());
+    t
+}
+
+/// HPManager's `heatpumps.yml`, read as it is (unknown keys ignored).
+#[derive(Debug, Deserialize)]
+struct HeatpumpsFile {
+    #[serde(default)]
+    heatpumps: Vec<HeatpumpEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeatpumpEntry {
+    id: serde_yaml::Value,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    modbus: Option<HeatpumpModbus>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeatpumpModbus {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    /// TCP port number, or the serial device path of an `rtu` entry.
+    #[serde(default)]
+    port: Option<serde_yaml::Value>,
+    #[serde(default)]
+    unit_id: Option<i64>,
+    /// Seconds.
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+/// Reads a heatpumps.yml; problems point into that file.
+fn heatpumps_file(
+    path: &Path,
+    transport: Transport,
+    bus: Option<&Path>,
+    map: Option<&RegisterMap>,
+    r: &mut impl Report,
+    out: &mut Vec<DeviceSpec>,
+) -> bool {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.error(
+                Some("devices"),
+                format!("cannot read device file {}: {e}", path.display()),
+            );
+            return true;
+        }
+    };
+    let file: HeatpumpsFile = match serde_yaml::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            r.external(Diagnostic::at(path, line, col, e.to_string()));
+            return true;
+        }
+    };
+    let ids: Vec<String> = file.heatpumps.iter().map(|h| yaml_scalar(&h.id)).collect();
+    let err = |r: &mut dyn FnMut(Diagnostic), id: &str, field: &str, msg: String| {
+        let (line, col) = locate(&text, id, field);
+        r(Diagnostic::at(path, line, col, msg));
+    };
+    let mut seen = HashSet::new();
+    let mut push = |d: Diagnostic| r.external(d);
+    let mut warnings = Vec::new();
+    let mut wanted = false;
+    for (h, id) in file.heatpumps.iter().zip(&ids) {
+        let mut ok = true;
+        if id.is_empty() {
+            err(&mut push, id, "id", "heat pump entry without an `id`".into());
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            err(&mut push, id, "id", format!("heat pump id `{id}` is used twice"));
+            ok = false;
+        }
+        let model = h.model.clone().unwrap_or_default();
+        match map {
+            Some(m) if m.model(&model).is_none() => {
+                err(
+                    &mut push,
+                    id,
+                    "model",
+                    format!("heat pump `{id}`: {}", unknown_model(&model, m)),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+        let Some(mb) = &h.modbus else {
+            err(&mut push, id, "id", format!("heat pump `{id}` has no `modbus` section"));
+            continue;
+        };
+        let kind = mb.kind.as_deref().unwrap_or("tcp").to_ascii_lowercase();
+        let mine = matches!(
+            (kind.as_str(), transport),
+            ("tcp", Transport::Tcp) | ("rtu", Transport::Rtu)
+        );
+        wanted |= mine && h.enabled;
+        let unit_id = mb.unit_id.unwrap_or(1);
+        if !(0..=247).contains(&unit_id) {
+            err(
+                &mut push,
+                id,
+                "unit_id",
+                format!("heat pump `{id}`: `unit_id` must be 0-247, not {unit_id}"),
+            );
+            ok = false;
+        }
+        let timeout = match mb.timeout {
+            Some(t) if t.is_finite() && t > 0.0 && t < 1e6 => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                err(
+                    &mut push,
+                    id,
+                    "timeout",
+                    format!("heat pump `{id}`: `timeout` must be a positive number of seconds, not {t}"),
+                );
+                ok = false;
+                None
+            }
+            None => None,
+        };
+        let endpoint = match (kind.as_str(), transport) {
+            ("tcp", Transport::Tcp) => {
+                let host = mb.host.clone().unwrap_or_default();
+                if host.trim().is_empty() {
+                    err(&mut push, id, "host", format!("heat pump `{id}` needs `modbus.host`"));
+                    ok = false;
+                }
+                let port = match &mb.port {
+                    None => 502,
+                    Some(v) => match v.as_i64() {
+                        Some(p) if (1..=65535).contains(&p) => p as u16,
+                        _ => {
+                            err(
+                                &mut push,
+                                id,
+                                "port",
+                                format!("heat pump `{id}`: `port` must be 1-65535, not {}", yaml_scalar(v)),
+                            );
+                            ok = false;
+                            502
+                        }
+                    },
+                };
+                Endpoint::Tcp {
+                    host: host.trim().to_string(),
+                    port,
+                }
+            }
+            ("rtu", Transport::Rtu) => {
+                let p = mb.port.as_ref().map(yaml_scalar).unwrap_or_default();
+                if p.is_empty() {
+                    err(
+                        &mut push,
+                        id,
+                        "port",
+                        format!("heat pump `{id}`: an rtu entry needs the serial device in `port`"),
+                    );
+                    continue;
+                }
+                let p = PathBuf::from(p);
+                if let Some(bus) = bus {
+                    if bus != p {
+                        warnings.push(format!(
+                            "heat pump `{id}` is on {}, not on this source's port {}; skipped",
+                            p.display(),
+                            bus.display()
+                        ));
+                        continue;
+                    }
+                }
+                Endpoint::Rtu { path: p }
+            }
+            ("rtu", Transport::Tcp) => {
+                warnings.push(format!(
+                    "heat pump `{id}` is an rtu device; skipped (a `modbus_rtu` source reads it)"
+                ));
+                continue;
+            }
+            ("tcp", Transport::Rtu) => {
+                warnings.push(format!(
+                    "heat pump `{id}` is a tcp device; skipped (a `modbus_tcp` source reads it)"
+                ));
+                continue;
+            }
+            (other, _) => {
+                err(
+                    &mut push,
+                    id,
+                    "type",
+                    format!("heat pump `{id}`: unknown modbus type `{other}`; expected tcp or rtu"),
+                );
+                continue;
+            }
+        };
+        if ok && h.enabled {
+            out.push(DeviceSpec {
+                id: id.as_str().into(),
+                model: model.as_str().into(),
+                endpoint,
+                unit_id: unit_id.clamp(0, 247) as u8,
+                timeout,
+                tags: Arc::new(tags(
+                    id,
+                    h.name.as_deref(),
+                    h.location.as_deref(),
+                    &model,
+                    &BTreeMap::new(),
+                )),
+            });
+        }
+    }
+    for w in warnings {
+        r.warn(Some("devices"), w);
+    }
+    if transport == Transport::Rtu && bus.is_none() {
+        let paths: HashSet<&Endpoint> = out.iter().map(|d| &d.endpoint).collect();
+        if paths.len() > 1 {
+            r.error(
+                Some("devices"),
+                format!(
+                    "the rtu entries of {} name {} serial ports; set `port` on the source (one source per bus)",
+                    path.display(),
+                    paths.len()
+                ),
+            );
+        }
+    }
+    wanted
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Line and column of `field:` inside the entry of `id` (serde_yaml keeps no
+/// spans for values), or of the entry itself; (0, 0) when not found.
+fn locate(text: &str, id: &str, field: &str) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_id_line = |l: &str| {
+        let t = l.trim_start().trim_start_matches("- ").trim_start();
+        t.strip_prefix("id:")
+            .map(|v| v.trim().trim_matches(['"', '\'']) == id)
+            .unwrap_or(false)
+    };
+    let Some(start) = lines.iter().position(|l| is_id_line(l)) else {
+        return (0, 0);
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let entry_indent = indent(lines[start]);
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        if i > start && l.trim_start().starts_with("- ") && indent(l) <= entry_indent.saturating_sub(2) {
+            break;
+        }
+        let t = l.trim_start().trim_start_matches("- ");
+        if t.starts_with(&format!("{field}:")) {
+            let col = l.find(field).map(|c| c + 1).unwrap_or(1);
+            return (i + 1, col);
+        }
+    }
+    (start + 1, indent(lines[start]) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heatpumps_yml_keys_are_found_by_entry() {
+        let text = "heatpumps:\n- id: hp1\n  modbus:\n    port: 1\n- id: hp2\n  modbus:\n    port: 99999\n";
+        assert_eq!(locate(text, "hp2", "port"), (7, 5));
+        assert_eq!(locate(text, "hp1", "port"), (4, 5));
+        assert_eq!(locate(text, "hp9", "port"), (0, 0));
+    }
+}

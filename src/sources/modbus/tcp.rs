@@ -1,0 +1,126 @@
+//! `modbus_tcp`: one task per host:port. Several unit ids behind one gateway
+//! share its connection and are polled in turn; every other device has a task
+//! and a connection of its own.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use indexmap::IndexMap;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_modbus::client::Context;
+use tokio_modbus::Slave;
+
+use super::inventory::{Endpoint, Errors};
+use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusTcpConfig, PollConfig};
+use crate::config::BuildContext;
+use crate::registers::RegisterMap;
+use crate::topology::{BoxError, Source, SourceContext};
+
+/// Connects to a Modbus TCP server or gateway.
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    pub host: String,
+    pub port: u16,
+}
+
+#[async_trait]
+impl Connector for TcpConnector {
+    async fn connect(&mut self, timeout: Duration) -> io::Result<Context> {
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        // Requests are small and answered one at a time: do not wait to batch.
+        let _ = stream.set_nodelay(true);
+        Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(1)))
+    }
+
+    fn describe(&self) -> String {
+        format!("tcp {}:{}", self.host, self.port)
+    }
+}
+
+/// The running `modbus_tcp` source.
+pub struct ModbusTcp {
+    map: Arc<RegisterMap>,
+    devices: Vec<DeviceSpec>,
+    poll: PollConfig,
+    timeout: Duration,
+    /// Live poll interval changes (the dashboard's settings), when run in a pipeline.
+    interval: Option<watch::Receiver<Duration>>,
+}
+
+impl ModbusTcpConfig {
+    pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BoxError> {
+        let mut source = self.build_source(cx.pipeline_dir)?;
+        source.interval = Some(cx.control.poll_interval(cx.id, self.interval));
+        Ok(Box::new(source))
+    }
+
+    /// The source without the pipeline around it (for `hpflow read` and tests).
+    pub fn build_source(&self, dir: &std::path::Path) -> Result<ModbusTcp, BoxError> {
+        let mut errors = Errors::default();
+        let checked = self.check_into(dir, &mut errors);
+        if !errors.0.is_empty() {
+            return Err(errors.0.join("; ").into());
+        }
+        let (map, devices) = checked.ok_or("register map could not be loaded")?;
+        Ok(ModbusTcp {
+            map,
+            devices,
+            poll: self.poll(),
+            timeout: self.timeout,
+            interval: None,
+        })
+    }
+}
+
+impl ModbusTcp {
+    /// Device groups by host:port, in inventory order.
+    fn groups(&self) -> IndexMap<(String, u16), Vec<DeviceSpec>> {
+        let mut groups: IndexMap<(String, u16), Vec<DeviceSpec>> = IndexMap::new();
+        for d in &self.devices {
+            if let Endpoint::Tcp { host, port } = &d.endpoint {
+                groups.entry((host.clone(), *port)).or_default().push(d.clone());
+            }
+        }
+        groups
+    }
+}
+
+#[async_trait]
+impl Source for ModbusTcp {
+    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), BoxError> {
+        let start = Instant::now();
+        // The component's own token: a source with no downstream left stops
+        // itself without touching the pipeline's shutdown.
+        let stop = cx.shutdown.child_token();
+        let (tx, rx) = mpsc::channel(256);
+        let mut tasks = Vec::new();
+        for ((host, port), specs) in self.groups() {
+            let devices: Vec<Device> = specs
+                .into_iter()
+                .filter_map(|spec| {
+                    let model = self.map.model(&spec.model)?.clone();
+                    Some(Device::new(&cx.id, spec, &model, &self.poll, self.timeout, start))
+                })
+                .collect();
+            let link = Link::new(Box::new(TcpConnector { host, port }));
+            tasks.push(tokio::spawn(run_link(
+                link,
+                devices,
+                tx.clone(),
+                stop.clone(),
+                cx.metrics.clone(),
+                self.interval.clone(),
+            )));
+        }
+        drop(tx);
+        forward(rx, &mut cx, stop, tasks).await;
+        Ok(())
+    }
+}

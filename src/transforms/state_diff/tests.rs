@@ -1,0 +1,414 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::config::Problem;
+use crate::internal_metrics::Registry;
+
+/// A poll time `secs` after a fixed instant a day ago (recent, so the default
+/// `expire_after` keeps it), with nanoseconds that must survive the file.
+fn t(secs: u64) -> SystemTime {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 86_400
+    });
+    SystemTime::UNIX_EPOCH + Duration::new(base + secs, 123_456_789)
+}
+
+fn wpm() -> Arc<Schema> {
+    let mut compressor = FieldMeta::gauge("compressor_running", ValueType::Bool);
+    compressor.kind = FieldKind::State;
+    let mut mode = FieldMeta::gauge("operating_mode", ValueType::Int);
+    mode.kind = FieldKind::State;
+    mode.labels = Some(BTreeMap::from([(1, "Standby".to_string()), (3, "Comfort".to_string())]));
+    Arc::new(Schema::new(
+        "wpm",
+        vec![
+            compressor,
+            mode,
+            FieldMeta::gauge("outside_temperature", ValueType::Float),
+            FieldMeta::gauge("error_code", ValueType::Int),
+        ],
+    ))
+}
+
+fn config(text: &str) -> StateDiffConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn build_in(c: &StateDiffConfig, dir: &Path, registry: &Arc<Registry>) -> Result<Box<dyn Transform>, BoxError> {
+    let schemas = [wpm()];
+    let cx = BuildContext {
+        control: &Default::default(),
+        id: "states",
+        pipeline_dir: dir,
+        data_dir: dir,
+        input_schemas: &schemas,
+        registry,
+    };
+    c.build(&cx)
+}
+
+fn build(c: &StateDiffConfig, dir: &Path) -> Box<dyn Transform> {
+    build_in(c, dir, &Arc::new(Registry::default())).unwrap()
+}
+
+fn poll(schema: &Arc<Schema>, time: SystemTime, fields: &[(&str, Value)]) -> Event {
+    let mut m = Metric::new("hp1", Arc::default(), time, schema.clone());
+    for (k, v) in fields {
+        m.fields.insert((*k).into(), v.clone());
+    }
+    m.into()
+}
+
+/// Feeds one event; returns the metric and the state changes that followed it.
+fn feed(t: &mut dyn Transform, e: Event) -> (Arc<Metric>, Vec<Arc<StateChange>>) {
+    let mut out = Vec::new();
+    t.transform(e, &mut out);
+    let mut it = out.into_iter();
+    let Some(Event::Metric(m)) = it.next() else {
+        panic!("the metric comes first")
+    };
+    let changes = it
+        .map(|e| match e {
+            Event::StateChange(s) => s,
+            Event::Metric(_) => panic!("one metric in, one out"),
+        })
+        .collect();
+    (m, changes)
+}
+
+fn on(v: bool) -> [(&'static str, Value); 1] {
+    [("compressor_running", Value::Bool(v))]
+}
+
+fn check(c: &StateDiffConfig) -> Vec<(Option<String>, String)> {
+    let schemas = [wpm()];
+    let dir = Path::new(".");
+    let mut cx = Check::new("states", dir, dir, &schemas);
+    c.check(&mut cx);
+    assert_eq!(cx.outputs, schemas, "passes its inputs through");
+    cx.problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Error { key, message } => Some((key.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_flip_emits_one_state_change_with_from_to_at_and_from_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config(""), dir.path());
+    assert!(feed(&mut *sd, poll(&s, t(0), &on(false))).1.is_empty());
+    assert!(feed(&mut *sd, poll(&s, t(10), &on(false))).1.is_empty());
+
+    let (m, changes) = feed(&mut *sd, poll(&s, t(20), &on(true)));
+    assert_eq!(changes.len(), 1);
+    let c = &changes[0];
+    assert_eq!((&*c.device, &*c.field), ("hp1", "compressor_running"));
+    assert_eq!(
+        (c.from.clone(), c.to.clone()),
+        (Some(Value::Bool(false)), Value::Bool(true))
+    );
+    assert_eq!((c.at, c.from_since), (t(20), None));
+    assert_eq!(c.meta.as_ref().map(|m| &*m.name), Some("compressor_running"));
+    assert_eq!(m.since["compressor_running"], Some(t(20)));
+
+    let (m, changes) = feed(&mut *sd, poll(&s, t(30), &on(true)));
+    assert!(changes.is_empty());
+    assert_eq!(m.since["compressor_running"], Some(t(20)));
+
+    let (_, changes) = feed(&mut *sd, poll(&s, t(40), &on(false)));
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].at, changes[0].from_since), (t(40), Some(t(20))));
+}
+
+#[test]
+fn a_state_first_seen_has_an_unknown_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config(""), dir.path());
+    let (m, changes) = feed(
+        &mut *sd,
+        poll(
+            &s,
+            t(0),
+            &[
+                ("compressor_running", Value::Bool(true)),
+                ("operating_mode", Value::Int(3)),
+            ],
+        ),
+    );
+    assert!(changes.is_empty());
+    assert_eq!(m.since.get("compressor_running"), Some(&None));
+    assert_eq!(m.since.get("operating_mode"), Some(&None));
+    let (m, _) = feed(&mut *sd, poll(&s, t(10), &on(true)));
+    assert_eq!(m.since.get("compressor_running"), Some(&None));
+}
+
+#[test]
+fn an_absent_field_neither_flips_nor_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config(""), dir.path());
+    feed(&mut *sd, poll(&s, t(0), &on(false)));
+    feed(&mut *sd, poll(&s, t(10), &on(true)));
+    let (m, changes) = feed(&mut *sd, poll(&s, t(20), &[("outside_temperature", Value::Float(3.5))]));
+    assert!(changes.is_empty());
+    assert!(!m.since.contains_key("compressor_running"));
+    let (m, changes) = feed(&mut *sd, poll(&s, t(30), &on(true)));
+    assert!(changes.is_empty());
+    assert_eq!(m.since["compressor_running"], Some(t(10)));
+}
+
+#[test]
+fn gauges_are_not_tracked_by_default_and_an_explicit_list_tracks_only_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config(""), dir.path());
+    feed(&mut *sd, poll(&s, t(0), &[("error_code", Value::Int(0))]));
+    let (m, changes) = feed(&mut *sd, poll(&s, t(10), &[("error_code", Value::Int(7))]));
+    assert!(changes.is_empty() && m.since.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sd = build(&config("fields = [\"error_code\"]"), dir.path());
+    let fields = |code, on| {
+        [
+            ("error_code", Value::Int(code)),
+            ("compressor_running", Value::Bool(on)),
+        ]
+    };
+    feed(&mut *sd, poll(&s, t(0), &fields(0, false)));
+    let (m, changes) = feed(&mut *sd, poll(&s, t(10), &fields(7, true)));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(&*changes[0].field, "error_code");
+    assert_eq!(m.since.keys().map(|k| &**k).collect::<Vec<_>>(), ["error_code"]);
+}
+
+#[test]
+fn the_same_number_in_another_type_is_no_flip() {
+    assert!(same_state(&Value::Int(1), &Value::Bool(true)));
+    assert!(same_state(&Value::Int(3), &Value::Float(3.0)));
+    assert!(!same_state(&Value::Int(3), &Value::Int(4)));
+    assert!(!same_state(&Value::Text("1".into()), &Value::Int(1)));
+}
+
+#[test]
+fn unknown_explicit_fields_are_rejected_at_their_index() {
+    let errs = check(&config("fields = [\"compressor_running\", \"compresor_running\"]"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0.as_deref(), Some("fields[1]"));
+    assert!(errs[0]
+        .1
+        .contains("no input model has a field `compresor_running`; known models: wpm"));
+    assert!(check(&config("")).is_empty());
+}
+
+#[test]
+fn zero_durations_and_an_empty_list_are_rejected() {
+    let errs = check(&config("fields = []\npersist_interval = \"0s\"\nheartbeat = \"0s\""));
+    let keys: Vec<_> = errs.iter().map(|e| e.0.as_deref().unwrap()).collect();
+    assert_eq!(keys, ["persist_interval", "heartbeat", "fields"]);
+    let c = config("heartbeat = \"15m\"\nexpire_after = \"2d\"");
+    assert_eq!(c.heartbeat, Some(Duration::from_secs(900)));
+    assert_eq!(c.expire_after, Duration::from_secs(2 * 86_400));
+    assert_eq!(c.persist_interval, Duration::from_secs(1));
+}
+
+#[test]
+fn since_survives_a_restart_without_a_spurious_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config(""), dir.path());
+    feed(&mut *sd, poll(&s, t(0), &on(false)));
+    feed(&mut *sd, poll(&s, t(10), &on(true)));
+    feed(&mut *sd, poll(&s, t(10), &[("operating_mode", Value::Int(3))]));
+    sd.shutdown(&mut Vec::new());
+    drop(sd);
+    assert!(state_path(dir.path(), "states").exists());
+
+    let mut sd = build(&config(""), dir.path());
+    let (m, changes) = feed(
+        &mut *sd,
+        poll(
+            &s,
+            t(20),
+            &[
+                ("compressor_running", Value::Bool(true)),
+                ("operating_mode", Value::Int(3)),
+            ],
+        ),
+    );
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(m.since["compressor_running"], Some(t(10)));
+    assert_eq!(m.since["operating_mode"], None);
+
+    // A flip while hpflow was down is reported at the first poll that sees it.
+    let (_, changes) = feed(&mut *sd, poll(&s, t(30), &[("operating_mode", Value::Int(1))]));
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].from.clone(), changes[0].at), (Some(Value::Int(3)), t(30)));
+}
+
+#[test]
+fn ticks_save_changes_at_most_every_persist_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let path = state_path(dir.path(), "states");
+    let mut sd = build(&config("persist_interval = \"10s\""), dir.path());
+    assert_eq!(sd.tick_interval(), Some(Duration::from_secs(10)));
+    let now = SystemTime::now();
+    sd.tick(now, &mut Vec::new());
+    assert!(!path.exists(), "nothing to save yet");
+    feed(&mut *sd, poll(&s, t(0), &on(false)));
+    sd.tick(now + Duration::from_secs(1), &mut Vec::new());
+    assert!(path.exists());
+    let first = fs::read(&path).unwrap();
+    feed(&mut *sd, poll(&s, t(10), &on(true)));
+    sd.tick(now + Duration::from_secs(2), &mut Vec::new());
+    assert_eq!(fs::read(&path).unwrap(), first, "saved less than 10s ago");
+    sd.tick(now + Duration::from_secs(12), &mut Vec::new());
+    assert_ne!(fs::read(&path).unwrap(), first);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"version\":1"), "{text}");
+    assert!(
+        text.contains("\"compressor_running\":{\"value\":{\"bool\":true}"),
+        "{text}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+}
+
+/// A log writer into a shared buffer, to see what the transform warns about.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn build_logged(dir: &Path, registry: &Arc<Registry>) -> (Result<Box<dyn Transform>, BoxError>, String) {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let built = tracing::subscriber::with_default(subscriber, || build_in(&config(""), dir, registry));
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    (built, text)
+}
+
+#[test]
+fn a_corrupt_state_file_starts_empty_with_a_warning() {
+    for content in [
+        "{\"version\":1,\"devices\":{\"hp1\":",
+        "{\"version\":0,\"devices\":{}}",
+        "[1,2]",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path(), "states");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        let registry = Arc::new(Registry::default());
+        let (built, logs) = build_logged(dir.path(), &registry);
+        let mut sd = built.unwrap();
+        assert!(logs.contains("WARN") && logs.contains("State file unusable"), "{logs}");
+        assert_eq!(registry.get("states").unwrap().counts().errors, 1);
+        let aside: Vec<String> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            aside.len() == 1 && aside[0].starts_with("states.json.corrupt-"),
+            "{aside:?}"
+        );
+        assert_eq!(fs::read_to_string(path.with_file_name(&aside[0])).unwrap(), content);
+
+        let (m, changes) = feed(&mut *sd, poll(&wpm(), t(0), &on(true)));
+        assert!(changes.is_empty());
+        assert_eq!(m.since["compressor_running"], None);
+        sd.shutdown(&mut Vec::new());
+        assert!(path.exists(), "a fresh file replaces the corrupt one");
+    }
+}
+
+#[test]
+fn a_state_file_that_cannot_be_read_fails_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(state_path(dir.path(), "states")).unwrap();
+    let err = build_in(&config(""), dir.path(), &Arc::new(Registry::default()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("cannot read the state file"), "{err}");
+}
+
+#[test]
+fn a_heartbeat_re_sends_every_state_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config("heartbeat = \"15m\""), dir.path());
+    assert_eq!(sd.tick_interval(), Some(Duration::from_secs(1)));
+    feed(&mut *sd, poll(&s, t(0), &on(false)));
+    feed(
+        &mut *sd,
+        poll(
+            &s,
+            t(10),
+            &[
+                ("compressor_running", Value::Bool(true)),
+                ("operating_mode", Value::Int(3)),
+            ],
+        ),
+    );
+    let now = t(20);
+    let mut out = Vec::new();
+    sd.tick(now, &mut out);
+    sd.tick(now + Duration::from_secs(899), &mut out);
+    assert!(out.is_empty(), "not yet due");
+    sd.tick(now + Duration::from_secs(900), &mut out);
+    let beats: Vec<&StateChange> = out
+        .iter()
+        .map(|e| match e {
+            Event::StateChange(s) => &**s,
+            Event::Metric(_) => panic!("heartbeats are state changes"),
+        })
+        .collect();
+    assert_eq!(beats.len(), 2);
+    assert_eq!(&*beats[0].field, "compressor_running");
+    assert_eq!(beats[0].from.as_ref(), Some(&beats[0].to));
+    assert_eq!(
+        (beats[0].at, beats[0].from_since),
+        (now + Duration::from_secs(900), Some(t(10)))
+    );
+    assert_eq!((&*beats[1].field, beats[1].from_since), ("operating_mode", None));
+}
+
+#[test]
+fn devices_not_seen_for_expire_after_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = wpm();
+    let mut sd = build(&config("expire_after = \"1h\""), dir.path());
+    feed(&mut *sd, poll(&s, t(0), &on(false)));
+    feed(&mut *sd, poll(&s, t(10), &on(true)));
+    sd.tick(t(1800), &mut Vec::new());
+    let (m, _) = feed(&mut *sd, poll(&s, t(1810), &on(true)));
+    assert_eq!(m.since["compressor_running"], Some(t(10)), "kept within expire_after");
+    sd.tick(t(1810 + 3601), &mut Vec::new());
+    let text = fs::read_to_string(state_path(dir.path(), "states")).unwrap();
+    assert!(!text.contains("hp1"), "forgotten in the file too: {text}");
+    let (m, changes) = feed(&mut *sd, poll(&s, t(1810 + 3700), &on(false)));
+    assert!(changes.is_empty());
+    assert_eq!(m.since["compressor_running"], None);
+}
