@@ -18,7 +18,7 @@ const EXIT_CONFIG: u8 = 78;
     name = "hpflow",
     version,
     about = "Polls heat pumps over Modbus and delivers their values to InfluxDB, Prometheus and a live dashboard",
-    after_help = "Examples:\n  hpflow run pipelines/heatpump.toml\n  hpflow validate pipelines/heatpump.toml\n\nDocumentation: README.md (pipeline format, every component's keys)."
+    after_help = "Examples:\n  hpflow run pipelines/heatpump.toml\n  hpflow validate pipelines/heatpump.toml\n  hpflow simulate --listen 127.0.0.1:5020\n  hpflow read --host 127.0.0.1 --port 5020 --model stiebel_eltron_wpm\n\nDocumentation: README.md (pipeline format, every component's keys)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,22 +57,46 @@ enum Command {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
     },
+    /// Serve a simulated Stiebel Eltron WPM heat pump over Modbus TCP or RTU.
+    #[command(
+        after_help = "Examples:\n  hpflow simulate --listen 127.0.0.1:5020\n  hpflow simulate --listen 127.0.0.1:0 --devices 2 --truth /tmp/truth.json\n  hpflow simulate --pty --exception-rate 0.05"
+    )]
+    Simulate(hpflow::commands::SimulateArgs),
+    /// Poll one device once and print its decoded values (commissioning).
+    #[command(
+        after_help = "Examples:\n  hpflow read --host 192.0.2.10 --model stiebel_eltron_wpm\n  hpflow read --host 127.0.0.1 --port 5020 --model stiebel_eltron_wpm --json\n  hpflow read --host 127.0.0.1 --port 5020 --model stiebel_eltron_wpm --plan"
+    )]
+    Read(hpflow::commands::ReadArgs),
+    /// Find which register addresses a device answers.
+    #[command(after_help = "Example:\n  hpflow scan --host 127.0.0.1 --port 5020 --type input --range 500-3800")]
+    Scan(hpflow::commands::ScanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
-    match cli.command {
-        Command::Validate { pipeline } => validate(&pipeline),
-        Command::Run { pipeline } => {
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            rt.block_on(run(&pipeline))
+    if let Command::Validate { pipeline } = &cli.command {
+        return validate(pipeline);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Validate { .. } => return ExitCode::SUCCESS,
+        Command::Run { pipeline } => return rt.block_on(run(&pipeline)),
+        Command::Simulate(args) => rt.block_on(hpflow::commands::simulate::run(args)),
+        Command::Read(args) => rt.block_on(hpflow::commands::read::run(args)),
+        Command::Scan(args) => rt.block_on(hpflow::commands::scan::run(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -374,8 +374,15 @@ impl App {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn card(&self, d: &Device, now: SystemTime, offline: Duration, window: u32, tiles: &[String], frame: Frame) -> Card {
+    fn card(
+        &self,
+        d: &Device,
+        now: SystemTime,
+        offline: Duration,
+        window: u32,
+        tiles: &[String],
+        frame: Frame,
+    ) -> Card {
         let m = &d.metric;
         let age = now.duration_since(m.time).unwrap_or_default();
         let online = d.live && age <= offline;
@@ -414,7 +421,10 @@ impl App {
                 }
             })
             .collect();
-        let tiles = tiles.iter().map(|f| self.tile(d, f, now, offline, window, frame)).collect();
+        let tiles = tiles
+            .iter()
+            .map(|f| self.tile(d, f, now, offline, window, frame))
+            .collect();
         Card {
             id: m.device.to_string(),
             href: pump_href(&m.device),
@@ -451,7 +461,15 @@ impl App {
         }
     }
 
-    fn spark(&self, d: &Device, field: &str, now: SystemTime, offline: Duration, window: u32, frame: Frame) -> Option<Spark> {
+    fn spark(
+        &self,
+        d: &Device,
+        field: &str,
+        now: SystemTime,
+        offline: Duration,
+        window: u32,
+        frame: Frame,
+    ) -> Option<Spark> {
         let series = d.series.get(field)?;
         let t1 = secs(now);
         let t0 = t1.saturating_sub(window.saturating_mul(60));

@@ -40,9 +40,10 @@ pub struct PrometheusConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Units {
     /// As the register map has them, so values match the device's display and InfluxDB.
-    #[default]
     Register,
-    /// Prometheus base units; `promtool check metrics` has no complaint.
+    /// Prometheus base units (the convention, and what `promtool check metrics`
+    /// accepts without a lint): the default.
+    #[default]
     Base,
 }
 

@@ -9,7 +9,7 @@
 //! namespace = "heatpump"         # prefix of the device series
 //! expire_after = "5m"            # a device silent this long loses its gauge and state series
 //! include_internal = true        # add hpflow_* metrics
-//! units = "register"             # or "base": seconds, joules, watts
+//! units = "base"                 # seconds, joules, watts; or "register": the map's units
 //! ```
 //!
 //! # Series

@@ -619,7 +619,7 @@ fn config_has_defaults_and_rejects_unknown_keys() {
     assert_eq!(c.namespace, "heatpump");
     assert_eq!(c.expire_after, Duration::from_secs(300));
     assert!(c.include_internal);
-    assert_eq!(c.units, Units::Register);
+    assert_eq!(c.units, Units::Base);
     let c: PrometheusConfig = toml::from_str(
         "address = \"0.0.0.0:9100\"\nnamespace = \"hp\"\nexpire_after = \"90s\"\ninclude_internal = false\nunits = \"base\"",
     )
