@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnostic;
 pub mod event;
+pub mod fsutil;
 pub mod internal_metrics;
 pub mod registers;
 pub mod sim;

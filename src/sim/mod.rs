@@ -310,11 +310,7 @@ impl Simulator {
 /// reader never sees half a file.
 pub fn write_json_atomic(path: &Path, value: &Json) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, path)
+    crate::fsutil::write_atomically(path, (text + "\n").as_bytes())
 }
 
 impl Inner {

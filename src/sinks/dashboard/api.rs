@@ -2,7 +2,7 @@
 //! Errors are `{"error": "…"}`, validation errors add `"errors": [{key, message}]`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -10,18 +10,17 @@ use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
 
 use super::app::{App, SaveError};
 use super::auth::Refusal;
-use super::format::{field_label, is_on, value_text};
+use super::format::{field_label, is_on, is_state, value_text, Group};
 use super::history::secs;
-use super::pages::{age_seconds, field_json, is_state_field};
 use super::routes::parse_window;
 use super::settings::Settings;
 use super::store::Device;
-use crate::event::rfc3339;
+use crate::event::{rfc3339, FieldMeta, Metric, Value};
 
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
@@ -259,4 +258,44 @@ pub async fn put_settings(
         Ok(Err(e @ SaveError::Io { .. })) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("saving failed: {e}")),
     }
+}
+
+/// JSON of one field for the API.
+#[derive(Debug, Serialize)]
+struct FieldJson {
+    name: String,
+    value: Option<Value>,
+    text: Option<String>,
+    unit: Option<String>,
+    kind: Option<crate::event::FieldKind>,
+    group: &'static str,
+    description: Option<String>,
+    since: Option<String>,
+    since_known: Option<bool>,
+}
+
+fn field_json(m: &Metric, meta: Option<&FieldMeta>, name: &str) -> FieldJson {
+    let value = m.fields.get(name).cloned();
+    let since = m.since.get(name);
+    FieldJson {
+        name: name.to_string(),
+        text: value.as_ref().map(|v| value_text(meta, v)),
+        value,
+        unit: meta.and_then(|x| x.unit.clone()),
+        kind: meta.map(|x| x.kind),
+        group: meta.map_or("Parameters", |x| Group::of(x).title()),
+        description: meta.and_then(|x| x.description.clone()),
+        since: since.and_then(|s| s.map(crate::event::rfc3339)),
+        since_known: since.map(Option::is_some),
+    }
+}
+
+/// Whether a field is a state (for the states API).
+fn is_state_field(m: &Metric, name: &str) -> bool {
+    m.since.contains_key(name) || m.meta(name).is_some_and(|x| is_state(x))
+}
+
+/// Age of the last poll in whole seconds.
+fn age_seconds(m: &Metric, now: SystemTime) -> u64 {
+    now.duration_since(m.time).unwrap_or(Duration::ZERO).as_secs()
 }

@@ -553,46 +553,6 @@ fn display_value(m: &Metric, meta: Option<&FieldMeta>, v: &Value) -> String {
     }
 }
 
-/// JSON of one field for the API.
-#[derive(Debug, Serialize)]
-pub struct FieldJson {
-    pub name: String,
-    pub value: Option<Value>,
-    pub text: Option<String>,
-    pub unit: Option<String>,
-    pub kind: Option<crate::event::FieldKind>,
-    pub group: &'static str,
-    pub description: Option<String>,
-    pub since: Option<String>,
-    pub since_known: Option<bool>,
-}
-
-pub fn field_json(m: &Metric, meta: Option<&FieldMeta>, name: &str) -> FieldJson {
-    let value = m.fields.get(name).cloned();
-    let since = m.since.get(name);
-    FieldJson {
-        name: name.to_string(),
-        text: value.as_ref().map(|v| value_text(meta, v)),
-        value,
-        unit: meta.and_then(|x| x.unit.clone()),
-        kind: meta.map(|x| x.kind),
-        group: meta.map_or("Parameters", |x| Group::of(x).title()),
-        description: meta.and_then(|x| x.description.clone()),
-        since: since.and_then(|s| s.map(crate::event::rfc3339)),
-        since_known: since.map(Option::is_some),
-    }
-}
-
-/// Whether a field is a state (for the states API).
-pub fn is_state_field(m: &Metric, name: &str) -> bool {
-    m.since.contains_key(name) || m.meta(name).is_some_and(|x| is_state(x))
-}
-
-/// Age of the last poll in whole seconds.
-pub fn age_seconds(m: &Metric, now: SystemTime) -> u64 {
-    now.duration_since(m.time).unwrap_or(Duration::ZERO).as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use super::natural_cmp;

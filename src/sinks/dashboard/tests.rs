@@ -875,3 +875,64 @@ async fn a_silent_pump_turns_offline_and_its_history_survives_a_restart() {
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["points"].as_array().unwrap().len(), 180);
 }
+
+#[test]
+fn the_documented_sample_config_parses() {
+    let doc = include_str!("mod.rs");
+    let start = doc.find("//! ```toml\n").expect("a TOML sample") + "//! ```toml\n".len();
+    let end = start + doc[start..].find("//! ```").unwrap();
+    let text: String = doc[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start_matches(' ').to_string() + "\n")
+        .collect();
+    let mut table: toml::Table = toml::from_str(&text).expect("the sample is TOML");
+    let mut section = table.remove("sinks").unwrap()["dashboard"].as_table().unwrap().clone();
+    assert_eq!(section.remove("type").unwrap().as_str(), Some("dashboard"));
+    section.remove("inputs");
+    let config: DashboardConfig = toml::Value::Table(section)
+        .try_into()
+        .expect("the sample's keys are known");
+    assert_eq!(config.address, "127.0.0.1:8080");
+    assert_eq!(config.persist_interval, Duration::from_secs(600));
+}
+
+#[test]
+fn config_problems_are_reported_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty-token"), "\n").unwrap();
+    std::fs::write(dir.path().join("display.yml"), "refresh_interval: 1\n").unwrap();
+    let config: DashboardConfig = toml::from_str(
+        r#"
+address = "localhost"
+display = "display.yml"
+admin_token_file = "empty-token"
+trusted_origins = ["heat.example.org"]
+max_pumps = 0
+"#,
+    )
+    .unwrap();
+    let mut cx = crate::config::Check::new("dash", dir.path(), dir.path(), &[]);
+    config.check(&mut cx);
+    let mut problems: Vec<String> = cx
+        .problems
+        .iter()
+        .map(|p| match p {
+            crate::config::Problem::Error { key, message } => format!("{}: {message}", key.as_deref().unwrap_or("-")),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    problems.sort();
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("address: `localhost` is not a listen address"),
+        "{problems:#?}"
+    );
+    assert!(problems[1].contains("admin token file") && problems[1].contains("is empty"));
+    assert!(
+        problems[2].starts_with("display: ") && problems[2].contains("The refresh interval must be between 5 and 120")
+    );
+    assert!(problems[3].starts_with("max_pumps: "));
+    assert!(problems[4].starts_with("trusted_origins[0]: `heat.example.org` is not an origin"));
+    let bad_key = toml::from_str::<DashboardConfig>("adress = \"127.0.0.1:1\"").unwrap_err();
+    assert!(bad_key.to_string().contains("unknown field `adress`"));
+}

@@ -9,17 +9,19 @@
 //! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
 //! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`) |
 //! | `hpflow_modbus_polls_total`, `…_polls_failed_total`, `…_polls_skipped_total` (ticks missed while a poll ran), `…_connect_failures_total` | counter | `component_id`, `device` |
+//! | `hpflow_modbus_polls_on_time_total`, `…_polls_late_total` (a poll is on time when it began within a tenth of its interval, or within 1 s, of its scheduled instant) | counter | `component_id`, `device` |
+//! | `hpflow_modbus_request_duration_seconds`, `hpflow_modbus_poll_duration_seconds` | histogram (`le` 0.005 … 10, `+Inf`) | `component_id`, `device` |
 //! | `hpflow_modbus_device_up`, `hpflow_modbus_consecutive_failures`, `hpflow_modbus_last_success_timestamp_seconds`, `hpflow_modbus_last_poll_duration_seconds` | gauge | `component_id`, `device` |
 
+use std::fmt::Write as _;
 use std::sync::Arc;
-
 use std::time::SystemTime;
 
 use crate::internal_metrics::Registry;
 use crate::sinks::influxdb;
-use crate::sources::modbus::{DeviceHealth, RequestResult};
+use crate::sources::modbus::{DeviceHealth, Histogram, RequestResult};
 
-use super::names::push_label;
+use super::names::{push_help, push_label};
 use super::render::{family, Family, Format, Kind, Num};
 
 fn fam(name: &str, kind: Kind, help: &str, unit: Option<&str>) -> Family {
@@ -214,7 +216,7 @@ fn modbus(out: &mut String, format: Format, health: &[DeviceHealth]) {
     );
 
     type Pick = fn(&DeviceHealth) -> Option<Num>;
-    let per_device: [(&str, Kind, &str, Option<&str>, Pick); 8] = [
+    let per_device: [(&str, Kind, &str, Option<&str>, Pick); 10] = [
         ("hpflow_modbus_polls", Kind::Counter, "Polls of a device", None, |h| {
             Some(int(h.polls))
         }),
@@ -231,6 +233,20 @@ fn modbus(out: &mut String, format: Format, health: &[DeviceHealth]) {
             "Scheduled polls skipped because the previous one was still running",
             None,
             |h| Some(int(h.missed_ticks)),
+        ),
+        (
+            "hpflow_modbus_polls_on_time",
+            Kind::Counter,
+            "Polls that began within a tenth of the interval, or within 1s, of their scheduled time",
+            None,
+            |h| Some(int(h.polls_on_time)),
+        ),
+        (
+            "hpflow_modbus_polls_late",
+            Kind::Counter,
+            "Polls that began later than a tenth of the interval, and over 1s, after their scheduled time",
+            None,
+            |h| Some(int(h.polls_late)),
         ),
         (
             "hpflow_modbus_connect_failures",
@@ -278,5 +294,63 @@ fn modbus(out: &mut String, format: Format, health: &[DeviceHealth]) {
             .filter_map(|(h, l)| Some((l.clone(), pick(h)?)))
             .collect();
         family(out, format, &fam(name, kind, help, unit), &rows);
+    }
+
+    type PickHistogram = fn(&DeviceHealth) -> &Histogram;
+    let histograms: [(&str, &str, PickHistogram); 2] = [
+        (
+            "hpflow_modbus_request_duration_seconds",
+            "How long Modbus requests took to be answered or to fail",
+            |h| &h.request_duration,
+        ),
+        (
+            "hpflow_modbus_poll_duration_seconds",
+            "How long polls of a device took, all their requests together",
+            |h| &h.poll_duration,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        let rows: Vec<(&str, &Histogram)> = health.iter().zip(&labels).map(|(h, l)| (l.as_str(), pick(h))).collect();
+        histogram(out, format, name, help, &rows);
+    }
+}
+
+/// Writes a histogram family (seconds); `render::header` knows only the
+/// single-sample kinds, and a histogram is the one multi-sample family here.
+fn histogram(out: &mut String, format: Format, name: &str, help: &str, rows: &[(&str, &Histogram)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let om = format == Format::OpenMetrics;
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    push_help(out, help, om);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push_str(" histogram\n");
+    if om {
+        out.push_str("# UNIT ");
+        out.push_str(name);
+        out.push_str(" seconds\n");
+    }
+    // `write!` into a String cannot fail.
+    for (labels, h) in rows {
+        for (le, n) in h.cumulative() {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {n}", le_value(le));
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count());
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum());
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+    }
+}
+
+/// A bucket bound as the official clients spell it (`0.25`, `1.0`): OpenMetrics
+/// wants `le` in a canonical float form, and a whole number keeps its `.0`.
+fn le_value(le: f64) -> String {
+    if le.fract() == 0.0 {
+        format!("{le:.1}")
+    } else {
+        le.to_string()
     }
 }

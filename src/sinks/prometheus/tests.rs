@@ -606,6 +606,84 @@ async fn a_device_its_source_reports_down_is_down_at_once_with_modbus_metrics() 
     assert_line(&body, &format!("hpflow_modbus_last_poll_duration_seconds{{{l}}} 3"));
 }
 
+#[tokio::test]
+async fn modbus_durations_are_histograms_with_cumulative_buckets_and_polls_on_time_are_counted() {
+    use crate::sources::modbus::{HealthRegistry, RequestResult};
+    let health = Arc::new(HealthRegistry::default());
+    let h = health.register("heatpumps", "hp1");
+    for ms in [4, 20, 20, 300] {
+        h.request_done(RequestResult::Ok, Duration::from_millis(ms));
+    }
+    h.request_done(RequestResult::Timeout, Duration::from_secs(30));
+    h.poll_done(true, UNIX_EPOCH + Duration::from_secs(T0), Duration::from_millis(350));
+    h.poll_started(Duration::from_millis(5), Duration::from_secs(10));
+    h.poll_started(Duration::from_secs(4), Duration::from_secs(10));
+    h.poll_started(Duration::from_secs(2), Duration::from_secs(10));
+    let source = health.clone();
+    let ex = Arc::new(
+        Exporter::new(
+            "heatpump",
+            Duration::from_secs(300),
+            ManualClock::new().clock(),
+            Some(Arc::new(Registry::default())),
+        )
+        .with_health(Arc::new(move || source.snapshot())),
+    );
+    let l = r#"component_id="heatpumps",device="hp1""#;
+    let r = "hpflow_modbus_request_duration_seconds";
+    let (_, body) = scrape(&ex, None).await;
+    assert_line(&body, &format!("# TYPE {r} histogram"));
+    let expected = [
+        ("0.005", 1),
+        ("0.01", 1),
+        ("0.025", 3),
+        ("0.05", 3),
+        ("0.1", 3),
+        ("0.25", 3),
+        ("0.5", 4),
+        ("1.0", 4),
+        ("2.5", 4),
+        ("5.0", 4),
+        ("10.0", 4),
+        ("+Inf", 5),
+    ];
+    for (le, n) in expected {
+        assert_line(&body, &format!("{r}_bucket{{{l},le=\"{le}\"}} {n}"));
+    }
+    let sum = |name: &str| -> f64 {
+        let prefix = format!("{name}_sum{{{l}}} ");
+        let line = body.lines().find_map(|line| line.strip_prefix(&prefix));
+        line.unwrap_or_else(|| panic!("no {name}_sum in\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert!((sum(r) - 30.344).abs() < 1e-9);
+    assert_line(&body, &format!("{r}_count{{{l}}} 5"));
+    // Buckets come in increasing order, each holding at least the one before.
+    let counts: Vec<u64> = body
+        .lines()
+        .filter(|line| line.starts_with(&format!("{r}_bucket{{")))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), expected.len());
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+
+    let p = "hpflow_modbus_poll_duration_seconds";
+    assert_line(&body, &format!("{p}_bucket{{{l},le=\"0.25\"}} 0"));
+    assert_line(&body, &format!("{p}_bucket{{{l},le=\"0.5\"}} 1"));
+    assert_line(&body, &format!("{p}_bucket{{{l},le=\"+Inf\"}} 1"));
+    assert!((sum(p) - 0.35).abs() < 1e-9);
+    assert_line(&body, &format!("{p}_count{{{l}}} 1"));
+    // Of 5 ms, 4 s and 2 s after a 10 s tick, only 5 ms is within 1 s (or a tenth of the interval).
+    assert_line(&body, &format!("hpflow_modbus_polls_on_time_total{{{l}}} 1"));
+    assert_line(&body, &format!("hpflow_modbus_polls_late_total{{{l}}} 2"));
+
+    let (_, body) = scrape(&ex, Some(PROMETHEUS_ACCEPT)).await;
+    assert_line(&body, &format!("# TYPE {r} histogram"));
+    assert_line(&body, &format!("# UNIT {r} seconds"));
+    assert_line(&body, &format!("{r}_bucket{{{l},le=\"+Inf\"}} 5"));
+}
+
 fn check(config: &PrometheusConfig) -> Check<'static> {
     let mut cx = Check::new("metrics", Path::new("."), Path::new("."), &[]);
     config.check(&mut cx);

@@ -54,6 +54,60 @@ impl RequestResult {
     }
 }
 
+/// Upper bounds, in seconds, of the duration histograms' buckets (`+Inf` is
+/// implied): from a quick local register read to a gateway timing out.
+pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A fixed-bucket histogram of durations, in the Prometheus shape. Updated under
+/// the device's lock like the rest of its health, so plain integers suffice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Histogram {
+    /// Observations per bucket of [`DURATION_BUCKETS`], not cumulative; the
+    /// ones above the last bound count only in `count`.
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    /// Sum of the observations, in seconds.
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        // Prometheus buckets are `le`: a value on a bound counts in that bucket.
+        if let Some(i) = DURATION_BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the observations, in seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Each bucket's upper bound with the observations at or below it
+    /// (cumulative, as exposed); `+Inf` is [`Histogram::count`].
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        DURATION_BUCKETS.iter().zip(&self.buckets).scan(0, |acc, (&le, &n)| {
+            *acc += n;
+            Some((le, *acc))
+        })
+    }
+}
+
+/// Whether a poll that began `lag` after its scheduled instant counts as on
+/// time: within a tenth of the interval, or within a second whatever the
+/// interval (a busy runtime or a slow neighbour on a shared link delays a fast
+/// schedule by some milliseconds without anything being wrong).
+pub fn on_time(lag: Duration, interval: Duration) -> bool {
+    lag < (interval / 10).max(Duration::from_secs(1))
+}
+
 /// The health of one device, as last updated by its poll loop.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeviceHealth {
@@ -73,6 +127,14 @@ pub struct DeviceHealth {
     pub connect_failures: u64,
     pub requests: BTreeMap<RequestResult, u64>,
     pub last_poll_duration: Option<Duration>,
+    /// Polls that began on time (see [`on_time`]).
+    pub polls_on_time: u64,
+    /// Polls that began later than that (the link was busy with other devices).
+    pub polls_late: u64,
+    /// How long each request took to be answered (or to fail).
+    pub request_duration: Histogram,
+    /// How long each poll took, all its requests together.
+    pub poll_duration: Histogram,
 }
 
 impl DeviceHealth {
@@ -95,6 +157,25 @@ impl HealthHandle {
         self.with(|h| *h.requests.entry(result).or_insert(0) += 1);
     }
 
+    /// Counts a request and how long it took.
+    pub fn request_done(&self, result: RequestResult, took: Duration) {
+        self.with(|h| {
+            *h.requests.entry(result).or_insert(0) += 1;
+            h.request_duration.observe(took);
+        });
+    }
+
+    /// Records that a poll began `lag` after its scheduled instant.
+    pub fn poll_started(&self, lag: Duration, interval: Duration) {
+        self.with(|h| {
+            if on_time(lag, interval) {
+                h.polls_on_time += 1;
+            } else {
+                h.polls_late += 1;
+            }
+        });
+    }
+
     pub fn connect_failed(&self) {
         self.with(|h| h.connect_failures += 1);
     }
@@ -112,6 +193,7 @@ impl HealthHandle {
             let first = h.polls == 0;
             h.polls += 1;
             h.last_poll_duration = Some(took);
+            h.poll_duration.observe(took);
             if success {
                 h.up = true;
                 h.last_success = Some(at);
@@ -232,5 +314,54 @@ mod tests {
         assert_eq!(s.requests(RequestResult::Ok), 2);
         assert_eq!(s.requests(RequestResult::Timeout), 1);
         assert_eq!(s.requests(RequestResult::Busy), 0);
+    }
+
+    #[test]
+    fn histogram_counts_each_duration_in_its_bucket_and_cumulates_them() {
+        let mut h = Histogram::default();
+        for ms in [3, 5, 7, 120, 120, 30_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 6);
+        assert!((h.sum() - 30.255).abs() < 1e-9);
+        let buckets: Vec<(f64, u64)> = h.cumulative().collect();
+        assert_eq!(buckets.len(), DURATION_BUCKETS.len());
+        // 5 ms lies on a bound: `le` includes it.
+        assert_eq!(buckets[0], (0.005, 2));
+        assert_eq!(buckets[1], (0.01, 3));
+        assert_eq!(buckets[4], (0.1, 3));
+        assert_eq!(buckets[5], (0.25, 5));
+        // 30 s is above every bound: only `+Inf` (the count) holds it.
+        assert_eq!(buckets[10], (10.0, 5));
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn a_poll_is_on_time_within_a_tenth_of_its_interval_or_a_second() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert!(on_time(ms(999), s(2)));
+        assert!(!on_time(s(1), s(2)));
+        assert!(on_time(s(5), s(60)));
+        assert!(!on_time(s(6), s(60)));
+        let r = HealthRegistry::default();
+        let h = r.register("src", "hp1");
+        h.poll_started(Duration::ZERO, s(10));
+        h.poll_started(s(3), s(10));
+        let d = h.get();
+        assert_eq!((d.polls_on_time, d.polls_late), (1, 1));
+    }
+
+    #[test]
+    fn request_and_poll_durations_are_recorded() {
+        let r = HealthRegistry::default();
+        let h = r.register("src", "hp1");
+        h.request_done(RequestResult::Ok, Duration::from_millis(20));
+        h.poll_done(true, SystemTime::UNIX_EPOCH, Duration::from_millis(40));
+        let d = h.get();
+        assert_eq!(d.requests(RequestResult::Ok), 1);
+        assert_eq!(d.request_duration.count(), 1);
+        assert_eq!(d.poll_duration.count(), 1);
+        assert!((d.poll_duration.sum() - 0.04).abs() < 1e-9);
     }
 }

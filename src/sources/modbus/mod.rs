@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 
 pub use config::{DeviceConfig, Devices, ModbusRtuConfig, ModbusTcpConfig, Parity, PollConfig, MAX_REGISTERS};
 pub use display::{engineering_json, engineering_value, scale_metric};
-pub use health::{health, DeviceHealth, HealthHandle, HealthRegistry, RequestResult, Transition};
+pub use health::{health, DeviceHealth, HealthHandle, HealthRegistry, Histogram, RequestResult, Transition};
 pub use inventory::{DeviceSpec, Endpoint};
 pub use rtu::{ModbusRtu, RtuConnector};
 pub use schedule::{phase_offset, Backoff, Rng, Schedule};
@@ -371,8 +371,9 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
                 out.error = Some(e);
                 break 'requests;
             }
+            let sent = Instant::now();
             let reply = link.read(dev.spec.unit_id, &req, dev.timeout).await;
-            dev.health.request(reply.result());
+            dev.health.request_done(reply.result(), sent.elapsed());
             if reply.link_ok() {
                 dev.backoff.succeeded();
             }
@@ -521,6 +522,8 @@ pub(crate) async fn run_link(
         }
         let at = schedule::wall_time(tick);
         let began = Instant::now();
+        dev.health
+            .poll_started(began.saturating_duration_since(tick), dev.schedule.interval());
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             o = poll_device(&mut link, dev) => o,

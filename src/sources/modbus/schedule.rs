@@ -33,6 +33,10 @@ impl Schedule {
         later(self.start, self.interval.saturating_mul(k))
     }
 
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// When the next tick is due.
     pub fn due(&self) -> Instant {
         self.at(self.next)

@@ -48,7 +48,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -57,7 +57,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::{BuildContext, Check, Claim};
-use crate::event::{unix_millis, Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
+use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
+use crate::fsutil::{move_aside, write_atomically};
 use crate::internal_metrics::ComponentMetrics;
 use crate::topology::{BoxError, Transform};
 
@@ -616,11 +617,8 @@ fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Ar
         }
         Err(problem) => {
             metrics.error();
-            let mut aside = path.as_os_str().to_owned();
-            aside.push(format!(".corrupt-{}", unix_millis(SystemTime::now())));
-            let aside = PathBuf::from(aside);
-            match fs::rename(path, &aside) {
-                Ok(()) => warn!(
+            match move_aside(path) {
+                Ok(aside) => warn!(
                     component = %id, path = %path.display(), moved_to = %aside.display(), %problem,
                     "State file unusable; starting without history"
                 ),
@@ -632,33 +630,6 @@ fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Ar
             Ok(BTreeMap::new())
         }
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new
-/// file, never a mix: a temporary file in the same folder, synced, then renamed.
-/// Plain blocking I/O: the file is small and written at most every `persist_interval`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // Makes the rename itself durable; not every platform can open a folder.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
