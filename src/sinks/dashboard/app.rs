@@ -201,7 +201,7 @@ impl App {
         next.version = current.version + 1;
         let existing = std::fs::read_to_string(&self.settings_path).ok();
         let text = settings::render(existing.as_deref(), &next);
-        super::files::write_atomically(&self.settings_path, text.as_bytes()).map_err(|e| SaveError::Io {
+        crate::fsutil::write_atomically(&self.settings_path, text.as_bytes()).map_err(|e| SaveError::Io {
             path: self.settings_path.display().to_string(),
             error: e.to_string(),
         })?;
@@ -236,7 +236,7 @@ impl App {
     pub fn save_history(&self) -> std::io::Result<usize> {
         // Encoding is quick; the write must not hold up incoming polls.
         let bytes = self.read_store().encode();
-        super::files::write_atomically(&self.history_path, &bytes)?;
+        crate::fsutil::write_atomically(&self.history_path, &bytes)?;
         Ok(bytes.len())
     }
 }

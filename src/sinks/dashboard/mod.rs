@@ -81,7 +81,6 @@ mod api;
 mod app;
 pub mod auth;
 mod config;
-mod files;
 mod format;
 pub mod history;
 mod pages;

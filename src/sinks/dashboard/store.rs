@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use super::files::move_aside;
 use super::history::{secs, DecodeError, Reader, Series, Writer, MAX_WINDOW};
 use crate::event::{unix_millis, Event, Metric, Schema, StateChange, Tags, Value};
+use crate::fsutil::move_aside;
 
 const MAGIC: &[u8; 8] = b"HPFDASH1";
 /// State flips remembered per pump for its page.
@@ -307,7 +307,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.bin");
-        super::super::files::write_atomically(&path, &store.encode()).unwrap();
+        crate::fsutil::write_atomically(&path, &store.encode()).unwrap();
         let mut back = Store::new(10);
         back.load(&path, &[schema()], UNIX_EPOCH + Duration::from_secs(1_001_000), "d");
         let d = &back.devices["hp1"];
