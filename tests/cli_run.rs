@@ -1,52 +1,14 @@
 //! `hpflow run` as a user runs it: the real binary against `hpflow simulate`,
 //! stopped with SIGTERM. It must drain, flush and exit 0.
 
-use std::io::{BufRead, BufReader};
+#[path = "process_support.rs"]
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hpflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hpflow"))
-}
-
-/// Starts the simulator on a free port and returns it with the port.
-fn simulator() -> (Killed, u16) {
-    let mut child = hpflow()
-        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hpflow simulate starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("simulate prints its address: {line:?}"));
-    (Killed(child), port)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{hpflow, simulator, wait_for, Killed};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

@@ -3,22 +3,17 @@
 //! SIGKILL and started again during the outage, InfluxDB back: every polled point
 //! arrives, once, in order. The file sink of the same pipeline is the ground truth.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "process_support.rs"]
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{hpflow, simulator, wait_for, Killed};
 
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
@@ -30,14 +25,6 @@ fn signal(child: &Child, sig: &str) {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A plain HTTP/1.0 GET (the server closes the connection after the body); `None` when nobody listens.
@@ -154,28 +141,6 @@ impl Drop for Influxd {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn hpflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hpflow"))
-}
-
-fn simulator() -> (Killed, u16) {
-    let mut child = hpflow()
-        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hpflow simulate starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok());
-    (
-        Killed(child),
-        port.unwrap_or_else(|| panic!("simulate prints its address: {line:?}")),
-    )
 }
 
 fn run(pipeline: &Path, log: &Path) -> Killed {

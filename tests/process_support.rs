@@ -1,0 +1,50 @@
+//! Helpers for tests that run the real `hpflow` binary as a user would:
+//! included with `#[path]` by `cli_run.rs` and `influxdb_outage.rs`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process that is killed and reaped when the test ends, pass or fail.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn hpflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hpflow"))
+}
+
+/// Starts `hpflow simulate` on a free port and returns it with the port it printed.
+pub fn simulator() -> (Killed, u16) {
+    let mut child = hpflow()
+        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hpflow simulate starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+    (
+        Killed(child),
+        port.unwrap_or_else(|| panic!("simulate prints its address: {line:?}")),
+    )
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
