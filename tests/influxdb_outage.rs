@@ -3,15 +3,16 @@
 //! SIGKILL and started again during the outage, InfluxDB back: every polled point
 //! arrives, once, in order. The file sink of the same pipeline is the ground truth.
 
+#[path = "influxd_support.rs"]
+mod influxd_support;
 #[path = "process_support.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use influxd_support::{free_port, http_get, Influxd};
 use serde_json::Value as Json;
 use support::{hpflow, simulator, wait_for, Killed};
 
@@ -23,124 +24,19 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.is_ok_and(|s| s.success()), "kill -{sig}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A plain HTTP/1.0 GET (the server closes the connection after the body); `None` when nobody listens.
-fn get(port: u16, path_and_query: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.split(' ')
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'))
-        .then(|| body.to_string())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
+/// (time in ms, outside_temperature) of hp1, in the order InfluxDB returns them.
+fn points(influxd: &Influxd) -> Vec<(i64, f64)> {
+    let j = influxd.query(
+        "outage",
+        "SELECT outside_temperature FROM heatpump_metrics WHERE heat_pump_id='hp1'",
+    );
+    let rows = j["results"][0]["series"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| (r[0].as_i64().unwrap(), r[1].as_f64().unwrap()))
         .collect()
-}
-
-/// An `influxd` of our own (as in `src/sinks/influxdb/tests.rs`), restartable on the same port and data.
-struct Influxd {
-    child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Influxd {
-    fn start(dir: &Path) -> Influxd {
-        let mut s = Influxd {
-            child: None,
-            dir: dir.to_path_buf(),
-            port: free_port(),
-        };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
-        let bin = Path::new("/usr/bin/influxd");
-        assert!(
-            bin.exists(),
-            "/usr/bin/influxd is missing: this test needs a real server; install it with `apt-get install influxdb` \
-             (scripts/test installs it)"
-        );
-        let d = self.dir.display();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-             [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
-             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
-             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
-             [http]\nbind-address = \"127.0.0.1:{http}\"\nlog-enabled = false\n",
-            rpc = free_port(),
-            http = self.port,
-        );
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let conf = self.dir.join("influxd.conf");
-        std::fs::write(&conf, config).unwrap();
-        let log = std::fs::File::create(self.dir.join("influxd.log")).unwrap();
-        let mut child = Command::new(bin)
-            .arg("-config")
-            .arg(&conf)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while get(self.port, "/ping").is_none() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.join("influxd.log")).unwrap_or_default();
-                panic!("influxd exited with {status}:\n{log}");
-            }
-            assert!(start.elapsed() < Duration::from_secs(15), "influxd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child = Some(child);
-    }
-
-    /// Kills it hard; its WAL keeps what it accepted.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn query(&self, q: &str) -> Json {
-        let body = get(self.port, &format!("/query?db=outage&epoch=ms&q={}", encode(q))).expect("influxd answers");
-        let j: Json = serde_json::from_str(&body).unwrap();
-        assert!(j["results"][0].get("error").is_none(), "{q}: {j}");
-        j
-    }
-
-    /// (time in ms, outside_temperature) of hp1, in the order InfluxDB returns them.
-    fn points(&self) -> Vec<(i64, f64)> {
-        let j = self.query("SELECT outside_temperature FROM heatpump_metrics WHERE heat_pump_id='hp1'");
-        let rows = j["results"][0]["series"][0]["values"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        rows.iter()
-            .map(|r| (r[0].as_i64().unwrap(), r[1].as_f64().unwrap()))
-            .collect()
-    }
-}
-
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn run(pipeline: &Path, log: &Path) -> Killed {
@@ -172,7 +68,7 @@ fn polled(path: &Path) -> Vec<(i64, f64)> {
 
 /// `hpflow_influxdb_points_written_total` of the running hpflow.
 fn points_written(port: u16) -> u64 {
-    let body = get(port, "/metrics").expect("the prometheus sink answers");
+    let body = http_get(port, "/metrics").expect("the prometheus sink answers");
     let line = body
         .lines()
         .find(|l| l.starts_with("hpflow_influxdb_points_written_total{"));
@@ -184,7 +80,7 @@ fn points_written(port: u16) -> u64 {
 fn influxdb_outage_with_a_sigkill_delivers_every_polled_point_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut influxd = Influxd::start(&dir.path().join("influxd"));
-    influxd.query("CREATE DATABASE outage");
+    influxd.query("outage", "CREATE DATABASE outage");
     let (sim, modbus_port) = simulator();
     let prom_port = free_port();
     let pipeline = dir.path().join("pipeline.toml");
@@ -242,7 +138,7 @@ address = "127.0.0.1:{prom_port}"
 
     // A few points arrive, then InfluxDB goes away for ~15 polls.
     let mut first = run(&pipeline, &dir.path().join("run1.log"));
-    wait_for("3 points in InfluxDB", long, || influxd.points().len() >= 3);
+    wait_for("3 points in InfluxDB", long, || points(&influxd).len() >= 3);
     influxd.stop();
     let outage_from = polled(&truth).len();
     wait_for("15 polls during the outage", long, || {
@@ -272,7 +168,7 @@ address = "127.0.0.1:{prom_port}"
     std::thread::sleep(Duration::from_millis(700));
     let expected = polled(&truth);
     wait_for("every polled point in InfluxDB", long, || {
-        influxd.points().len() >= expected.len()
+        points(&influxd).len() >= expected.len()
     });
     std::thread::sleep(Duration::from_millis(500)); // any extra point, were one sent, would show now
     let written_second = points_written(prom_port);
@@ -293,7 +189,7 @@ address = "127.0.0.1:{prom_port}"
         expected.windows(2).all(|w| w[0].0 < w[1].0),
         "polls strictly in time order: {expected:?}"
     );
-    let arrived = influxd.points();
+    let arrived = points(&influxd);
     assert_eq!(
         arrived, expected,
         "InfluxDB holds exactly the polled points, values included"

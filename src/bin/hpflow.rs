@@ -2,13 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::{error, info, warn};
 
 use hpflow::config::load_pipeline;
-use hpflow::internal_metrics::Registry;
 
 /// Exit code for configuration errors (EX_CONFIG from sysexits.h, as Vector uses).
 const EXIT_CONFIG: u8 = 78;
@@ -67,6 +64,21 @@ enum Command {
         after_help = "Examples:\n  hpflow read --host 192.0.2.10 --model stiebel_eltron_wpm\n  hpflow read --host 127.0.0.1 --port 5020 --model stiebel_eltron_wpm --json\n  hpflow read --host 127.0.0.1 --port 5020 --model stiebel_eltron_wpm --plan"
     )]
     Read(hpflow::commands::ReadArgs),
+    /// Start two simulated heat pumps in-process and run the demo pipeline against them.
+    #[command(
+        after_help = "Examples:\n  hpflow demo\n  INFLUXDB_URL=http://127.0.0.1:8086 INFLUXDB_DATABASE=hpflow hpflow demo"
+    )]
+    Demo(hpflow::commands::DemoArgs),
+    /// Exit 0 when a running hpflow answers (for container HEALTHCHECKs), 1 when not.
+    #[command(
+        after_help = "Examples:\n  hpflow healthcheck\n  hpflow healthcheck http://127.0.0.1:8080/ --timeout 2s"
+    )]
+    Healthcheck(hpflow::commands::HealthcheckArgs),
+    /// Turn an HPManager config folder into an hpflow pipeline and config files.
+    #[command(
+        after_help = "Examples:\n  hpflow import /opt/hpmanager/config\n  hpflow import ../hpmanager/config -o pipelines/imported.toml"
+    )]
+    Import(hpflow::commands::ImportArgs),
     /// Find which register addresses a device answers.
     #[command(after_help = "Example:\n  hpflow scan --host 127.0.0.1 --port 5020 --type input --range 500-3800")]
     Scan(hpflow::commands::ScanArgs),
@@ -87,8 +99,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate { .. } => return ExitCode::SUCCESS,
-        Command::Run { pipeline } => return rt.block_on(run(&pipeline)),
+        Command::Run { pipeline } => return rt.block_on(hpflow::commands::run::run(&pipeline)),
         Command::Simulate(args) => rt.block_on(hpflow::commands::simulate::run(args)),
+        Command::Demo(args) => rt.block_on(hpflow::commands::demo::run(args)),
+        Command::Healthcheck(args) => rt.block_on(hpflow::commands::healthcheck::run(args)),
+        Command::Import(args) => rt.block_on(hpflow::commands::import::run(args)),
         Command::Read(args) => rt.block_on(hpflow::commands::read::run(args)),
         Command::Scan(args) => rt.block_on(hpflow::commands::scan::run(args)),
     };
@@ -128,62 +143,5 @@ fn validate(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
             ExitCode::from(EXIT_CONFIG)
         }
-    }
-}
-
-async fn run(path: &std::path::Path) -> ExitCode {
-    let (pipeline, warnings) = match load_pipeline(path) {
-        Ok(p) => p,
-        Err(diags) => {
-            eprint!("{diags}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    for w in warnings.warnings() {
-        warn!("{w}");
-    }
-    let registry = Arc::new(Registry::default());
-    let pieces = match hpflow::topology::build(&pipeline, registry) {
-        Ok(p) => p,
-        Err(diags) => {
-            eprint!("{diags}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    info!(pipeline = %path.display(), graph = %pipeline.summary(), data_dir = %pipeline.file.data_dir.display(), "Starting hpflow {}", env!("CARGO_PKG_VERSION"));
-    let running = pieces.start();
-    let done = running.shutdown_token();
-    tokio::select! {
-        sig = shutdown_signal() => info!(signal = sig, "Shutting down: stopping sources, draining and flushing sinks"),
-        _ = done.cancelled() => {}
-    }
-    if running.stop().await {
-        ExitCode::SUCCESS
-    } else {
-        error!("Some components did not stop in time");
-        ExitCode::FAILURE
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
     }
 }

@@ -1,9 +1,13 @@
-//! The one-shot commands behind `hpflow read`, `hpflow scan` and `hpflow simulate`.
+//! The commands behind `hpflow demo`, `healthcheck`, `import`, `read`, `scan` and `simulate`.
 //!
 //! Each is a clap `Args` struct and `pub async fn run(args) -> anyhow::Result<ExitCode>`;
 //! the binary only parses and dispatches.
 
+pub mod demo;
+pub mod healthcheck;
+pub mod import;
 pub mod read;
+pub mod run;
 pub mod scan;
 pub mod simulate;
 
@@ -17,6 +21,9 @@ use clap::{Args, ValueEnum};
 use crate::registers::{Model, RegisterMap};
 use crate::sources::modbus::{Connector, Parity};
 
+pub use demo::DemoArgs;
+pub use healthcheck::HealthcheckArgs;
+pub use import::ImportArgs;
 pub use read::ReadArgs;
 pub use scan::ScanArgs;
 pub use simulate::SimulateArgs;

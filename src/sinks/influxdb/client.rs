@@ -26,14 +26,16 @@ enum Auth {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Written,
-    /// Worth trying again: a network error, a timeout, 5xx, 408 or 429.
+    /// Worth trying again: a network error, a timeout, 5xx, 408, 429, or a setup
+    /// problem someone can fix (401, 403, 404).
     Retry {
         reason: String,
         after: Option<Duration>,
     },
     /// 413: the server wants smaller requests.
     TooLarge,
-    /// Any other 4xx: the server will never take these points as they are.
+    /// Any other 4xx (400 field type conflict, 422…): the server will never take
+    /// these points as they are.
     Rejected {
         status: u16,
         message: String,
@@ -253,6 +255,17 @@ pub fn classify(status: StatusCode, message: String, after: Option<Duration>) ->
             reason: format!("HTTP {status}: {message}"),
             after,
         },
+        // Wrong credentials or a missing database/bucket: the points are fine, the
+        // setup is not. They wait in the buffer (bounded, drops counted) until
+        // someone fixes it, rather than being set aside as if they were bad.
+        401 | 403 => Outcome::Retry {
+            reason: format!("HTTP {status}: InfluxDB refused the credentials (check the token or user): {message}"),
+            after: None,
+        },
+        404 => Outcome::Retry {
+            reason: format!("HTTP {status}: the database, bucket or org does not exist (create it or fix the sink's settings): {message}"),
+            after: None,
+        },
         413 => Outcome::TooLarge,
         code => Outcome::Rejected { status: code, message },
     }
@@ -362,6 +375,13 @@ mod tests {
             Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(3)
         ));
         assert_eq!(classify(StatusCode::PAYLOAD_TOO_LARGE, m(), None), Outcome::TooLarge);
+        // A setup problem, not bad points: they wait in the buffer.
+        for code in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::NOT_FOUND] {
+            assert!(
+                matches!(classify(code, m(), None), Outcome::Retry { ref reason, after: None } if reason.contains(code.as_str())),
+                "{code}"
+            );
+        }
         assert_eq!(
             classify(StatusCode::BAD_REQUEST, m(), None),
             Outcome::Rejected {

@@ -237,6 +237,13 @@ impl InfluxdbConfig {
                 if !set(&self.org) {
                     cx.error(Some("org"), "`api = \"v2\"` needs `org`");
                 }
+                if !set(&self.token) {
+                    cx.warn(
+                        Some("token"),
+                        "no `token`: InfluxDB 2.x refuses writes without one (points then wait in the buffer); \
+                         set it, e.g. `token = \"${INFLUXDB_TOKEN}\"` (VictoriaMetrics needs none)",
+                    );
+                }
                 for (key, v) in [
                     ("database", &self.database),
                     ("retention_policy", &self.retention_policy),

@@ -819,6 +819,29 @@ async fn a_rejected_batch_goes_to_the_dead_letter_file_and_delivery_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_wait_while_the_database_is_missing_and_arrive_once_it_exists() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    // No database yet: InfluxDB answers 404. That is a setup problem, not bad points.
+    let id = "influx_missing_db";
+    let sink = start_sink(id, &v1_config(&db.url(), "later", ""), &data);
+    let base = base_time();
+    sink.send((0..20).map(|i| numbered(i, base))).await;
+    sink.wait_for("failed writes", Duration::from_secs(5), |s| s.failures >= 2)
+        .await;
+    let s = sink.stats.snapshot();
+    assert_eq!((s.points_written, s.dead_lettered), (0, 0), "{s:?}");
+    assert!(!config::buffer_dir(&data, id).join("dead-letter.lp").exists());
+    db.create_db("later").await;
+    sink.wait_for("every point", Duration::from_secs(10), |s| s.points_written == 20)
+        .await;
+    sink.shutdown().await;
+    assert_eq!(db.count("later", "SELECT count(seq) FROM heatpump_metrics").await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_too_large_for_the_server_is_split() {
     init_logs();
     let tmp = tempfile::tempdir().unwrap();

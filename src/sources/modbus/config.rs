@@ -374,6 +374,16 @@ impl ModbusTcpConfig {
             declare_outputs(&map, &devices, cx);
         }
     }
+
+    /// The register map and the enabled devices, for a pipeline in `dir` that
+    /// passed its checks (`hpflow demo` simulates them); the problems as text otherwise.
+    pub fn devices(&self, dir: &Path) -> Result<(Arc<RegisterMap>, Vec<DeviceSpec>), Vec<String>> {
+        let mut errors = super::inventory::Errors::default();
+        match self.check_into(dir, &mut errors) {
+            Some(found) if errors.0.is_empty() => Ok(found),
+            _ => Err(errors.0),
+        }
+    }
 }
 
 impl ModbusRtuConfig {

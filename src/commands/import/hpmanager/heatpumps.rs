@@ -1,0 +1,231 @@
+//! heatpumps.yml: the inventory, read for what import needs to know (which
+//! pumps, how each is reached, the serial line of `rtu` entries) and checked
+//! where that goes beyond hpflow's own reading of the file.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_yaml::{Mapping, Value};
+
+use super::super::locate::Seg;
+use super::{entry_path, key, scalar, with, Dropped, Link, Pump, Reader, Serial, Text, HEATPUMPS, SERIAL_DEFAULTS};
+use crate::registers::{Model, RegisterMap};
+use crate::sources::modbus::Parity;
+
+/// Keys of an entry that neither HPManager nor hpflow reads stay in the copy.
+const IGNORED: &str = "neither HPManager nor hpflow reads it; left in the copy";
+
+impl Reader {
+    pub(super) fn pumps(&mut self, t: &Text, doc: &Value, map: &RegisterMap) -> Vec<Pump> {
+        let Some(root) = self.mapping(t, doc, &[], HEATPUMPS) else {
+            return Vec::new();
+        };
+        self.unknown_keys(t, root, &[], &["heatpumps"], IGNORED);
+        let list = match root.get("heatpumps") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Sequence(s)) => s,
+            Some(_) => {
+                self.error(
+                    t,
+                    &[key("heatpumps")],
+                    "`heatpumps` must be a list of heat pumps (`- id: …`)".into(),
+                );
+                return Vec::new();
+            }
+        };
+        let models: Vec<Arc<Model>> = map.models().cloned().collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            if let Some(pump) = self.pump(t, entry, i, &models) {
+                if !seen.insert(pump.id.clone()) {
+                    self.error(
+                        t,
+                        &entry_path(i, &["id"]),
+                        format!("heat pump id `{}` is used twice", pump.id),
+                    );
+                }
+                out.push(pump);
+            }
+        }
+        if let Some((_, _, at)) = self.retries.first() {
+            let each: Vec<String> = self.retries.iter().map(|(id, v, _)| format!("{id}: {v}")).collect();
+            self.dropped.push(Dropped {
+                what: format!("modbus.retries/retry_delay ({})", each.join("; ")),
+                at: at.clone(),
+                why: "hpflow does not repeat a failed request within a poll: that poll's fields stay absent, the \
+                      link is re-opened with capped backoff (the sources' reconnect_min/reconnect_max) and the \
+                      pump is read again at the next poll"
+                    .into(),
+            });
+        }
+        out
+    }
+
+    fn pump(&mut self, t: &Text, entry: &Value, index: usize, models: &[Arc<Model>]) -> Option<Pump> {
+        let p = entry_path(index, &[]);
+        let m = self.mapping(t, entry, &p, "a heat pump entry")?;
+        self.unknown_keys(
+            t,
+            m,
+            &p,
+            &["id", "name", "location", "model", "enabled", "modbus"],
+            IGNORED,
+        );
+        let Some(id) = m.get("id").and_then(scalar).filter(|s| !s.trim().is_empty()) else {
+            self.error(t, &p, format!("heat pump #{} has no `id`", index + 1));
+            return None;
+        };
+        let model = m.get("model").and_then(scalar).unwrap_or_default();
+        if !models.iter().any(|x| x.name() == model) {
+            let known: Vec<&str> = models.iter().map(|x| x.name()).collect();
+            self.error(
+                t,
+                &with(&p, key("model")),
+                format!(
+                    "heat pump `{id}`: model `{model}` is not in the register map (it has: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+        let enabled = match m.get("enabled") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                self.error(
+                    t,
+                    &with(&p, key("enabled")),
+                    format!(
+                        "heat pump `{id}`: `enabled` must be true or false, not `{}`",
+                        scalar(v).unwrap_or_default()
+                    ),
+                );
+                true
+            }
+        };
+        let mp = with(&p, key("modbus"));
+        let Some(mb) = m.get("modbus").and_then(|v| self.mapping(t, v, &mp, "`modbus`")) else {
+            self.error(t, &p, format!("heat pump `{id}` has no `modbus` section"));
+            return None;
+        };
+        let kind = mb
+            .get("type")
+            .and_then(scalar)
+            .unwrap_or_else(|| "tcp".into())
+            .to_ascii_lowercase();
+        let mut known = vec!["type", "host", "port", "unit_id", "timeout", "retries", "retry_delay"];
+        if kind == "rtu" {
+            known.extend(["baudrate", "bytesize", "parity", "stopbits"]);
+        }
+        self.unknown_keys(t, mb, &mp, &known, IGNORED);
+        let retry: Vec<(&str, String)> = ["retries", "retry_delay"]
+            .into_iter()
+            .filter_map(|k| mb.get(k).and_then(scalar).map(|v| (k, v)))
+            .collect();
+        if let Some((first, _)) = retry.first() {
+            let values: Vec<String> = retry.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let at = t.place(&with(&mp, key(first)));
+            self.retries.push((id.clone(), values.join(", "), at));
+        }
+        let port = mb.get("port").and_then(scalar);
+        let link = match kind.as_str() {
+            "tcp" => {
+                let host = mb.get("host").and_then(scalar).unwrap_or_default();
+                if host.trim().is_empty() {
+                    self.error(t, &mp, format!("heat pump `{id}`: a tcp entry needs `host`"));
+                }
+                Link::Tcp {
+                    host,
+                    port: port.unwrap_or_else(|| "502".into()),
+                }
+            }
+            "rtu" => {
+                let serial = self.serial(t, mb, &mp, &id);
+                match port.filter(|s| !s.trim().is_empty()) {
+                    Some(port) if Path::new(&port).is_absolute() => Link::Rtu { port, serial },
+                    Some(port) => {
+                        self.error(
+                            t,
+                            &with(&mp, key("port")),
+                            format!(
+                                "heat pump `{id}`: `port` of an rtu entry must be the full path of the serial \
+                                 device (e.g. /dev/ttyUSB0), not `{port}`"
+                            ),
+                        );
+                        return None;
+                    }
+                    None => {
+                        self.error(
+                            t,
+                            &mp,
+                            format!("heat pump `{id}`: an rtu entry needs its serial device in `port`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    t,
+                    &with(&mp, key("type")),
+                    format!("heat pump `{id}`: unknown modbus type `{other}`; HPManager knows tcp and rtu"),
+                );
+                return None;
+            }
+        };
+        Some(Pump {
+            index,
+            id,
+            name: m.get("name").and_then(scalar),
+            location: m.get("location").and_then(scalar),
+            model,
+            enabled,
+            unit_id: mb.get("unit_id").and_then(scalar).unwrap_or_else(|| "1".into()),
+            has_timeout: mb.get("timeout").is_some_and(|v| !v.is_null()),
+            link,
+        })
+    }
+
+    /// The serial line of an rtu entry, pymodbus' defaults for what it leaves out.
+    fn serial(&mut self, t: &Text, mb: &Mapping, mp: &[Seg], id: &str) -> Serial {
+        let mut s = SERIAL_DEFAULTS;
+        let bad = |r: &mut Reader, k: &str, v: &Value, want: &str| {
+            r.error(
+                t,
+                &with(mp, key(k)),
+                format!(
+                    "heat pump `{id}`: `{k}` must be {want}, not `{}`",
+                    scalar(v).unwrap_or_default()
+                ),
+            );
+        };
+        if let Some(v) = mb.get("baudrate") {
+            match v.as_u64().and_then(|b| u32::try_from(b).ok()) {
+                Some(b) => s.baud = b,
+                None => bad(self, "baudrate", v, "a line speed such as 9600"),
+            }
+        }
+        if let Some(v) = mb.get("bytesize") {
+            match v.as_u64() {
+                Some(b @ (7 | 8)) => s.data_bits = b as u8,
+                _ => bad(self, "bytesize", v, "7 or 8"),
+            }
+        }
+        if let Some(v) = mb.get("stopbits") {
+            match v.as_u64() {
+                Some(b @ (1 | 2)) => s.stop_bits = b as u8,
+                _ => bad(self, "stopbits", v, "1 or 2"),
+            }
+        }
+        if let Some(v) = mb.get("parity") {
+            match scalar(v).unwrap_or_default().to_ascii_lowercase().as_str() {
+                "n" | "none" => s.parity = Parity::None,
+                "e" | "even" => s.parity = Parity::Even,
+                "o" | "odd" => s.parity = Parity::Odd,
+                _ => bad(self, "parity", v, "N, E or O"),
+            }
+        }
+        s
+    }
+}

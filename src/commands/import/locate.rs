@@ -1,0 +1,187 @@
+//! Finds the line of a key in block-style YAML, since serde_yaml keeps no
+//! spans for values: `collector.yml:17:3` for `logging.file`. Flow style
+//! (`{a: 1}`) and other rarities are not followed; the caller then names the
+//! file alone.
+
+/// One step of a key path: a mapping key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[2].c` for messages.
+pub(super) fn dotted(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+struct Line<'a> {
+    indent: usize,
+    /// The text after the indentation.
+    body: &'a str,
+}
+
+/// 1-based line and column of the last key of `path`, or `None` when it
+/// cannot be followed.
+pub(super) fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    let lines: Vec<Option<Line<'_>>> = text
+        .lines()
+        .map(|l| {
+            let body = l.trim_start_matches(' ');
+            let meaningful = !(body.is_empty() || body.starts_with('#') || body.starts_with("---"));
+            meaningful.then(|| Line {
+                indent: l.len() - body.len(),
+                body,
+            })
+        })
+        .collect();
+    let mut range = 0..lines.len();
+    let mut found = None;
+    for seg in path {
+        let (at, col, next) = match seg {
+            Seg::Key(k) => find_key(&lines, range.clone(), k)?,
+            Seg::Index(i) => find_item(&lines, range.clone(), *i)?,
+        };
+        found = Some((at + 1, col + 1));
+        range = next;
+    }
+    found
+}
+
+/// Column and name of the key a line starts with, after any `- ` item markers.
+fn key_of(line: &Line<'_>) -> Option<(usize, String)> {
+    let mut col = line.indent;
+    let mut body = line.body;
+    while let Some(rest) = body.strip_prefix("- ") {
+        let rest_trim = rest.trim_start_matches(' ');
+        col += body.len() - rest_trim.len();
+        body = rest_trim;
+    }
+    let end = body.find(':')?;
+    let after = &body[end + 1..];
+    if !(after.is_empty() || after.starts_with(' ')) {
+        return None;
+    }
+    let key = body[..end].trim().trim_matches(['"', '\'']);
+    Some((col, key.to_string()))
+}
+
+/// The key's line, its column and the range of its value's lines.
+fn find_key(
+    lines: &[Option<Line<'_>>],
+    range: std::ops::Range<usize>,
+    key: &str,
+) -> Option<(usize, usize, std::ops::Range<usize>)> {
+    let keys: Vec<(usize, usize, String)> = range
+        .clone()
+        .filter_map(|i| lines[i].as_ref().and_then(key_of).map(|(c, k)| (i, c, k)))
+        .collect();
+    let level = keys.iter().map(|(_, c, _)| *c).min()?;
+    let (at, col, _) = keys.into_iter().find(|(_, c, k)| *c == level && k == key)?;
+    let end = (at + 1..range.end)
+        .find(|&i| {
+            lines[i].as_ref().is_some_and(|l| {
+                // A sequence may sit at its key's own indentation.
+                l.indent < col || (l.indent == col && !l.body.starts_with('-'))
+            })
+        })
+        .unwrap_or(range.end);
+    Some((at, col, at + 1..end))
+}
+
+/// The `index`th item of the sequence in `range`: its line, column and lines.
+fn find_item(
+    lines: &[Option<Line<'_>>],
+    range: std::ops::Range<usize>,
+    index: usize,
+) -> Option<(usize, usize, std::ops::Range<usize>)> {
+    let is_item = |l: &Line<'_>| l.body == "-" || l.body.starts_with("- ");
+    let level = range
+        .clone()
+        .filter_map(|i| lines[i].as_ref())
+        .filter(|l| is_item(l))
+        .map(|l| l.indent)
+        .min()?;
+    let items: Vec<usize> = range
+        .clone()
+        .filter(|&i| lines[i].as_ref().is_some_and(|l| is_item(l) && l.indent == level))
+        .collect();
+    let at = *items.get(index)?;
+    let end = items
+        .get(index + 1)
+        .copied()
+        .or_else(|| (at + 1..range.end).find(|&i| lines[i].as_ref().is_some_and(|l| l.indent < level)))
+        .unwrap_or(range.end);
+    Some((at, level, at..end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &[&str]) -> Vec<Seg> {
+        p.iter()
+            .map(|s| match s.parse::<usize>() {
+                Ok(i) => Seg::Index(i),
+                Err(_) => Seg::Key(s.to_string()),
+            })
+            .collect()
+    }
+
+    const HEATPUMPS: &str = "\
+heatpumps:
+- id: hp1
+  modbus:
+    type: tcp
+    port: 502
+- id: hp2
+  # a comment
+  colour: red
+  modbus:
+    port: 503
+";
+
+    #[test]
+    fn keys_inside_sequence_items_are_found_by_index() {
+        assert_eq!(
+            locate(HEATPUMPS, &path(&["heatpumps", "1", "modbus", "port"])),
+            Some((10, 5))
+        );
+        assert_eq!(
+            locate(HEATPUMPS, &path(&["heatpumps", "0", "modbus", "port"])),
+            Some((5, 5))
+        );
+        assert_eq!(locate(HEATPUMPS, &path(&["heatpumps", "1", "colour"])), Some((8, 3)));
+        assert_eq!(locate(HEATPUMPS, &path(&["heatpumps", "0", "id"])), Some((2, 3)));
+        assert_eq!(locate(HEATPUMPS, &path(&["heatpumps", "2"])), None);
+        assert_eq!(locate(HEATPUMPS, &path(&["heatpumps", "0", "colour"])), None);
+    }
+
+    #[test]
+    fn nested_mapping_keys_are_found_at_their_own_level_only() {
+        let text = "influxdb:\n  url: x\n  timeout: 10\nlogging:\n  level: INFO\n  file: /var/log/x.log\ntimeout: 3\n";
+        assert_eq!(locate(text, &path(&["logging", "file"])), Some((6, 3)));
+        assert_eq!(locate(text, &path(&["timeout"])), Some((7, 1)));
+        assert_eq!(locate(text, &path(&["influxdb", "timeout"])), Some((3, 3)));
+        assert_eq!(dotted(&path(&["heatpumps", "1", "modbus"])), "heatpumps[1].modbus");
+    }
+
+    #[test]
+    fn indented_sequences_and_quoted_keys_are_followed() {
+        let text = "visible_fields:\n  hp1:\n    - a\n    - b\n  \"hp2\":\n    - c\n";
+        assert_eq!(locate(text, &path(&["visible_fields", "hp2"])), Some((5, 3)));
+        assert_eq!(locate(text, &path(&["visible_fields", "hp1", "1"])), Some((4, 5)));
+    }
+}

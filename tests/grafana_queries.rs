@@ -1,0 +1,694 @@
+//! The Grafana dashboards against real data: a real `hpflow run` polls two
+//! simulated heat pumps (`hpflow simulate`, 3000 times faster than real time, so
+//! compressors cycle and a controller's midnight passes within seconds) through
+//! `scale` and `state_diff` into a real InfluxDB 1.x (`influxd`, Debian package
+//! `influxdb`). Then every query of every dashboard in `grafana/dashboards/`
+//! (panels, rows' nested panels, template variables) is interpolated as Grafana
+//! does and run on InfluxDB's `/query` API: it must parse, and every column it
+//! selects must hold data. The compressor-start and energy panels are checked
+//! against the polled values themselves.
+//!
+//! Grafana itself does not run here: the provisioning files are checked as YAML,
+//! and every data source a dashboard names must be one they provision.
+
+#[path = "influxd_support.rs"]
+mod influxd_support;
+#[path = "process_support.rs"]
+mod process_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use influxd_support::Influxd;
+use process_support::{hpflow, Killed};
+use serde_json::Value as Json;
+
+const DB: &str = "hpflow";
+const SPEED: u32 = 3000;
+const PUMPS: [&str; 2] = ["hp1", "hp2"];
+
+/// Queries in `grafana/dashboards/` (panel targets and template variables). A
+/// panel added or removed changes it: update it then, so that a dashboard folder
+/// that lost its files cannot pass.
+const EXPECTED_QUERIES: usize = 17;
+
+/// (panel title, column) that may stay empty: the simulator serves "not fitted"
+/// (0x8000) for the heating water pressure sensor, as many real units do.
+const NOT_SIMULATED: &[(&str, &str)] = &[("Pressures", "heating water")];
+
+/// What `$__interval` becomes here: the data source's minimum (`timeInterval`).
+const INTERVAL: &str = "10s";
+const INTERVAL_MS: u64 = 10_000;
+
+/// Bare words a dashboard query may use; every field, tag and measurement is written in double quotes.
+const INFLUXQL_WORDS: &str = "select from where and or as group by time fill null none previous \
+    mean last first max min count spread sum non_negative_difference show tag values with key";
+
+/// Tags hpflow writes, and the fields of the state-change measurement.
+const SCHEMA_NAMES: &[&str] = &[
+    "heatpump_metrics",
+    "heatpump_state_changes",
+    "heat_pump_id",
+    "name",
+    "location",
+    "model",
+    "field",
+    "from",
+    "to",
+    "from_since",
+];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One query of a dashboard, as written there.
+#[derive(Debug)]
+struct Query {
+    dashboard: String,
+    panel: String,
+    /// The data source uid it names (the target's, else its panel's).
+    datasource: Option<String>,
+    text: String,
+    template_variable: bool,
+}
+
+fn dashboards() -> Vec<(String, Json)> {
+    let dir = repo().join("grafana/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, json)
+        })
+        .collect()
+}
+
+/// Every panel, with the panels of rows (collapsed rows keep theirs inside).
+fn panels(list: &Json) -> Vec<&Json> {
+    let mut out = Vec::new();
+    for p in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+        out.push(p);
+        out.extend(panels(&p["panels"]));
+    }
+    out
+}
+
+fn uid(ds: &Json) -> Option<String> {
+    ds["uid"].as_str().map(str::to_string)
+}
+
+fn queries() -> Vec<Query> {
+    let mut out = Vec::new();
+    for (name, dash) in dashboards() {
+        for p in panels(&dash["panels"]) {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            for t in p["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                assert_eq!(
+                    t["rawQuery"], true,
+                    "{name}: panel {title:?}: write queries as raw InfluxQL so this test can run them"
+                );
+                assert_ne!(t["hide"], true, "{name}: panel {title:?}: a hidden query");
+                let text = t["query"].as_str().unwrap_or_default().to_string();
+                assert!(!text.trim().is_empty(), "{name}: panel {title:?}: an empty query");
+                out.push(Query {
+                    dashboard: name.clone(),
+                    panel: title.clone(),
+                    datasource: uid(&t["datasource"]).or_else(|| uid(&p["datasource"])),
+                    text,
+                    template_variable: false,
+                });
+            }
+        }
+        for v in dash["templating"]["list"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if v["type"] != "query" {
+                continue;
+            }
+            // Grafana writes a variable's query as a string or as {"query": …}.
+            let q = &v["query"];
+            let text = q.as_str().or_else(|| q["query"].as_str()).unwrap_or_default();
+            out.push(Query {
+                dashboard: name.clone(),
+                panel: format!("variable {}", v["name"]),
+                datasource: uid(&v["datasource"]),
+                text: text.to_string(),
+                template_variable: true,
+            });
+        }
+    }
+    out
+}
+
+/// What Grafana substitutes before it sends a query.
+struct Vars {
+    from_ms: u128,
+    to_ms: u128,
+}
+
+/// Replaces Grafana's variables as Grafana's InfluxDB data source does: the time
+/// filter in epoch ms, a multi-value variable in a regex as `(a|b)`. Fails on any
+/// variable left over.
+fn interpolate(q: &Query, v: &Vars) -> String {
+    let time_filter = format!("time >= {}ms and time <= {}ms", v.from_ms, v.to_ms);
+    let pumps = format!("({})", PUMPS.join("|"));
+    let range_ms = (v.to_ms - v.from_ms).to_string();
+    let range_s = ((v.to_ms - v.from_ms) / 1000).to_string();
+    let interval_ms = INTERVAL_MS.to_string();
+    let (from, to) = (v.from_ms.to_string(), v.to_ms.to_string());
+    // Longer names first, so `$__interval` does not eat `$__interval_ms`.
+    let vars: [(&str, &str); 16] = [
+        ("${__interval_ms}", &interval_ms),
+        ("$__interval_ms", &interval_ms),
+        ("${__interval}", INTERVAL),
+        ("$__interval", INTERVAL),
+        ("$__timeFilter", &time_filter),
+        ("$timeFilter", &time_filter),
+        ("${__range_ms}", &range_ms),
+        ("$__range_ms", &range_ms),
+        ("${__range_s}", &range_s),
+        ("$__range_s", &range_s),
+        ("${__from}", &from),
+        ("$__from", &from),
+        ("${__to}", &to),
+        ("$__to", &to),
+        ("${heat_pump_id}", &pumps),
+        ("$heat_pump_id", &pumps),
+    ];
+    let mut s = q.text.clone();
+    for (name, value) in vars {
+        s = s.replace(name, value);
+    }
+    // A `$` may stay only as a regex anchor (`/^(hp1|hp2)$/`).
+    let b = s.as_bytes();
+    let left = (0..b.len()).find(|&i| {
+        (b[i] == b'$'
+            && b.get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'{'))
+            || b[i..].starts_with(b"[[")
+    });
+    if let Some(i) = left {
+        panic!(
+            "{} / {}: variable {:?} left after interpolation in: {s}",
+            q.dashboard,
+            q.panel,
+            &s[i..(i + 20).min(s.len())]
+        );
+    }
+    s
+}
+
+/// The names a query reads: (double-quoted identifiers that are not aliases,
+/// single-quoted strings, bare words).
+fn names(q: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut quoted, mut strings, mut words) = (Vec::new(), Vec::new(), Vec::<String>::new());
+    let c: Vec<char> = q.chars().collect();
+    let mut i = 0;
+    let until = |i: usize, end: char| (i + 1..c.len()).find(|&j| c[j] == end).unwrap_or(c.len());
+    while i < c.len() {
+        match c[i] {
+            '"' | '\'' => {
+                let j = until(i, c[i]);
+                let s: String = c[i + 1..j].iter().collect();
+                if c[i] == '\'' {
+                    strings.push(s);
+                } else if !words.last().is_some_and(|w| w.eq_ignore_ascii_case("as")) {
+                    quoted.push(s);
+                }
+                // An alias ends the AS: it must not make the next name an alias too.
+                words.push(String::new());
+                i = j + 1;
+            }
+            '/' => i = until(i, '/') + 1, // a regex
+            '$' => {
+                i += 1;
+                while i < c.len() && (c[i].is_alphanumeric() || "_{}".contains(c[i])) {
+                    i += 1;
+                }
+            }
+            ch if ch.is_ascii_alphabetic() || ch == '_' => {
+                let j = (i..c.len())
+                    .find(|&j| !(c[j].is_ascii_alphanumeric() || c[j] == '_'))
+                    .unwrap_or(c.len());
+                words.push(c[i..j].iter().collect());
+                i = j;
+            }
+            ch if ch.is_ascii_digit() => {
+                // Numbers and durations (`1h`, `0`).
+                while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '.') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    words.retain(|w| !w.is_empty());
+    (quoted, strings, words)
+}
+
+/// Every field name of every model of `config/registers.yml`, bitmap bits included.
+fn register_fields() -> BTreeSet<String> {
+    let path = repo().join("config/registers.yml");
+    let map: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out = BTreeSet::new();
+    for (_, model) in map["models"].as_mapping().expect("models") {
+        for r in model["registers"].as_sequence().expect("registers") {
+            out.insert(r["name"].as_str().expect("a register name").to_string());
+            for (_, bit) in r["bitmap_fields"].as_mapping().into_iter().flatten() {
+                out.insert(bit.as_str().expect("a bitmap field name").to_string());
+            }
+        }
+    }
+    out
+}
+
+fn yaml(relative: &str) -> serde_yaml::Value {
+    let path = repo().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+#[test]
+fn provisioning_files_parse_and_every_dashboard_uses_the_provisioned_data_source() {
+    let ds = yaml("grafana/provisioning/datasources/influxdb.yml");
+    let sources = ds["datasources"].as_sequence().expect("datasources");
+    let provisioned: BTreeMap<&str, &str> = sources
+        .iter()
+        .map(|s| (s["uid"].as_str().expect("a fixed uid"), s["type"].as_str().unwrap()))
+        .collect();
+    let influx = sources
+        .iter()
+        .find(|s| s["type"] == "influxdb")
+        .expect("an influxdb data source");
+    assert_eq!(influx["url"], "http://influxdb:8086");
+    assert_eq!(influx["jsonData"]["version"], "InfluxQL");
+    assert_eq!(influx["jsonData"]["dbName"], "${INFLUXDB_BUCKET}");
+    assert_eq!(influx["jsonData"]["httpHeaderName1"], "Authorization");
+    assert_eq!(influx["secureJsonData"]["httpHeaderValue1"], "Token ${INFLUXDB_TOKEN}");
+
+    let providers = yaml("grafana/provisioning/dashboards/hpflow.yml");
+    let p = &providers["providers"][0];
+    assert_eq!(p["type"], "file");
+    assert_eq!(p["folder"], "hpflow");
+    assert_eq!(p["options"]["path"], "/var/lib/grafana/dashboards");
+
+    let mut uids = BTreeSet::new();
+    for (name, dash) in dashboards() {
+        let uid = dash["uid"].as_str().unwrap_or_default();
+        assert!(
+            !uid.is_empty() && uids.insert(uid.to_string()),
+            "{name}: a missing or repeated uid"
+        );
+        // Grafana 11.x writes schemaVersion 39 to 41; newer Grafanas migrate it up.
+        let schema = dash["schemaVersion"].as_u64().unwrap_or_default();
+        assert!((39..=41).contains(&schema), "{name}: schemaVersion {schema}");
+        let mut ids = BTreeSet::new();
+        for panel in panels(&dash["panels"]) {
+            let title = &panel["title"];
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("a panel id")),
+                "{name}: panel id repeated: {title}"
+            );
+            for ds in [&panel["datasource"]]
+                .into_iter()
+                .chain(
+                    panel["targets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| &t["datasource"]),
+                )
+                .filter(|d| !d.is_null())
+            {
+                let uid = ds["uid"].as_str().unwrap_or_default();
+                let kind = provisioned.get(uid);
+                assert!(
+                    kind.is_some(),
+                    "{name}: panel {title}: data source {ds} is not provisioned"
+                );
+                assert_eq!(
+                    Some(&ds["type"].as_str().unwrap_or_default()),
+                    kind,
+                    "{name}: panel {title}"
+                );
+            }
+        }
+    }
+    for q in queries() {
+        let uid = q.datasource.as_deref().unwrap_or_default();
+        assert!(
+            provisioned.contains_key(uid),
+            "{} / {}: data source {uid:?} is not provisioned",
+            q.dashboard,
+            q.panel
+        );
+    }
+}
+
+#[test]
+fn dashboard_queries_name_only_fields_the_register_map_defines() {
+    let fields = register_fields();
+    let qs = queries();
+    assert_eq!(qs.len(), EXPECTED_QUERIES, "queries in grafana/dashboards/: {qs:#?}");
+    for q in qs {
+        let (quoted, strings, words) = names(&q.text);
+        let at = format!("{} / {}: {}", q.dashboard, q.panel, q.text);
+        for n in &quoted {
+            assert!(
+                fields.contains(n) || SCHEMA_NAMES.contains(&n.as_str()),
+                "{at}\n  {n:?} is no field of config/registers.yml and no tag or measurement of hpflow's"
+            );
+        }
+        for s in &strings {
+            assert!(fields.contains(s), "{at}\n  '{s}' is no field of config/registers.yml");
+        }
+        for w in &words {
+            assert!(
+                INFLUXQL_WORDS.split_whitespace().any(|k| k.eq_ignore_ascii_case(w)),
+                "{at}\n  bare word {w:?}: write field, tag and measurement names in double quotes"
+            );
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// `hpflow simulate` with two heat pumps (unit ids 1 and 2) on a free port,
+/// `speed` times faster than real time.
+fn simulator(speed: u32) -> (Killed, u16) {
+    let mut child = hpflow()
+        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "2", "--speed"])
+        .arg(speed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hpflow simulate starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+    (
+        Killed(child),
+        port.unwrap_or_else(|| panic!("simulate prints its address: {line:?}")),
+    )
+}
+
+/// Values of column `col` per `heat_pump_id` tag, over every series of the first statement.
+fn per_pump(j: &Json, col: usize) -> BTreeMap<String, Vec<Json>> {
+    let mut out: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    for s in j["results"][0]["series"].as_array().into_iter().flatten() {
+        let pump = s["tags"]["heat_pump_id"].as_str().unwrap_or_default().to_string();
+        let values = s["values"].as_array().into_iter().flatten().map(|r| r[col].clone());
+        out.entry(pump).or_default().extend(values);
+    }
+    out
+}
+
+fn sum(values: &[Json]) -> f64 {
+    values.iter().filter_map(Json::as_f64).sum()
+}
+
+/// Each pump's polled (`heating`, `dhw`) day counters, in time order.
+fn day_counters(influxd: &Influxd, heating: &str, dhw: &str) -> BTreeMap<String, Vec<(i64, i64)>> {
+    let j = influxd.query(
+        DB,
+        &format!("SELECT \"{heating}\", \"{dhw}\" FROM \"heatpump_metrics\" GROUP BY \"heat_pump_id\""),
+    );
+    let (h, d) = (per_pump(&j, 1), per_pump(&j, 2));
+    h.into_iter()
+        .map(|(pump, h)| {
+            let pairs = h
+                .iter()
+                .zip(&d[&pump])
+                .filter_map(|(h, d)| Some((h.as_i64()?, d.as_i64()?)))
+                .collect();
+            (pump, pairs)
+        })
+        .collect()
+}
+
+/// Whether the summed day counters grew, fell (the controller's midnight) and grew again.
+fn grew_across_a_reset(days: &[(i64, i64)]) -> bool {
+    let v: Vec<i64> = days.iter().map(|(h, d)| h + d).collect();
+    (1..v.len()).any(|i| v[i] < v[i - 1] && v[i - 1] > v[0] && v[i..].iter().any(|x| *x > v[i]))
+}
+
+/// Checks one answer: no error, at least one series, and data in every column.
+fn check_answer(q: &Query, sent: &str, j: &Json) {
+    let at = format!("{} / {}:\n  {sent}\n  ", q.dashboard, q.panel);
+    assert!(j.get("error").is_none(), "{at}{j}");
+    let results = j["results"].as_array().unwrap_or_else(|| panic!("{at}no results: {j}"));
+    assert_eq!(results.len(), 1, "{at}one statement per query: {j}");
+    assert!(results[0].get("error").is_none(), "{at}{j}");
+    let series = results[0]["series"].as_array().map(Vec::as_slice).unwrap_or_default();
+    assert!(!series.is_empty(), "{at}no series: {j}");
+    let columns: Vec<&str> = series[0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for (i, col) in columns.iter().enumerate().filter(|(_, c)| **c != "time") {
+        let has_data = series.iter().any(|s| {
+            s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|row| !row[i].is_null())
+        });
+        let excused = NOT_SIMULATED.contains(&(q.panel.as_str(), col));
+        assert!(has_data || excused, "{at}column {col:?} holds no value: {j}");
+    }
+}
+
+#[test]
+fn every_dashboard_query_returns_data_written_by_a_simulated_pipeline() {
+    let started = Instant::now();
+    let since = SystemTime::now() - Duration::from_secs(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let influxd = Influxd::start(&dir.path().join("influxd"));
+    influxd.query(DB, &format!("CREATE DATABASE {DB}"));
+
+    // 3000× real time: a simulated day passes in 29 s, so the controller's midnight
+    // (when the day counters reset) comes within the test whenever it runs; a poll
+    // every 100 ms sees 5 minutes of the plant, shorter than its compressor's runs
+    // and pauses (30-minute cycles, on for 25-95 %).
+    let (sim, modbus_port) = simulator(SPEED);
+    let pipeline = dir.path().join("pipeline.toml");
+    let registers = repo().join("config/registers.yml");
+    let devices: String = PUMPS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "[[sources.heatpumps.devices]]\nid = \"{id}\"\nname = \"Heat pump {n}\"\nlocation = \"Cellar\"\n\
+                 model = \"stiebel_eltron_wpm\"\nhost = \"127.0.0.1\"\nport = {modbus_port}\nunit_id = {n}\n\n",
+                n = i + 1
+            )
+        })
+        .collect();
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+[sources.heatpumps]
+type = "modbus_tcp"
+registers = "{registers}"
+interval = "100ms"
+timeout = "1s"
+phase_spread = false
+
+{devices}
+[transforms.scaled]
+type = "scale"
+inputs = ["heatpumps"]
+
+[transforms.states]
+type = "state_diff"
+inputs = ["scaled"]
+
+[sinks.db]
+type = "influxdb"
+inputs = ["states"]
+endpoint = "{url}"
+database = "{DB}"
+batch_timeout = "200ms"
+"#,
+            registers = registers.display(),
+            url = influxd.url(),
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("hpflow.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut run = Killed(
+        hpflow()
+            .arg("run")
+            .arg(&pipeline)
+            .env_remove("HPFLOW_DATA_DIR")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hpflow run starts"),
+    );
+    let hpflow_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // Wait until every pump has started its compressor and its day counters have
+    // grown, reset at the controller's midnight and grown again.
+    let deadline = Duration::from_secs(86_400 / u64::from(SPEED) + 15);
+    let poll_start = Instant::now();
+    loop {
+        let starts = influxd.query(
+            DB,
+            "SELECT count(\"to\") FROM \"heatpump_state_changes\" WHERE \"field\" = 'compressor_running' \
+             AND \"from\" = 0 AND \"to\" = 1 GROUP BY \"heat_pump_id\"",
+        );
+        let starts = per_pump(&starts, 1);
+        let days = day_counters(&influxd, "heat_meter_heating_day", "heat_meter_dhw_day");
+        let missing: Vec<String> = PUMPS
+            .iter()
+            .flat_map(|p| {
+                let no_start = sum(starts.get(*p).map(Vec::as_slice).unwrap_or_default()) < 1.0;
+                let no_midnight = !days.get(*p).is_some_and(|d| grew_across_a_reset(d));
+                [
+                    no_start.then(|| format!("{p}: a compressor start")),
+                    no_midnight.then(|| format!("{p}: heat made before and after the controller's midnight")),
+                ]
+            })
+            .flatten()
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if let Ok(Some(status)) = run.0.try_wait() {
+            panic!("hpflow run exited with {status}:\n{}", hpflow_log());
+        }
+        assert!(
+            poll_start.elapsed() < deadline,
+            "after {deadline:?} InfluxDB still lacks {missing:?}\nhpflow log:\n{}",
+            hpflow_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Stop hpflow (it drains into InfluxDB on SIGTERM) so that the data holds still.
+    let killed = Command::new("kill").arg("-TERM").arg(run.0.id().to_string()).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM hpflow");
+    let stop = Instant::now();
+    let status = loop {
+        if let Some(s) = run.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(15),
+            "hpflow did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "hpflow run: {status}\n{}", hpflow_log());
+    drop(sim);
+
+    let vars = Vars {
+        from_ms: unix_ms(since),
+        to_ms: unix_ms(SystemTime::now()),
+    };
+    let qs = queries();
+    assert_eq!(qs.len(), EXPECTED_QUERIES, "queries in grafana/dashboards/: {qs:#?}");
+    let mut answers = BTreeMap::new();
+    for q in &qs {
+        let sent = interpolate(q, &vars);
+        let j = influxd.query_raw(DB, &sent);
+        check_answer(q, &sent, &j);
+        if q.template_variable {
+            let values: BTreeSet<&str> = j["results"][0]["series"][0]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|kv| kv[1].as_str())
+                .collect();
+            assert_eq!(values, BTreeSet::from(PUMPS), "{} / {}: {j}", q.dashboard, q.panel);
+        }
+        answers.insert(q.panel.clone(), j);
+    }
+
+    let answer = |panel: &str| {
+        answers
+            .get(panel)
+            .unwrap_or_else(|| panic!("no panel {panel:?} in grafana/dashboards/"))
+    };
+    // The compressor starts per hour add up to the off→on flips of each pump's polled values.
+    let starts = per_pump(answer("Compressor starts per hour"), 1);
+    for pump in PUMPS {
+        let j = influxd.query(
+            DB,
+            &format!(
+                "SELECT \"compressor_running\" FROM \"heatpump_metrics\" WHERE \"heat_pump_id\" = '{pump}' \
+                 GROUP BY \"heat_pump_id\""
+            ),
+        );
+        let polled: Vec<bool> = per_pump(&j, 1)[pump].iter().map(|v| v.as_bool().unwrap()).collect();
+        let flips = polled.windows(2).filter(|w| !w[0] && w[1]).count();
+        assert!(flips >= 1, "{pump}: no compressor start polled");
+        assert_eq!(
+            sum(&starts[pump]),
+            flips as f64,
+            "{pump}: starts per hour against the polled values {polled:?}"
+        );
+    }
+    // The per-day energy panels add up every kWh the day counters counted, across
+    // their midnight reset (which the heat counters went through, see above).
+    for (panel, heating, dhw) in [
+        ("Heat produced per day", "heat_meter_heating_day", "heat_meter_dhw_day"),
+        (
+            "Electricity consumed per day",
+            "power_consumption_heating_day",
+            "power_consumption_dhw_day",
+        ),
+    ] {
+        let j = answer(panel);
+        let (shown_heating, shown_dhw) = (per_pump(j, 1), per_pump(j, 2));
+        let polled = day_counters(&influxd, heating, dhw);
+        for pump in PUMPS {
+            let (h, d): (Vec<i64>, Vec<i64>) = polled[pump].iter().copied().unzip();
+            let counted = |v: &[i64]| v.windows(2).map(|w| (w[1] - w[0]).max(0)).sum::<i64>() as f64;
+            assert_eq!(
+                sum(&shown_heating[pump]),
+                counted(&h),
+                "{panel}, {pump}, heating: {h:?}"
+            );
+            assert_eq!(sum(&shown_dhw[pump]), counted(&d), "{panel}, {pump}, hot water: {d:?}");
+            if panel.starts_with("Heat") {
+                assert!(
+                    grew_across_a_reset(&polled[pump]),
+                    "{panel}, {pump}: {:?}",
+                    polled[pump]
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{} dashboard queries checked against {} s of simulated data in {:?}",
+        qs.len(),
+        poll_start.elapsed().as_secs(),
+        started.elapsed()
+    );
+}

@@ -1,0 +1,691 @@
+//! `hpflow import` on HPManager's real config folder (tests/fixtures/hpmanager-config,
+//! copied unchanged from HPManager) and on variants of it built in temporary
+//! folders. Runs the real binary, then checks what it wrote with `hpflow validate`.
+
+#[path = "process_support.rs"]
+mod process_support;
+
+use std::path::{Path, PathBuf};
+
+use process_support::hpflow;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hpmanager-config")
+        .join(name)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A temporary folder with a writable copy of the fixture in `hpm/`; the
+/// import writes `out/imported.toml` and `out/imported/`.
+struct Case {
+    tmp: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Case {
+        let tmp = tempfile::tempdir().expect("a temporary folder");
+        let hpm = tmp.path().join("hpm");
+        std::fs::create_dir(&hpm).unwrap();
+        for name in ["heatpumps.yml", "registers.yml", "collector.yml", "display.yml"] {
+            // Written, not copied: the copy must be writable whatever the fixture's mode.
+            std::fs::write(hpm.join(name), read(&fixture(name))).unwrap();
+        }
+        Case { tmp }
+    }
+
+    fn hpm(&self, name: &str) -> PathBuf {
+        self.tmp.path().join("hpm").join(name)
+    }
+
+    fn pipeline(&self) -> PathBuf {
+        self.tmp.path().join("out/imported.toml")
+    }
+
+    fn copied(&self, name: &str) -> PathBuf {
+        self.tmp.path().join("out/imported").join(name)
+    }
+
+    /// Replaces the one occurrence of `from` in an HPManager file.
+    fn edit(&self, name: &str, from: &str, to: &str) {
+        let text = read(&self.hpm(name));
+        assert_eq!(text.matches(from).count(), 1, "{name} holds `{from}` once");
+        std::fs::write(self.hpm(name), text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.hpm(name), text).unwrap();
+    }
+
+    fn remove(&self, name: &str) {
+        std::fs::remove_file(self.hpm(name)).unwrap();
+    }
+
+    fn run(&self, args: &[&str], token: Option<&str>) -> Run {
+        let mut cmd = hpflow();
+        cmd.args(args).current_dir(self.tmp.path());
+        for var in [
+            "INFLUXDB_URL",
+            "INFLUXDB_ORG",
+            "INFLUXDB_BUCKET",
+            "INFLUXDB_TOKEN",
+            "HPFLOW_DATA_DIR",
+            "HPFLOW_LOG_FORMAT",
+            "HPFLOW_METRICS_ADDRESS",
+            "HPFLOW_DASHBOARD_ADDRESS",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(t) = token {
+            cmd.env("INFLUXDB_TOKEN", t);
+        }
+        let out = cmd.output().expect("hpflow runs");
+        let run = Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(!run.stderr.contains("panicked"), "hpflow panicked:\n{run}");
+        run
+    }
+
+    fn import(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["import", "hpm", "-o", "out/imported.toml"];
+        args.extend_from_slice(extra);
+        self.run(&args, None)
+    }
+
+    fn validate(&self, token: Option<&str>) -> Run {
+        self.run(&["validate", "out/imported.toml"], token)
+    }
+
+    /// The written pipeline, parsed.
+    fn toml(&self) -> toml::Table {
+        toml::from_str(&read(&self.pipeline())).expect("the pipeline is TOML")
+    }
+
+    fn nothing_written(&self) -> bool {
+        !self.tmp.path().join("out").exists()
+    }
+}
+
+fn get<'a>(t: &'a toml::Table, path: &str) -> &'a toml::Value {
+    let mut parts = path.split('.');
+    let first = parts.next().unwrap_or_default();
+    let mut v = t.get(first).unwrap_or_else(|| panic!("no `{first}` in the pipeline"));
+    for p in parts {
+        v = v.get(p).unwrap_or_else(|| panic!("no `{path}` in the pipeline"));
+    }
+    v
+}
+
+fn s<'a>(t: &'a toml::Table, path: &str) -> &'a str {
+    get(t, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("`{path}` is not a string"))
+}
+
+fn strings(t: &toml::Table, path: &str) -> Vec<String> {
+    get(t, path)
+        .as_array()
+        .unwrap_or_else(|| panic!("`{path}` is not an array"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The report's line about one heat pump.
+fn pump_line<'a>(report: &'a str, id: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+        .unwrap_or_else(|| panic!("the report has no line for {id}:\n{report}"))
+}
+
+/// The lines of one report section, up to the next blank line.
+fn section(report: &str, title: &str) -> String {
+    report
+        .split("\n\n")
+        .find(|s| s.starts_with(title))
+        .unwrap_or_else(|| panic!("the report has no `{title}` section:\n{report}"))
+        .to_string()
+}
+
+#[test]
+fn the_real_hpmanager_folder_imports_into_a_pipeline_that_validates() {
+    let case = Case::new();
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+
+    let text = read(&case.pipeline());
+    assert!(
+        text.starts_with("# Imported from HPManager by `hpflow import`"),
+        "{text}"
+    );
+    let t = case.toml();
+    assert_eq!(s(&t, "sources.heatpumps.type"), "modbus_tcp");
+    assert_eq!(s(&t, "sources.heatpumps.devices"), "imported/heatpumps.yml");
+    assert_eq!(s(&t, "sources.heatpumps.registers"), "imported/registers.yml");
+    assert_eq!(s(&t, "sources.heatpumps.interval"), "10s");
+    assert_eq!(strings(&t, "transforms.scaled.inputs"), ["heatpumps"]);
+    assert_eq!(s(&t, "transforms.scaled.type"), "scale");
+    assert_eq!(s(&t, "transforms.states.type"), "state_diff");
+    assert_eq!(s(&t, "sinks.influxdb.api"), "v2");
+    assert_eq!(
+        s(&t, "sinks.influxdb.endpoint"),
+        "${INFLUXDB_URL:-http://influxdb:8086}"
+    );
+    assert_eq!(s(&t, "sinks.influxdb.org"), "${INFLUXDB_ORG:-heatpump-monitoring}");
+    assert_eq!(s(&t, "sinks.influxdb.bucket"), "${INFLUXDB_BUCKET:-heatpump-data}");
+    assert_eq!(s(&t, "sinks.influxdb.token"), "${INFLUXDB_TOKEN}");
+    assert_eq!(get(&t, "sinks.influxdb.batch_max_points").as_integer(), Some(100));
+    assert_eq!(s(&t, "sinks.influxdb.batch_timeout"), "5s");
+    assert_eq!(s(&t, "sinks.influxdb.request_timeout"), "10s");
+    assert_eq!(s(&t, "sinks.influxdb.retry_max"), "30s");
+    assert_eq!(strings(&t, "sinks.influxdb.inputs"), ["states"]);
+    assert_eq!(s(&t, "sinks.metrics.type"), "prometheus");
+    assert_eq!(s(&t, "sinks.dashboard.display"), "imported/display.yml");
+
+    for name in ["heatpumps.yml", "registers.yml", "display.yml"] {
+        assert_eq!(
+            read(&case.copied(name)),
+            read(&fixture(name)),
+            "{name} is copied unchanged"
+        );
+    }
+
+    let report = &run.stdout;
+    assert!(pump_line(report, "hp1").contains("tcp host.docker.internal:5074 unit 1: polled by sources.heatpumps"));
+    assert!(pump_line(report, "hp2").contains("tcp host.docker.internal:5124 unit 1: polled by sources.heatpumps"));
+    let dropped = section(report, "Not carried over:");
+    assert!(
+        dropped.contains("logging.file: /var/log/hpm-collector.log"),
+        "{dropped}"
+    );
+    assert!(dropped.contains("collector.yml:17:3"), "{dropped}");
+    assert!(dropped.contains("logging.format: json"), "{dropped}");
+    assert!(
+        dropped.contains("modbus.retries/retry_delay (hp1: retries 3, retry_delay 1.0; hp2:"),
+        "{dropped}"
+    );
+    let carried = section(report, "Carried over:");
+    assert!(
+        carried.contains("collector.yml:2:3)\n      → sources.heatpumps.interval = \"10s\""),
+        "{carried}"
+    );
+    assert!(carried.contains("sinks.influxdb.retry_max = \"30s\""), "{carried}");
+    assert!(
+        report.contains("valid: 1 source, 2 transforms, 3 sinks, 5 edges"),
+        "{report}"
+    );
+    assert!(report.contains("stand-in for INFLUXDB_TOKEN"), "{report}");
+    assert!(
+        report.contains("INFLUXDB_TOKEN=… hpflow --log-format json run out/imported.toml"),
+        "{report}"
+    );
+
+    let valid = case.validate(Some("t0ken"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+    assert!(
+        valid.stdout.contains("valid: 1 source, 2 transforms, 3 sinks, 5 edges"),
+        "{valid}"
+    );
+    // The token stays required, as in HPManager: no token, no start.
+    let unset = case.validate(None);
+    assert_eq!(unset.code, Some(78), "{unset}");
+    assert!(unset.stderr.contains("`INFLUXDB_TOKEN` is not set"), "{unset}");
+}
+
+const RTU_PUMP: &str = "\
+- id: hp3
+  name: Pool
+  location: Cellar
+  model: stiebel_eltron_wpm
+  modbus:
+    type: rtu
+    port: /dev/ttyUSB0
+    baudrate: 19200
+    parity: E
+    unit_id: 2
+";
+
+#[test]
+fn tcp_and_rtu_pumps_get_a_source_for_each_transport() {
+    let case = Case::new();
+    let text = read(&case.hpm("heatpumps.yml"));
+    case.write("heatpumps.yml", &format!("{text}{RTU_PUMP}"));
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let t = case.toml();
+    assert_eq!(s(&t, "sources.heatpumps.type"), "modbus_tcp");
+    assert_eq!(s(&t, "sources.heatpumps_rtu.type"), "modbus_rtu");
+    assert_eq!(s(&t, "sources.heatpumps_rtu.port"), "/dev/ttyUSB0");
+    assert_eq!(get(&t, "sources.heatpumps_rtu.baud").as_integer(), Some(19200));
+    assert_eq!(s(&t, "sources.heatpumps_rtu.parity"), "even");
+    assert_eq!(s(&t, "sources.heatpumps_rtu.devices"), "imported/heatpumps.yml");
+    // hp3 has no modbus.timeout: HPManager gave it 5 s, not hpflow's 1 s for a bus.
+    assert_eq!(s(&t, "sources.heatpumps_rtu.timeout"), "5s");
+    assert_eq!(strings(&t, "transforms.scaled.inputs"), ["heatpumps", "heatpumps_rtu"]);
+    assert!(pump_line(&run.stdout, "hp3").contains("rtu /dev/ttyUSB0 unit 2: polled by sources.heatpumps_rtu"));
+    assert!(pump_line(&run.stdout, "hp1").contains("polled by sources.heatpumps"));
+
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+    assert!(valid.stdout.contains("valid: 2 sources"), "{valid}");
+}
+
+#[test]
+fn rtu_pumps_on_two_ports_get_a_source_per_bus_and_no_tcp_source() {
+    let case = Case::new();
+    case.write(
+        "heatpumps.yml",
+        "heatpumps:
+- id: hp1
+  model: stiebel_eltron_wpm
+  modbus:
+    type: rtu
+    port: /dev/ttyUSB0
+    unit_id: 1
+    timeout: 2.0
+- id: hp2
+  model: stiebel_eltron_wpm
+  modbus:
+    type: rtu
+    port: /dev/ttyUSB1
+    unit_id: 1
+    timeout: 2.0
+",
+    );
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let t = case.toml();
+    let sources = get(&t, "sources").as_table().expect("a sources table");
+    assert_eq!(
+        sources.keys().collect::<Vec<_>>(),
+        ["heatpumps_ttyUSB0", "heatpumps_ttyUSB1"]
+    );
+    assert_eq!(s(&t, "sources.heatpumps_ttyUSB0.type"), "modbus_rtu");
+    assert_eq!(s(&t, "sources.heatpumps_ttyUSB1.port"), "/dev/ttyUSB1");
+    assert_eq!(get(&t, "sources.heatpumps_ttyUSB1.baud").as_integer(), Some(9600));
+    assert_eq!(s(&t, "sources.heatpumps_ttyUSB1.parity"), "none");
+    // Both pumps set their own timeout, so the bus keeps hpflow's default.
+    assert!(get(&t, "sources.heatpumps_ttyUSB0").get("timeout").is_none());
+    assert_eq!(
+        strings(&t, "transforms.scaled.inputs"),
+        ["heatpumps_ttyUSB0", "heatpumps_ttyUSB1"]
+    );
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+    assert!(
+        valid.stdout.contains("valid: 2 sources, 2 transforms, 3 sinks"),
+        "{valid}"
+    );
+}
+
+#[test]
+fn rtu_pumps_on_one_port_must_agree_on_its_line_settings() {
+    let case = Case::new();
+    let text = read(&case.hpm("heatpumps.yml"));
+    let other = RTU_PUMP
+        .replace("hp3", "hp4")
+        .replace("baudrate: 19200", "baudrate: 9600");
+    case.write("heatpumps.yml", &format!("{text}{RTU_PUMP}{other}"));
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    // hp4's entry starts on line 42; its modbus section is line 46.
+    assert!(run.stderr.contains("heatpumps.yml:46:3: error: heat pump `hp4` on /dev/ttyUSB0 is set to 9600 baud 8E1 but `hp3` on the same port to 19200 baud 8E1"), "{run}");
+    assert!(case.nothing_written(), "{run}");
+}
+
+#[test]
+fn a_disabled_pump_stays_in_the_file_is_reported_and_not_polled() {
+    let case = Case::new();
+    case.edit(
+        "heatpumps.yml",
+        "name: Heat Pump2\n  location: Garage\n  model: stiebel_eltron_wpm\n  enabled: true",
+        "name: Heat Pump2\n  location: Garage\n  model: stiebel_eltron_wpm\n  enabled: false",
+    );
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        pump_line(&run.stdout, "hp2").contains("DISABLED: kept in the file, not polled"),
+        "{run}"
+    );
+    assert!(
+        pump_line(&run.stdout, "hp1").contains("polled by sources.heatpumps"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("no heat pump is enabled"), "{run}");
+    let copy = read(&case.copied("heatpumps.yml"));
+    assert_eq!(copy, read(&case.hpm("heatpumps.yml")));
+    assert!(copy.contains("- id: hp2") && copy.contains("enabled: false"));
+    assert!(read(&case.pipeline()).contains("# Modbus TCP heat pumps of heatpumps.yml: hp1 (disabled: hp2)."));
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+    assert!(!valid.stderr.contains("no enabled devices"), "{valid}");
+}
+
+#[test]
+fn with_every_pump_disabled_the_pipeline_validates_but_says_it_polls_nothing() {
+    let case = Case::new();
+    let text = read(&case.hpm("heatpumps.yml")).replace("enabled: true", "enabled: false");
+    case.write("heatpumps.yml", &text);
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("WARNING: no heat pump is enabled"), "{run}");
+    assert!(pump_line(&run.stdout, "hp1").contains("DISABLED"), "{run}");
+    // hpflow's own check says the same, in the report and in `hpflow validate`.
+    assert!(
+        run.stdout
+            .contains("sources.heatpumps: no enabled devices: this source will poll nothing"),
+        "{run}"
+    );
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+    assert!(
+        valid
+            .stderr
+            .contains("no enabled devices: this source will poll nothing"),
+        "{valid}"
+    );
+}
+
+#[test]
+fn a_missing_registers_yml_is_replaced_by_the_built_in_map() {
+    let case = Case::new();
+    case.remove("registers.yml");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let builtin = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml"));
+    assert_eq!(read(&case.copied("registers.yml")), builtin);
+    assert!(
+        run.stdout
+            .contains("registers.yml is missing: hpflow's built-in map was written instead"),
+        "{run}"
+    );
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+}
+
+#[test]
+fn a_missing_collector_yml_gives_hpmanagers_defaults() {
+    let case = Case::new();
+    case.remove("collector.yml");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let t = case.toml();
+    assert_eq!(s(&t, "sources.heatpumps.interval"), "10s");
+    assert_eq!(
+        s(&t, "sinks.influxdb.endpoint"),
+        "${INFLUXDB_URL:-http://localhost:8086}"
+    );
+    assert_eq!(s(&t, "sinks.influxdb.org"), "${INFLUXDB_ORG:-heatpump-monitoring}");
+    assert_eq!(s(&t, "sinks.influxdb.bucket"), "${INFLUXDB_BUCKET:-heatpump-data}");
+    assert_eq!(s(&t, "sinks.influxdb.token"), "${INFLUXDB_TOKEN}");
+    assert_eq!(get(&t, "sinks.influxdb.batch_max_points").as_integer(), Some(100));
+    assert_eq!(s(&t, "sinks.influxdb.batch_timeout"), "5s");
+    assert_eq!(s(&t, "sinks.influxdb.retry_max"), "30s");
+    assert!(
+        run.stdout
+            .contains("collector.yml is missing: HPManager's collector defaults are used"),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("logging.file"), "{run}");
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+}
+
+#[test]
+fn a_missing_display_yml_leaves_the_dashboard_on_its_defaults() {
+    let case = Case::new();
+    case.remove("display.yml");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let t = case.toml();
+    assert_eq!(s(&t, "sinks.dashboard.type"), "dashboard");
+    assert!(get(&t, "sinks.dashboard").get("display").is_none());
+    assert!(!case.copied("display.yml").exists());
+    assert!(
+        run.stdout
+            .contains("display.yml is missing: the dashboard gets no `display` key"),
+        "{run}"
+    );
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+}
+
+#[test]
+fn a_missing_heatpumps_yml_is_an_error_and_nothing_is_written() {
+    let case = Case::new();
+    case.remove("heatpumps.yml");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(run.stderr.contains("heatpumps.yml: error: not found"), "{run}");
+    assert!(run.stderr.contains("nothing was written"), "{run}");
+    assert!(case.nothing_written(), "{run}");
+}
+
+#[test]
+fn a_missing_folder_or_a_file_instead_of_one_is_a_clear_error() {
+    let case = Case::new();
+    let run = case.run(&["import", "no-such-folder", "-o", "out/imported.toml"], None);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr
+            .contains("cannot open HPManager's config folder no-such-folder"),
+        "{run}"
+    );
+    let run = case.run(&["import", "hpm/heatpumps.yml", "-o", "out/imported.toml"], None);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr.contains("hpm/heatpumps.yml is a file, not a folder"),
+        "{run}"
+    );
+    assert!(case.nothing_written());
+}
+
+#[test]
+fn unknown_keys_are_reported_with_file_line_and_key_and_left_in_the_copies() {
+    let case = Case::new();
+    case.edit("heatpumps.yml", "  location: Garage\n  model: stiebel_eltron_wpm\n  enabled: true\n  modbus:\n    type: tcp\n    # Docker: use host.docker.internal with port forwarding (netsh portproxy)\n    # Native: use 192.168.8.74", "  location: Garage\n  colour: red\n  model: stiebel_eltron_wpm\n  enabled: true\n  modbus:\n    type: tcp\n    # Docker: use host.docker.internal with port forwarding (netsh portproxy)\n    # Native: use 192.168.8.74");
+    case.edit(
+        "collector.yml",
+        "  retry_interval: 30  # seconds between reconnection attempts\n",
+        "  retry_interval: 30  # seconds between reconnection attempts\n  precision: s\n",
+    );
+    let display = read(&case.hpm("display.yml"));
+    case.write("display.yml", &format!("theme: dark\n{display}"));
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let warnings = section(&run.stdout, "Warnings:");
+    assert!(
+        warnings.contains("hpm/heatpumps.yml:5:3: warning: unknown key `heatpumps[0].colour`"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("hpm/collector.yml:13:3: warning: unknown key `influxdb.precision` (not carried over)"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("hpm/display.yml:1:1: warning: unknown key `theme`"),
+        "{warnings}"
+    );
+    assert!(read(&case.copied("heatpumps.yml")).contains("colour: red"));
+    assert!(!read(&case.pipeline()).contains("precision"));
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{valid}");
+}
+
+#[test]
+fn an_unknown_key_in_registers_yml_is_hpflows_error_and_nothing_is_written() {
+    let case = Case::new();
+    case.edit(
+        "registers.yml",
+        "      - name: outside_temperature\n",
+        "      - name: outside_temperature\n        colour: red\n",
+    );
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr.contains(
+            "hpm/registers.yml:20:9: error: register `outside_temperature` of model `stiebel_eltron_wpm`: unknown key `colour`"
+        ),
+        "{run}"
+    );
+    assert!(case.nothing_written(), "{run}");
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_file_line_and_column() {
+    let broken = [
+        (
+            "heatpumps.yml",
+            "heatpumps:\n- id: hp1\n  name: \"Heat Pump 1\n",
+            "hpm/heatpumps.yml:4:1: error: invalid YAML",
+        ),
+        (
+            "registers.yml",
+            "models:\n  m:\n    registers: [\n",
+            "hpm/registers.yml:4:1: error: invalid YAML",
+        ),
+        (
+            "collector.yml",
+            "collector:\n  poll_interval: 10\n   batch_size: 100\n",
+            "hpm/collector.yml:3:14: error: invalid YAML: mapping values are not allowed in this context",
+        ),
+        (
+            "display.yml",
+            "refresh_interval: 10\nvisible_fields:\n  hp1: [a, b\n",
+            "hpm/display.yml:4:1: error: invalid YAML",
+        ),
+    ];
+    for (name, text, expected) in broken {
+        let case = Case::new();
+        case.write(name, text);
+        let run = case.import(&[]);
+        assert_eq!(run.code, Some(78), "{name}: {run}");
+        assert!(run.stderr.contains(expected), "{name}: expected `{expected}`\n{run}");
+        assert!(case.nothing_written(), "{name}: {run}");
+    }
+}
+
+#[test]
+fn bad_collector_values_are_errors_at_their_line() {
+    let case = Case::new();
+    case.edit("collector.yml", "poll_interval: 10 ", "poll_interval: -5 ");
+    case.edit("collector.yml", "batch_size: 100 ", "batch_size: lots ");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr.contains(
+            "hpm/collector.yml:2:3: error: `collector.poll_interval` must be a positive number of seconds, not `-5`"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("hpm/collector.yml:3:3: error: `collector.batch_size` must be a whole number"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("2 problems"), "{run}");
+    assert!(case.nothing_written());
+}
+
+#[test]
+fn plain_influxdb_values_keep_hpmanagers_env_override_and_a_written_token_is_not_copied() {
+    let case = Case::new();
+    case.edit(
+        "collector.yml",
+        "url: ${INFLUXDB_URL:-http://influxdb:8086}",
+        "url: http://10.1.2.3:8086",
+    );
+    case.edit("collector.yml", "token: ${INFLUXDB_TOKEN}", "token: s3cret-t0ken");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let text = read(&case.pipeline());
+    assert!(!text.contains("s3cret-t0ken"), "{text}");
+    let t = case.toml();
+    assert_eq!(
+        s(&t, "sinks.influxdb.endpoint"),
+        "${INFLUXDB_URL:-http://10.1.2.3:8086}"
+    );
+    assert_eq!(s(&t, "sinks.influxdb.token"), "${INFLUXDB_TOKEN}");
+    let dropped = section(&run.stdout, "Not carried over:");
+    assert!(
+        dropped.contains("influxdb.token (its value) (") && dropped.contains("collector.yml:10:3"),
+        "{dropped}"
+    );
+    assert!(
+        dropped.contains("set INFLUXDB_TOKEN to the token from collector.yml"),
+        "{dropped}"
+    );
+}
+
+#[test]
+fn an_existing_import_is_not_overwritten_without_force() {
+    let case = Case::new();
+    let first = case.import(&[]);
+    assert_eq!(first.code, Some(0), "{first}");
+    std::fs::write(case.pipeline(), "# my own edits\n").unwrap();
+    std::fs::write(case.copied("heatpumps.yml"), "heatpumps: []\n").unwrap();
+
+    let again = case.import(&[]);
+    assert_eq!(again.code, Some(73), "{again}");
+    assert!(again.stderr.contains("already exist; nothing was written"), "{again}");
+    assert!(again.stderr.contains("--force"), "{again}");
+    assert_eq!(read(&case.pipeline()), "# my own edits\n");
+    assert_eq!(read(&case.copied("heatpumps.yml")), "heatpumps: []\n");
+
+    // With the token set, the check is `hpflow validate`'s own, with no stand-in.
+    let forced = case.run(&["import", "hpm", "-o", "out/imported.toml", "--force"], Some("t"));
+    assert_eq!(forced.code, Some(0), "{forced}");
+    assert!(forced.stdout.contains("out/imported.toml: valid: 1 source"), "{forced}");
+    assert!(!forced.stdout.contains("stand-in"), "{forced}");
+    assert!(read(&case.pipeline()).starts_with("# Imported from HPManager"));
+    assert_eq!(read(&case.copied("heatpumps.yml")), read(&fixture("heatpumps.yml")));
+}
+
+#[test]
+fn a_pipeline_that_fails_hpflows_check_is_written_and_the_errors_point_into_the_copies() {
+    let case = Case::new();
+    case.edit("heatpumps.yml", "port: 5074", "port: 99999");
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr.contains(
+            "out/imported/heatpumps.yml:12:5: error: sources.heatpumps: heat pump `hp1`: `port` must be 1-65535, not 99999"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("error: the files were written, but hpflow's check"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("out/imported.toml: 1 error, printed below"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("Next, once the errors below are fixed:"), "{run}");
+    assert_eq!(read(&case.copied("heatpumps.yml")), read(&case.hpm("heatpumps.yml")));
+    assert!(read(&case.pipeline()).starts_with("# Imported from HPManager"));
+}

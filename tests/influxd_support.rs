@@ -1,0 +1,163 @@
+//! A real InfluxDB 1.x (`influxd`, Debian package `influxdb`) for the tests that
+//! need one: started on free loopback ports with its data in a folder of the
+//! test's, killed when dropped. Restartable on the same port and data, for tests
+//! that take it away. Included with `#[path]` by `influxdb_outage.rs` and
+//! `grafana_queries.rs`. A missing `influxd` fails the test: it is never skipped.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.0 GET on loopback (the server closes the connection after the
+/// body): the body of a 2xx answer, `None` when nobody listens or on any other status.
+pub fn http_get(port: u16, path_and_query: &str) -> Option<String> {
+    http_get_any(port, path_and_query).and_then(|(status, body)| (200..300).contains(&status).then_some(body))
+}
+
+/// As `http_get`, with the status and the body of any answer.
+pub fn http_get_any(port: u16, path_and_query: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Percent-encodes a query-string value.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `influxd` from the PATH, else where the Debian package puts it.
+fn influxd_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("influxd")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin/influxd")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "influxd is missing: this test needs a real InfluxDB 1.x server; install it with \
+                 `apt-get install influxdb` (scripts/test installs it)"
+            )
+        })
+}
+
+/// An `influxd` of our own.
+pub struct Influxd {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Influxd {
+    /// Starts one with its configuration, data and log in `dir`, and waits until it answers.
+    pub fn start(dir: &Path) -> Influxd {
+        let mut s = Influxd {
+            child: None,
+            dir: dir.to_path_buf(),
+            port: free_port(),
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts it (again) on the same HTTP port and data.
+    pub fn restart(&mut self) {
+        let bin = influxd_binary();
+        let d = self.dir.display();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
+             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
+             [http]\nbind-address = \"127.0.0.1:{http}\"\nlog-enabled = false\n",
+            rpc = free_port(),
+            http = self.port,
+        );
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let conf = self.dir.join("influxd.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = std::fs::File::create(self.dir.join("influxd.log")).unwrap();
+        let mut child = Command::new(&bin)
+            .arg("-config")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} does not start: {e}", bin.display()));
+        let start = Instant::now();
+        while http_get(self.port, "/ping").is_none() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("influxd exited with {status}:\n{}", self.log());
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("influxd did not come up within 15 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills it hard; its WAL keeps what it accepted.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("influxd.log")).unwrap_or_default()
+    }
+
+    /// Runs InfluxQL against database `db` (times in ms since the epoch) and returns
+    /// the whole answer, errors included.
+    pub fn query_raw(&self, db: &str, q: &str) -> Json {
+        let path = format!("/query?db={}&epoch=ms&q={}", encode(db), encode(q));
+        let (status, body) = http_get_any(self.port, &path).unwrap_or_else(|| panic!("influxd answers {q}"));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{q}: HTTP {status}, not JSON ({e}): {body}"))
+    }
+
+    /// As `query_raw`, failing the test when InfluxDB reports an error.
+    pub fn query(&self, db: &str, q: &str) -> Json {
+        let j = self.query_raw(db, q);
+        assert!(j.get("error").is_none(), "{q}: {j}");
+        assert!(j["results"][0].get("error").is_none(), "{q}: {j}");
+        j
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
