@@ -17,13 +17,12 @@ mod influxd_support;
 mod process_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use influxd_support::Influxd;
-use process_support::{hpflow, Killed};
+use process_support::{hpflow, simulator_with, Killed};
 use serde_json::Value as Json;
 
 const DB: &str = "hpflow";
@@ -34,10 +33,6 @@ const PUMPS: [&str; 2] = ["hp1", "hp2"];
 /// panel added or removed changes it: update it then, so that a dashboard folder
 /// that lost its files cannot pass.
 const EXPECTED_QUERIES: usize = 17;
-
-/// (panel title, column) that may stay empty: the simulator serves "not fitted"
-/// (0x8000) for the heating water pressure sensor, as many real units do.
-const NOT_SIMULATED: &[(&str, &str)] = &[("Pressures", "heating water")];
 
 /// What `$__interval` becomes here: the data source's minimum (`timeInterval`).
 const INTERVAL: &str = "10s";
@@ -390,27 +385,6 @@ fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()
 }
 
-/// `hpflow simulate` with two heat pumps (unit ids 1 and 2) on a free port,
-/// `speed` times faster than real time.
-fn simulator(speed: u32) -> (Killed, u16) {
-    let mut child = hpflow()
-        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "2", "--speed"])
-        .arg(speed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hpflow simulate starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok());
-    (
-        Killed(child),
-        port.unwrap_or_else(|| panic!("simulate prints its address: {line:?}")),
-    )
-}
-
 /// Values of column `col` per `heat_pump_id` tag, over every series of the first statement.
 fn per_pump(j: &Json, col: usize) -> BTreeMap<String, Vec<Json>> {
     let mut out: BTreeMap<String, Vec<Json>> = BTreeMap::new();
@@ -474,8 +448,7 @@ fn check_answer(q: &Query, sent: &str, j: &Json) {
                 .flatten()
                 .any(|row| !row[i].is_null())
         });
-        let excused = NOT_SIMULATED.contains(&(q.panel.as_str(), col));
-        assert!(has_data || excused, "{at}column {col:?} holds no value: {j}");
+        assert!(has_data, "{at}column {col:?} holds no value: {j}");
     }
 }
 
@@ -491,7 +464,7 @@ fn every_dashboard_query_returns_data_written_by_a_simulated_pipeline() {
     // (when the day counters reset) comes within the test whenever it runs; a poll
     // every 100 ms sees 5 minutes of the plant, shorter than its compressor's runs
     // and pauses (30-minute cycles, on for 25-95 %).
-    let (sim, modbus_port) = simulator(SPEED);
+    let (sim, modbus_port) = simulator_with(&["--devices", "2", "--speed", &SPEED.to_string()]);
     let pipeline = dir.path().join("pipeline.toml");
     let registers = repo().join("config/registers.yml");
     let devices: String = PUMPS

@@ -23,8 +23,14 @@ pub fn hpflow() -> Command {
 
 /// Starts `hpflow simulate` on a free port and returns it with the port it printed.
 pub fn simulator() -> (Killed, u16) {
+    simulator_with(&["--devices", "1"])
+}
+
+/// As `simulator`, with more `hpflow simulate` arguments (`--devices 2`, `--speed 600`…).
+pub fn simulator_with(args: &[&str]) -> (Killed, u16) {
     let mut child = hpflow()
-        .args(["simulate", "--listen", "127.0.0.1:0", "--devices", "1"])
+        .args(["simulate", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
