@@ -13,3 +13,4 @@ pub mod sinks;
 pub mod sources;
 pub mod topology;
 pub mod transforms;
+pub(crate) mod yaml_locate;

@@ -13,7 +13,6 @@
 //! fail, the files stay so the problems can be fixed where the messages point.
 
 mod hpmanager;
-mod locate;
 mod pipeline;
 
 use std::fmt::Write as _;

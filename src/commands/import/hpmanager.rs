@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::locate::{dotted, locate, Seg};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::registers::RegisterMap;
 use crate::sinks::dashboard::settings;
 use crate::sources::modbus::Parity;
+use crate::yaml_locate::{dotted, locate, Seg};
 
 mod heatpumps;
 

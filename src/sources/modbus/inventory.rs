@@ -14,6 +14,7 @@ use crate::config::Check;
 use crate::diagnostic::Diagnostic;
 use crate::event::Tags;
 use crate::registers::RegisterMap;
+use crate::yaml_locate::{locate, Seg};
 
 /// How a device is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -322,22 +323,30 @@ fn heatpumps_file(
         }
     };
     let ids: Vec<String> = file.heatpumps.iter().map(|h| yaml_scalar(&h.id)).collect();
-    let err = |r: &mut dyn FnMut(Diagnostic), id: &str, field: &str, msg: String| {
-        let (line, col) = locate(&text, id, field);
+    // Where entry `index`'s `field` is written (`modbus.` keys under `modbus:`),
+    // else the entry itself; (0, 0), naming the file alone, when neither is found.
+    let err = |r: &mut dyn FnMut(Diagnostic), index: usize, field: &str, msg: String| {
+        let entry = [Seg::Key("heatpumps".into()), Seg::Index(index)];
+        let mut at = entry.to_vec();
+        if !matches!(field, "id" | "model") {
+            at.push(Seg::Key("modbus".into()));
+        }
+        at.push(Seg::Key(field.into()));
+        let (line, col) = locate(&text, &at).or_else(|| locate(&text, &entry)).unwrap_or((0, 0));
         r(Diagnostic::at(path, line, col, msg));
     };
     let mut seen = HashSet::new();
     let mut push = |d: Diagnostic| r.external(d);
     let mut warnings = Vec::new();
     let mut wanted = false;
-    for (h, id) in file.heatpumps.iter().zip(&ids) {
+    for (index, (h, id)) in file.heatpumps.iter().zip(&ids).enumerate() {
         let mut ok = true;
         if id.is_empty() {
-            err(&mut push, id, "id", "heat pump entry without an `id`".into());
+            err(&mut push, index, "id", "heat pump entry without an `id`".into());
             continue;
         }
         if !seen.insert(id.clone()) {
-            err(&mut push, id, "id", format!("heat pump id `{id}` is used twice"));
+            err(&mut push, index, "id", format!("heat pump id `{id}` is used twice"));
             ok = false;
         }
         let model = h.model.clone().unwrap_or_default();
@@ -345,7 +354,7 @@ fn heatpumps_file(
             Some(m) if m.model(&model).is_none() => {
                 err(
                     &mut push,
-                    id,
+                    index,
                     "model",
                     format!("heat pump `{id}`: {}", unknown_model(&model, m)),
                 );
@@ -354,7 +363,12 @@ fn heatpumps_file(
             _ => {}
         }
         let Some(mb) = &h.modbus else {
-            err(&mut push, id, "id", format!("heat pump `{id}` has no `modbus` section"));
+            err(
+                &mut push,
+                index,
+                "id",
+                format!("heat pump `{id}` has no `modbus` section"),
+            );
             continue;
         };
         let kind = mb.kind.as_deref().unwrap_or("tcp").to_ascii_lowercase();
@@ -367,7 +381,7 @@ fn heatpumps_file(
         if !(0..=247).contains(&unit_id) {
             err(
                 &mut push,
-                id,
+                index,
                 "unit_id",
                 format!("heat pump `{id}`: `unit_id` must be 0-247, not {unit_id}"),
             );
@@ -378,7 +392,7 @@ fn heatpumps_file(
             Some(t) => {
                 err(
                     &mut push,
-                    id,
+                    index,
                     "timeout",
                     format!("heat pump `{id}`: `timeout` must be a positive number of seconds, not {t}"),
                 );
@@ -391,7 +405,12 @@ fn heatpumps_file(
             ("tcp", Transport::Tcp) => {
                 let host = mb.host.clone().unwrap_or_default();
                 if host.trim().is_empty() {
-                    err(&mut push, id, "host", format!("heat pump `{id}` needs `modbus.host`"));
+                    err(
+                        &mut push,
+                        index,
+                        "host",
+                        format!("heat pump `{id}` needs `modbus.host`"),
+                    );
                     ok = false;
                 }
                 let port = match &mb.port {
@@ -401,7 +420,7 @@ fn heatpumps_file(
                         _ => {
                             err(
                                 &mut push,
-                                id,
+                                index,
                                 "port",
                                 format!("heat pump `{id}`: `port` must be 1-65535, not {}", yaml_scalar(v)),
                             );
@@ -420,7 +439,7 @@ fn heatpumps_file(
                 if p.is_empty() {
                     err(
                         &mut push,
-                        id,
+                        index,
                         "port",
                         format!("heat pump `{id}`: an rtu entry needs the serial device in `port`"),
                     );
@@ -454,7 +473,7 @@ fn heatpumps_file(
             (other, _) => {
                 err(
                     &mut push,
-                    id,
+                    index,
                     "type",
                     format!("heat pump `{id}`: unknown modbus type `{other}`; expected tcp or rtu"),
                 );
@@ -506,43 +525,45 @@ fn yaml_scalar(v: &serde_yaml::Value) -> String {
     }
 }
 
-/// Line and column of `field:` inside the entry of `id` (serde_yaml keeps no
-/// spans for values), or of the entry itself; (0, 0) when not found.
-fn locate(text: &str, id: &str, field: &str) -> (usize, usize) {
-    let lines: Vec<&str> = text.lines().collect();
-    let is_id_line = |l: &str| {
-        let t = l.trim_start().trim_start_matches("- ").trim_start();
-        t.strip_prefix("id:")
-            .map(|v| v.trim().trim_matches(['"', '\'']) == id)
-            .unwrap_or(false)
-    };
-    let Some(start) = lines.iter().position(|l| is_id_line(l)) else {
-        return (0, 0);
-    };
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let entry_indent = indent(lines[start]);
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        if i > start && l.trim_start().starts_with("- ") && indent(l) <= entry_indent.saturating_sub(2) {
-            break;
-        }
-        let t = l.trim_start().trim_start_matches("- ");
-        if t.starts_with(&format!("{field}:")) {
-            let col = l.find(field).map(|c| c + 1).unwrap_or(1);
-            return (i + 1, col);
-        }
-    }
-    (start + 1, indent(lines[start]) + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn heatpumps_yml_keys_are_found_by_entry() {
-        let text = "heatpumps:\n- id: hp1\n  modbus:\n    port: 1\n- id: hp2\n  modbus:\n    port: 99999\n";
-        assert_eq!(locate(text, "hp2", "port"), (7, 5));
-        assert_eq!(locate(text, "hp1", "port"), (4, 5));
-        assert_eq!(locate(text, "hp9", "port"), (0, 0));
+    fn heatpumps_yml_problems_point_at_their_own_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heatpumps.yml");
+        let text = "\
+heatpumps:
+- id: hp1
+  model: m
+  modbus:
+    host: 192.0.2.1
+- id: hp1
+  model: m
+  modbus:
+    port: 99999
+- id: hp3
+  model: m
+  modbus: {type: tcp}
+";
+        std::fs::write(&path, text).unwrap();
+        let mut errors = Errors::default();
+        heatpumps_file(&path, Transport::Tcp, None, None, &mut errors, &mut Vec::new());
+        let at = |line: &str| {
+            errors
+                .0
+                .iter()
+                .find(|e| e.contains(line))
+                .unwrap_or_else(|| panic!("no `{line}` in {:#?}", errors.0))
+                .clone()
+        };
+        let shown = path.display();
+        // The second hp1, not the first, is the duplicate.
+        assert!(at("is used twice").starts_with(&format!("{shown}:6:3: error:")));
+        assert!(at("`port` must be 1-65535").starts_with(&format!("{shown}:9:5: error:")));
+        // `host` is not written at all: the entry that lacks it (flow style is not followed).
+        assert!(at("`hp1` needs `modbus.host`").starts_with(&format!("{shown}:6:1: error:")));
+        assert!(at("`hp3` needs `modbus.host`").starts_with(&format!("{shown}:10:1: error:")));
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde_yaml::{Mapping, Value};
 
-use super::super::locate::Seg;
 use super::{entry_path, key, scalar, with, Dropped, Link, Pump, Reader, Serial, Text, HEATPUMPS, SERIAL_DEFAULTS};
 use crate::registers::{Model, RegisterMap};
 use crate::sources::modbus::Parity;
+use crate::yaml_locate::Seg;
 
 /// Keys of an entry that neither HPManager nor hpflow reads stay in the copy.
 const IGNORED: &str = "neither HPManager nor hpflow reads it; left in the copy";

@@ -1,17 +1,18 @@
 //! Finds the line of a key in block-style YAML, since serde_yaml keeps no
-//! spans for values: `collector.yml:17:3` for `logging.file`. Flow style
-//! (`{a: 1}`) and other rarities are not followed; the caller then names the
-//! file alone.
+//! spans for values: `collector.yml:17:3` for `logging.file`,
+//! `heatpumps.yml:10:5` for `heatpumps[1].modbus.port`. Used by the device
+//! inventory's checks and by `hpflow import`. Flow style (`{a: 1}`) and other
+//! rarities are not followed; the caller then names the file alone.
 
 /// One step of a key path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// `a.b[2].c` for messages.
-pub(super) fn dotted(path: &[Seg]) -> String {
+pub(crate) fn dotted(path: &[Seg]) -> String {
     let mut out = String::new();
     for s in path {
         match s {
@@ -35,7 +36,7 @@ struct Line<'a> {
 
 /// 1-based line and column of the last key of `path`, or `None` when it
 /// cannot be followed.
-pub(super) fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+pub(crate) fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
     let lines: Vec<Option<Line<'_>>> = text
         .lines()
         .map(|l| {
