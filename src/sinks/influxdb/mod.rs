@@ -42,13 +42,15 @@
 //! delivery task (`writer.rs`) reads batches in order (`batch_max_points`,
 //! `batch_max_bytes`, or what arrived within `batch_timeout`), writes them, and
 //! acknowledges them in the buffer once the server answered 2xx.
-//! - Network errors, timeouts, 5xx, 408 and 429 are retried with capped exponential
+//! - Network errors, timeouts, 5xx, 408, 429, and 401/403/404 (a wrong token, a
+//!   missing database or bucket: setup problems someone can fix, not bad points)
+//!   are retried with capped exponential
 //!   backoff and jitter (`retry_initial` … `retry_max`; a `Retry-After` in seconds
 //!   is honoured, up to 5 minutes), for as long as it takes: the buffer holds the
 //!   points meanwhile. The first failure of an outage is logged at WARN, the end at
 //!   INFO; every failed request is counted.
 //! - 413 splits the batch in half until it fits.
-//! - Any other 4xx (a type conflict, a parse error, a bad token or database) sets
+//! - Any other 4xx (a field type conflict, a parse error) sets
 //!   the batch aside in `<data_dir>/influxdb/<id>/dead-letter.lp` (appended, each
 //!   batch after a `# <time> HTTP <status>: <message>` comment, ready for
 //!   `influx write`), logs the server's message at WARN (once per status every 10
