@@ -1,8 +1,9 @@
 //! A real InfluxDB 1.x (`influxd`, Debian package `influxdb`) for the tests that
 //! need one: started on free loopback ports with its data in a folder of the
 //! test's, killed when dropped. Restartable on the same port and data, for tests
-//! that take it away. Included with `#[path]` by `influxdb_outage.rs` and
-//! `grafana_queries.rs`. A missing `influxd` fails the test: it is never skipped.
+//! that take it away. Included with `#[path]` by `influxdb_outage.rs`,
+//! `grafana_queries.rs` and `demo.rs` (and, for [`config`], by the sink's own
+//! tests). A missing `influxd` fails the test: it is never skipped.
 
 #![allow(dead_code)]
 
@@ -63,6 +64,22 @@ fn influxd_binary() -> PathBuf {
         })
 }
 
+/// The configuration of a quiet `influxd` keeping everything in `dir`, serving
+/// HTTP on loopback `http_port` (its RPC port a free one), with `extra_http`
+/// lines added to its `[http]` section. Also used by the sink's own tests in
+/// src/sinks/influxdb/tests.rs.
+pub fn config(dir: &Path, http_port: u16, extra_http: &str) -> String {
+    let d = dir.display();
+    format!(
+        "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+         [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
+         [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+         [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
+         [http]\nbind-address = \"127.0.0.1:{http_port}\"\nlog-enabled = false\n{extra_http}\n",
+        rpc = free_port(),
+    )
+}
+
 /// An `influxd` of our own.
 pub struct Influxd {
     child: Option<Child>,
@@ -85,16 +102,7 @@ impl Influxd {
     /// Starts it (again) on the same HTTP port and data.
     pub fn restart(&mut self) {
         let bin = influxd_binary();
-        let d = self.dir.display();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-             [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
-             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
-             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
-             [http]\nbind-address = \"127.0.0.1:{http}\"\nlog-enabled = false\n",
-            rpc = free_port(),
-            http = self.port,
-        );
+        let config = config(&self.dir, self.port, "");
         std::fs::create_dir_all(&self.dir).unwrap();
         let conf = self.dir.join("influxd.conf");
         std::fs::write(&conf, config).unwrap();

@@ -14,6 +14,10 @@ use serde_json::Value as Json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+// The integration tests' influxd configuration, shared rather than written twice.
+#[path = "../../../tests/influxd_support.rs"]
+mod influxd_support;
+
 use super::*;
 use crate::config::BuildContext;
 use crate::event::{Metric, Schema, StateChange, Tags, Value};
@@ -81,17 +85,7 @@ impl Influxd {
     /// Starts (again) on the same port and data.
     async fn restart(&mut self) {
         let bin = binary("/usr/bin/influxd", "influxdb");
-        let d = self.dir.display();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-             [meta]\ndir = \"{d}/meta\"\nlogging-enabled = false\n\
-             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
-             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
-             [http]\nbind-address = \"127.0.0.1:{http}\"\nlog-enabled = false\n{extra}\n",
-            rpc = free_port(),
-            http = self.http_port,
-            extra = self.extra_http,
-        );
+        let config = influxd_support::config(&self.dir, self.http_port, &self.extra_http);
         std::fs::create_dir_all(&self.dir).unwrap();
         let conf = self.dir.join("influxd.conf");
         std::fs::write(&conf, config).unwrap();
