@@ -15,6 +15,9 @@
 //! - **Faults on demand**: an exception on a share of requests, latency, and a
 //!   dropped connection (or, on a serial line, no answer) every N requests.
 //! - **The truth**: what a correct `hpflow read --json` prints right now.
+//! - **A request log** (off by default, see [`Simulator::log_requests`]): every
+//!   read answered, so a test can count polls on the device's side of the wire
+//!   instead of trusting the poller's own counters.
 
 mod image;
 pub mod physics;
@@ -140,6 +143,21 @@ pub(crate) struct Inner {
     pub(crate) faults: Faults,
     pub(crate) requests: AtomicU64,
     pub(crate) rng: Mutex<crate::sources::modbus::Rng>,
+    /// `Some` once [`Simulator::log_requests`] turned the request log on.
+    pub(crate) log: Mutex<Option<Vec<AnsweredRead>>>,
+}
+
+/// One read a simulated heat pump answered, as the request log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredRead {
+    pub unit: u8,
+    pub table: crate::registers::Table,
+    pub start: u16,
+    pub count: u16,
+    /// Answered with data (`false`: with a Modbus exception).
+    pub data: bool,
+    /// Wall-clock time the answer was handed to the connection.
+    pub at: SystemTime,
 }
 
 /// A running set of simulated heat pumps sharing one endpoint. Cheap to clone.
@@ -219,6 +237,7 @@ impl Simulator {
                 faults: opts.faults,
                 requests: AtomicU64::new(0),
                 rng: Mutex::new(crate::sources::modbus::Rng::new(opts.seed ^ 0x5eed)),
+                log: Mutex::new(None),
             }),
         })
     }
@@ -243,6 +262,43 @@ impl Simulator {
     /// Requests answered (or dropped) so far.
     pub fn requests_served(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Starts (or restarts, empty) the request log: from now on every read
+    /// answered, with data or an exception, is recorded until the simulator is
+    /// dropped. Reads dropped unanswered (`Faults::drop_every`) and requests to
+    /// a unit it does not simulate are not. It grows by one entry a read, so
+    /// it is meant for tests, not for a long-running `hpflow simulate`.
+    pub fn log_requests(&self) {
+        *self.inner.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// The request log so far, oldest first (empty when it is off).
+    pub fn request_log(&self) -> Vec<AnsweredRead> {
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// When `unit` answered the read (`table`, `start`, `count`) with data, from
+    /// the request log. A poller reads its plan in order, so the answers to the
+    /// plan's last request count the polls the device fully answered.
+    pub fn answered_with_data(
+        &self,
+        unit: u8,
+        table: crate::registers::Table,
+        start: u16,
+        count: u16,
+    ) -> Vec<SystemTime> {
+        let log = self.inner.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .flatten()
+            .filter(|a| a.data && a.unit == unit && a.table == table && a.start == start && a.count == count)
+            .map(|a| a.at)
+            .collect()
     }
 
     /// Simulated time now.
@@ -314,6 +370,14 @@ pub fn write_json_atomic(path: &Path, value: &Json) -> std::io::Result<()> {
 }
 
 impl Inner {
+    /// Adds an answer to the request log, when it is on.
+    pub(crate) fn record(&self, answered: impl FnOnce() -> AnsweredRead) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = log.as_mut() {
+            log.push(answered());
+        }
+    }
+
     fn device(&self, unit: u8) -> Option<&SimDevice> {
         self.devices.iter().find(|d| d.unit == unit)
     }

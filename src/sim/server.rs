@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
-use super::{Inner, Simulator};
+use super::{AnsweredRead, Inner, Simulator};
 use crate::registers::{RawData, Table};
 
 type Answer = Result<Option<Response>, ExceptionCode>;
@@ -87,6 +87,15 @@ impl Service for Svc {
         let (answer, drop) = self.decide(&req);
         let latency = self.sim.faults.latency;
         let close = self.close.clone();
+        let unit = self.sim.resolve_unit(req.slave, close.is_some());
+        let read = match &req.request {
+            Request::ReadInputRegisters(a, n) => Some((Table::InputRegisters, *a, *n)),
+            Request::ReadHoldingRegisters(a, n) => Some((Table::HoldingRegisters, *a, *n)),
+            Request::ReadCoils(a, n) => Some((Table::Coils, *a, *n)),
+            Request::ReadDiscreteInputs(a, n) => Some((Table::DiscreteInputs, *a, *n)),
+            _ => None,
+        };
+        let sim = self.sim.clone();
         Box::pin(async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
@@ -95,6 +104,17 @@ impl Service for Svc {
                 if let Some(c) = close {
                     c.store(true, Ordering::Relaxed);
                 }
+            } else if let (Some(unit), Some((table, start, count))) = (unit, read) {
+                // Logged as the answer leaves, after any latency: a poller killed
+                // before this point never got it.
+                sim.record(|| AnsweredRead {
+                    unit,
+                    table,
+                    start,
+                    count,
+                    data: matches!(answer, Ok(Some(_))),
+                    at: std::time::SystemTime::now(),
+                });
             }
             answer
         })
@@ -256,5 +276,76 @@ impl Simulator {
         s.path = path;
         s._peer = Some(peer);
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use tokio_modbus::prelude::{Reader, SlaveContext};
+
+    use super::*;
+    use crate::registers::RegisterMap;
+    use crate::sim::{Clock, SimOptions};
+
+    fn simulator() -> Simulator {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+        let map = RegisterMap::load(path).expect("the shipped map loads");
+        let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
+        Simulator::new(SimOptions {
+            controller_id: Some(449),
+            clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_435_200)),
+            ..SimOptions::new(model)
+        })
+        .expect("valid options")
+    }
+
+    #[tokio::test]
+    async fn the_request_log_records_each_answered_read_once_it_is_on() {
+        let sim = simulator();
+        let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut ctx = tokio_modbus::client::tcp::connect_slave(server.local_addr(), tokio_modbus::Slave(1))
+            .await
+            .unwrap();
+        // Before the log is on, nothing is kept.
+        ctx.read_input_registers(500, 111).await.unwrap().unwrap();
+        assert!(sim.request_log().is_empty());
+
+        sim.log_requests();
+        let before = SystemTime::now();
+        ctx.read_input_registers(500, 111).await.unwrap().unwrap();
+        ctx.read_input_registers(5000, 2).await.unwrap().unwrap();
+        ctx.read_input_registers(5000, 2).await.unwrap().unwrap();
+        // The ventilation block is not fitted on a WPMsystem: exception 02.
+        let refused = ctx.read_input_registers(819, 16).await.unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        // A unit it does not simulate gets an exception from the gateway, not a log entry.
+        ctx.set_slave(tokio_modbus::Slave(7));
+        let _ = ctx.read_input_registers(500, 111).await.unwrap();
+
+        let log = sim.request_log();
+        let reads: Vec<_> = log
+            .iter()
+            .map(|a| (a.unit, a.table, a.start, a.count, a.data))
+            .collect();
+        assert_eq!(
+            reads,
+            vec![
+                (1, Table::InputRegisters, 500, 111, true),
+                (1, Table::InputRegisters, 5000, 2, true),
+                (1, Table::InputRegisters, 5000, 2, true),
+                (1, Table::InputRegisters, 819, 16, false),
+            ]
+        );
+        assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(log[0].at >= before && log[3].at <= SystemTime::now());
+        assert_eq!(sim.answered_with_data(1, Table::InputRegisters, 5000, 2).len(), 2);
+        assert_eq!(sim.answered_with_data(1, Table::InputRegisters, 819, 16).len(), 0);
+
+        // Turned on again: empty.
+        sim.log_requests();
+        assert!(sim.request_log().is_empty());
     }
 }
