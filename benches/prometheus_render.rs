@@ -64,7 +64,7 @@ fn poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
             (ValueType::Float, _) => Value::Float((d * 40 + i) as f64 / 7.0 + round as f64 * 0.1),
             (ValueType::Int, FieldKind::State) => Value::Int(((d + i) % 5) as i64),
             (ValueType::Int, _) => Value::Int((d * 1000 + i) as i64 + round as i64),
-            (ValueType::Bool, _) => Value::Bool((d + i) % 2 == 0),
+            (ValueType::Bool, _) => Value::Bool((d + i).is_multiple_of(2)),
             (ValueType::Text, _) => Value::Text("x".into()),
         };
         m.fields.insert(f.name.clone(), v);

@@ -66,3 +66,104 @@ mod tests {
         assert!(aside.to_string_lossy().contains(".corrupt-"));
     }
 }
+
+/// The lock file in a data folder that keeps a second hpflow away from it.
+pub const LOCK_FILE: &str = "hpflow.lock";
+
+/// An advisory lock (`flock`) on `<data_dir>/hpflow.lock`, held while the value
+/// lives; the file holds the holder's pid for the error a second process gets. The
+/// kernel drops the lock when the process ends, however it ends, so a stale file
+/// never blocks a restart.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Why a data folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("data_dir {dir} is in use by another hpflow (pid {pid}; lock file {lock})", dir = .dir.display(), pid = .pid.as_deref().unwrap_or("unknown"), lock = .lock.display())]
+    Held {
+        dir: PathBuf,
+        lock: PathBuf,
+        pid: Option<String>,
+    },
+    #[error("cannot lock data_dir {dir} ({lock}): {source}", dir = .dir.display(), lock = .lock.display())]
+    Io {
+        dir: PathBuf,
+        lock: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Takes the data folder's lock, creating the folder if needed; fails at once if
+/// another process holds it.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, LockError> {
+    let lock = dir.join(LOCK_FILE);
+    let io_err = |source| LockError::Io {
+        dir: dir.to_path_buf(),
+        lock: lock.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io_err)?;
+    // Not truncated on open: the holder's pid must stay readable until we own it.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&lock)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            return Err(LockError::Held {
+                dir: dir.to_path_buf(),
+                lock,
+                pid,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+    written.map_err(io_err)?;
+    Ok(DataDirLock {
+        _file: file,
+        path: lock,
+    })
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_data_dir_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = lock_data_dir(&data).unwrap();
+        assert_eq!(first.path(), data.join(LOCK_FILE));
+        // flock locks belong to the open file, so a second open in this process
+        // conflicts as another process would.
+        let err = lock_data_dir(&data).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        assert!(text.contains(LOCK_FILE), "{text}");
+        drop(first);
+        let again = lock_data_dir(&data).unwrap();
+        drop(again);
+    }
+}

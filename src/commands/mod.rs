@@ -34,6 +34,9 @@ pub const BUILTIN_REGISTERS: &str = include_str!("../../config/registers.yml");
 
 /// Exit code for a configuration problem (sysexits' EX_CONFIG), as `validate` uses.
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code when another hpflow holds the pipeline's data folder (sysexits'
+/// EX_TEMPFAIL: it may work once the other one stops).
+pub const EXIT_IN_USE: u8 = 75;
 /// Exit code when the device could not be read (sysexits' EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 

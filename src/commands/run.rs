@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::EXIT_CONFIG;
+use super::{EXIT_CONFIG, EXIT_IN_USE};
 use crate::config::{load_pipeline, CheckedPipeline};
 use crate::diagnostic::Diagnostics;
 use crate::internal_metrics::Registry;
@@ -26,11 +26,24 @@ pub async fn run(path: &Path) -> ExitCode {
 
 /// Runs a pipeline that passed the compile pass: exit 0 after a clean stop, 78
 /// when a component cannot be built (a listen address in use, an unwritable
-/// data folder), 1 when a component did not stop in time.
+/// data folder), 75 when another hpflow holds the data folder, 1 when a component
+/// did not stop in time.
 pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diagnostics) -> ExitCode {
     for w in warnings.warnings() {
         warn!("{w}");
     }
+    // Before anything is built: a second process must never open the first one's
+    // buffers or state files.
+    let _lock = match crate::fsutil::lock_data_dir(&pipeline.file.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("{}: error: {e}", path.display());
+            return ExitCode::from(match e {
+                crate::fsutil::LockError::Held { .. } => EXIT_IN_USE,
+                crate::fsutil::LockError::Io { .. } => EXIT_CONFIG,
+            });
+        }
+    };
     let registry = Arc::new(Registry::default());
     let pieces = match crate::topology::build(&pipeline, registry) {
         Ok(p) => p,

@@ -181,7 +181,7 @@ impl Physics {
 
     fn defrosts(&self, c: i64) -> bool {
         let start = c as f64 * CYCLE_SECS;
-        self.outdoor(start) < 5.0 && self.on_secs(c) > 2.0 * DEFROST_SECS && mix(self.seed, c as u64) % 4 == 0
+        self.outdoor(start) < 5.0 && self.on_secs(c) > 2.0 * DEFROST_SECS && mix(self.seed, c as u64).is_multiple_of(4)
     }
 
     fn heating_kw(outdoor: f64) -> (f64, f64) {

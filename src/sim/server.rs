@@ -33,7 +33,7 @@ impl Svc {
     fn decide(&self, req: &SlaveRequest<'static>) -> (Answer, bool) {
         let n = self.sim.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let f = &self.sim.faults;
-        if f.drop_every.is_some_and(|d| d > 0 && n % d == 0) {
+        if f.drop_every.is_some_and(|d| d > 0 && n.is_multiple_of(d)) {
             return (Ok(None), true);
         }
         let tcp = self.close.is_some();

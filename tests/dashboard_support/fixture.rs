@@ -95,7 +95,7 @@ pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, cloc
             let minute = (i / 6) as f64;
             let phase = p as f64;
             let mut m = Metric::new(&id, tags.clone(), t, schema.clone());
-            let on = ((i / 90) + p as u64) % 3 != 0;
+            let on = !((i / 90) + p as u64).is_multiple_of(3);
             if was_on != Some(on) {
                 if let Some(from) = was_on {
                     let c = StateChange {

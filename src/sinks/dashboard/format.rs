@@ -214,7 +214,7 @@ pub fn duration_text(d: Duration) -> String {
 
 /// How the window selector names a window.
 pub fn window_label(minutes: u32) -> String {
-    if minutes >= 60 && minutes % 60 == 0 {
+    if minutes >= 60 && minutes.is_multiple_of(60) {
         format!("{} h", minutes / 60)
     } else {
         format!("{minutes} min")

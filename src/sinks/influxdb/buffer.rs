@@ -6,20 +6,27 @@
 //!   `segment_bytes` (8 MiB, less for small buffers). A segment is a sequence of
 //!   records: `u32 LE length`, `u32 LE CRC-32 of the payload`, payload (one event as
 //!   line protocol, newline included). A new process always starts a new segment.
-//! - `ack`: the position (segment id, byte offset) of the first record not yet
-//!   accepted by the server, as text with a CRC, replaced atomically (write
-//!   `ack.tmp`, rename) after every accepted write. Segments wholly before it are
-//!   deleted.
+//! - `ack`, `ack.alt`: two slots holding the position (segment id, byte offset) of
+//!   the first record not yet accepted by the server, as text with a CRC, each
+//!   replaced atomically (write `ack.tmp`, rename). The larger valid one counts.
+//!   After every accepted write the position goes, without fsync, to the slot that
+//!   does not hold the last fsynced position, so tearing it cannot lose that one.
+//!   Segments wholly before the position are deleted, once an fsynced ack covers
+//!   them.
 //! - `corrupt/`: bytes set aside because they failed the length or CRC check.
 //!
 //! Guarantees:
 //! - Appends go straight to the kernel (no user-space buffer), so a crash of hpflow
 //!   (SIGKILL, panic, OOM) loses nothing that was appended. The caller fsyncs the
 //!   appended segments at least every `sync_interval` and on shutdown, so power
-//!   loss loses at most the events appended in the last `sync_interval`.
-//! - The ack file is not fsynced on every write (only on shutdown): after a crash
-//!   or power loss it may be behind, and the records after it are sent again
-//!   (at-least-once). Without a crash every record is sent once.
+//!   loss loses at most the events appended in the last `sync_interval`. A handle
+//!   whose fsync failed is kept and synced again next time.
+//! - The ack position is fsynced on open, on shutdown and before a segment is
+//!   deleted, not on every write: after a power loss it may be behind, and the
+//!   records after it are sent again (at-least-once), but never a record whose ack
+//!   was fsynced. Without a crash every record is sent once.
+//! - New segments are numbered after every segment found and after the segment
+//!   the ack position names, so nothing new can sort below the ack position.
 //! - On open, each segment is checked record by record. At the first record whose
 //!   length runs past the end (a torn write) or whose CRC does not match (a flipped
 //!   bit), the segment is cut: the intact part before it stays, the rest is moved
@@ -34,11 +41,12 @@
 //! The same interface runs in memory when the disk buffer is disabled.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::segment::Disk;
+use super::vfs::{StdFs, SyncHandle, Vfs};
 
 /// Bytes of a record's header.
 pub const HEADER: u64 = 8;
@@ -137,7 +145,17 @@ impl Buffer {
     /// Opens (or creates) the disk buffer in `dir`, checking and repairing what an
     /// earlier run left. Fails only when `dir` cannot be created or listed.
     pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> io::Result<(Buffer, OpenReport)> {
-        let opened = Disk::open(dir, segment_bytes)?;
+        Buffer::open_on(Arc::new(StdFs), dir, max_bytes, segment_bytes)
+    }
+
+    /// [`Buffer::open`] on a given file system (the model test's simulated disk).
+    pub fn open_on(
+        fs: Arc<dyn Vfs>,
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+    ) -> io::Result<(Buffer, OpenReport)> {
+        let opened = Disk::open(fs, dir, segment_bytes)?;
         let mut report = OpenReport {
             ack_problem: opened.ack_problem,
             corrupt: opened.corrupt,
@@ -154,6 +172,15 @@ impl Buffer {
             let need = buffer.bytes - max_bytes;
             let (n, _) = buffer.drop_oldest(need)?;
             report.dropped_records = n;
+        }
+        if let Store::Disk(d) = &mut buffer.store {
+            // What was found (and dropped) is durable from here on: a power loss
+            // soon after a restart must not bring back what this start skipped.
+            if let Err(e) = d.make_ack_durable() {
+                report
+                    .ack_problem
+                    .get_or_insert(format!("cannot fsync the ack position: {e}"));
+            }
         }
         report.corrupt.append(&mut buffer.corruptions);
         report.records = buffer.records;
@@ -293,7 +320,9 @@ impl Buffer {
             ok
         })?;
         let bytes: u64 = records.iter().map(|r| r.size).sum();
-        self.ack(&records)?;
+        // The records are dropped even if the ack file cannot be written: then they
+        // may come back after a restart, which is no worse than keeping them.
+        let _ = self.ack(&records);
         Ok((records.len() as u64, bytes))
     }
 
@@ -331,40 +360,62 @@ impl Buffer {
 
     /// Files to fsync (the active segment if written to, segments finished since the
     /// last call, the folder if segments were created); the caller syncs them off the
-    /// async runtime.
-    pub fn sync_handles(&mut self) -> Vec<(File, bool)> {
+    /// async runtime and gives back, with [`Buffer::sync_failed`], those that failed.
+    pub fn sync_handles(&mut self) -> Vec<Box<dyn SyncHandle>> {
         match &mut self.store {
             Store::Disk(d) => d.sync_handles(),
             Store::Memory(_) => Vec::new(),
         }
     }
 
-    /// Fsyncs everything and the ack file, for shutdown.
-    pub fn close(&mut self) -> io::Result<()> {
-        for (f, is_dir) in self.sync_handles() {
-            sync_file(&f, is_dir)?;
+    /// Takes back handles whose fsync failed, to try again at the next sync.
+    pub fn sync_failed(&mut self, handles: Vec<Box<dyn SyncHandle>>) {
+        if let Store::Disk(d) = &mut self.store {
+            d.sync_failed(handles);
         }
-        match &self.store {
+    }
+
+    /// Fsyncs everything and the ack position, for shutdown.
+    pub fn close(&mut self) -> io::Result<()> {
+        sync_all(self.sync_handles()).map_err(|(e, failed)| {
+            self.sync_failed(failed);
+            e
+        })?;
+        match &mut self.store {
             Store::Disk(d) => d.close(),
             Store::Memory(_) => Ok(()),
         }
     }
+
+    /// The ack position a power loss keeps.
+    #[cfg(test)]
+    pub fn durable_ack(&self) -> Option<Pos> {
+        match &self.store {
+            Store::Disk(d) => Some(d.durable_ack()),
+            Store::Memory(_) => None,
+        }
+    }
 }
 
-/// Fsyncs one file (`is_dir`: a folder, for new and removed entries).
-pub fn sync_file(f: &File, is_dir: bool) -> io::Result<()> {
-    if is_dir {
-        f.sync_all()
-    } else {
-        f.sync_data()
+/// Fsyncs each handle; on the first failure returns the error and the handles not
+/// known to be synced (the failed one and those after it).
+pub fn sync_all(handles: Vec<Box<dyn SyncHandle>>) -> Result<(), (io::Error, Vec<Box<dyn SyncHandle>>)> {
+    let mut rest = handles.into_iter();
+    while let Some(h) = rest.next() {
+        if let Err(e) = h.sync() {
+            let mut failed = vec![h];
+            failed.extend(rest);
+            return Err((e, failed));
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use std::fs::{self, OpenOptions};
 
-    use super::super::segment::ACK_FILE;
+    use super::super::segment::ACK_FILES;
     use super::*;
 
     fn lines(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
@@ -468,6 +519,36 @@ mod tests {
             segments(dir.path()).is_empty(),
             "fully delivered segments are deleted on open"
         );
+    }
+
+    #[test]
+    fn a_restart_with_nothing_appended_keeps_the_next_runs_records() {
+        // Run 1 delivers everything; run 2 appends nothing (every pump offline); run 3's
+        // records must be delivered, not numbered below the ack position and skipped.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut b, _) = Buffer::open(dir.path(), 1 << 20, 300).unwrap();
+            append(&mut b, &lines(0..20));
+            let got = b.peek(usize::MAX, usize::MAX).unwrap();
+            b.ack(&got).unwrap();
+            b.close().unwrap();
+        }
+        for _ in 0..3 {
+            let (mut b, report) = Buffer::open(dir.path(), 1 << 20, 300).unwrap();
+            assert_eq!(report.records, 0);
+            b.close().unwrap();
+        }
+        {
+            let (mut b, report) = Buffer::open(dir.path(), 1 << 20, 300).unwrap();
+            assert_eq!(report.records, 0);
+            append(&mut b, &lines(20..25));
+            assert_eq!(all(&mut b), strings(20..25));
+            b.close().unwrap();
+        }
+        let (mut b, report) = Buffer::open(dir.path(), 1 << 20, 300).unwrap();
+        assert_eq!(report.records, 5, "{report:?}");
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        assert_eq!(all(&mut b), strings(20..25));
     }
 
     #[test]
@@ -584,7 +665,21 @@ mod tests {
             let r = b.peek(2, usize::MAX).unwrap();
             b.ack(&r).unwrap();
         }
-        fs::write(dir.path().join(ACK_FILE), "garbage").unwrap();
+        // One torn slot is what a power loss during an unsynced ack write leaves: the
+        // other slot still counts.
+        let slots: Vec<PathBuf> = ACK_FILES.iter().map(|n| dir.path().join(n)).collect();
+        let valid: Vec<&PathBuf> = slots.iter().filter(|p| p.exists()).collect();
+        assert_eq!(valid.len(), 1, "one slot written so far");
+        let other = slots.iter().find(|p| !p.exists()).unwrap();
+        fs::write(other, "garbage").unwrap();
+        let (mut b, report) = Buffer::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        assert!(report.ack_problem.is_none(), "{report:?}");
+        assert_eq!(all(&mut b), strings(2..5));
+        drop(b);
+        // Both unreadable: replay from the oldest segment.
+        for p in &slots {
+            fs::write(p, "garbage").unwrap();
+        }
         let (mut b, report) = Buffer::open(dir.path(), 1 << 20, 1 << 20).unwrap();
         assert!(report.ack_problem.is_some());
         assert_eq!(all(&mut b), strings(0..5));
@@ -636,9 +731,7 @@ mod tests {
         append(&mut b, &lines(0..10));
         let handles = b.sync_handles();
         assert!(handles.len() >= 3, "{}", handles.len());
-        for (f, is_dir) in &handles {
-            sync_file(f, *is_dir).unwrap();
-        }
+        sync_all(handles).map_err(|(e, _)| e).unwrap();
         assert!(b.sync_handles().is_empty(), "nothing new to sync");
     }
 }

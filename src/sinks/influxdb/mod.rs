@@ -95,10 +95,15 @@
 //! delivered points in `events_out`, dropped ones in `events_dropped`.
 
 mod buffer;
+#[cfg(test)]
+mod buffer_model;
 mod client;
 mod config;
 mod line_protocol;
 mod segment;
+#[cfg(test)]
+mod simfs;
+mod vfs;
 mod writer;
 
 #[cfg(test)]
@@ -415,16 +420,13 @@ async fn sync(shared: &Shared, cx: &SinkContext) {
     if handles.is_empty() {
         return;
     }
-    let result = tokio::task::spawn_blocking(move || {
-        for (f, is_dir) in &handles {
-            buffer::sync_file(f, *is_dir)?;
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || buffer::sync_all(handles)).await;
     let error = match result {
         Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err((e, failed))) => {
+            shared.lock().sync_failed(failed);
+            e.to_string()
+        }
         Err(e) => e.to_string(),
     };
     cx.metrics.error();
