@@ -68,6 +68,11 @@ pub fn load_str(
                 )),
             },
             "shutdown_timeout" => match value.get_ref().as_str().map(humantime::parse_duration) {
+                Some(Ok(d)) if d > super::duration::MAX => diags.push(Diagnostic::error(
+                    &source,
+                    Some(value.span()),
+                    "`shutdown_timeout` is longer than a year, the longest duration hpflow takes",
+                )),
                 Some(Ok(d)) if d > Duration::ZERO => shutdown_timeout = d,
                 Some(Ok(_)) => diags.push(Diagnostic::error(
                     &source,

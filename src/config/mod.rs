@@ -7,6 +7,7 @@
 //!    component to check itself against what flows into it;
 //! 3. the topology builds and spawns the checked components.
 
+pub mod duration;
 mod graph;
 mod interpolate;
 mod load;

@@ -42,7 +42,7 @@ pub struct DashboardConfig {
     pub trusted_origins: Vec<String>,
     /// A pump without a poll for this long shows as offline. Default: three
     /// poll intervals, at least 30s.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::duration")]
     pub offline_after: Option<Duration>,
     /// The field that flags a fault (non-zero: the card shows a banner).
     #[serde(default = "default_fault_field")]
@@ -54,7 +54,7 @@ pub struct DashboardConfig {
     #[serde(default = "default_max_pumps")]
     pub max_pumps: usize,
     /// How often the history is also saved while running (it always is at shutdown).
-    #[serde(default = "default_persist_interval", with = "humantime_serde")]
+    #[serde(default = "default_persist_interval", with = "crate::config::duration")]
     pub persist_interval: Duration,
 }
 

@@ -108,19 +108,23 @@ pub struct InfluxdbConfig {
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
     /// How long a batch that is not full may wait for more points.
-    #[serde(default = "default_batch_timeout", with = "humantime_serde")]
+    #[serde(default = "default_batch_timeout", with = "crate::config::duration")]
     pub batch_timeout: Duration,
     /// Timeout of one HTTP request.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[serde(default = "default_request_timeout", with = "crate::config::duration")]
     pub request_timeout: Duration,
     /// Compress request bodies with gzip.
     #[serde(default = "default_true")]
     pub gzip: bool,
     /// First wait before retrying a failed write; doubles up to `retry_max` (with jitter).
-    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    #[serde(default = "default_retry_initial", with = "crate::config::duration")]
     pub retry_initial: Duration,
-    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    #[serde(default = "default_retry_max", with = "crate::config::duration")]
     pub retry_max: Duration,
+    /// Bound of `dead-letter.lp` and the previous `dead-letter.lp.1` together; the
+    /// oldest points go beyond it (counted).
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
     #[serde(default)]
     pub buffer: BufferConfig,
 }
@@ -136,7 +140,7 @@ pub struct BufferConfig {
     #[serde(default = "default_buffer_max_bytes")]
     pub max_bytes: u64,
     /// How often appended events are fsynced (also on shutdown).
-    #[serde(default = "default_sync_interval", with = "humantime_serde")]
+    #[serde(default = "default_sync_interval", with = "crate::config::duration")]
     pub sync_interval: Duration,
 }
 

@@ -24,7 +24,7 @@ pub struct PrometheusConfig {
     pub namespace: String,
     /// A device whose last poll is older than this loses its gauge and state
     /// series (its counters and its `up`, at 0, stay).
-    #[serde(default = "default_expire_after", with = "humantime_serde")]
+    #[serde(default = "default_expire_after", with = "crate::config::duration")]
     pub expire_after: Duration,
     /// Adds hpflow's own `hpflow_*` metrics (components, Modbus, InfluxDB).
     #[serde(default = "default_include_internal")]

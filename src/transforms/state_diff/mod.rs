@@ -82,14 +82,14 @@ pub struct StateDiffConfig {
     #[serde(default)]
     pub fields: Option<Vec<String>>,
     /// Longest time a change waits before it is written to the state file.
-    #[serde(default = "default_persist_interval", with = "humantime_serde")]
+    #[serde(default = "default_persist_interval", with = "crate::config::duration")]
     pub persist_interval: Duration,
     /// When set, every state of every device is re-sent this often as a
     /// state change with `from == to`. Default: off.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::duration")]
     pub heartbeat: Option<Duration>,
     /// A device that sends nothing for this long is forgotten.
-    #[serde(default = "default_expire_after", with = "humantime_serde")]
+    #[serde(default = "default_expire_after", with = "crate::config::duration")]
     pub expire_after: Duration,
 }
 
