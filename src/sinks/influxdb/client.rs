@@ -14,6 +14,9 @@ use crate::topology::BoxError;
 
 /// The longest server message kept for logs and the dead-letter file.
 const MAX_MESSAGE: usize = 1000;
+/// The longest rejection kept to find the refused lines in (InfluxDB names every
+/// unparsable line, so a big batch of them makes a long answer).
+const MAX_REJECTION: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Auth {
@@ -35,7 +38,9 @@ pub enum Outcome {
     /// 413: the server wants smaller requests.
     TooLarge,
     /// Any other 4xx (400 field type conflict, 422…): the server will never take
-    /// these points as they are.
+    /// some of these points as they are. `message` is the server's error text (the
+    /// `error` or `message` of a JSON answer), whole up to 1 MiB: [`refusal`]
+    /// reads which lines it names.
     Rejected {
         status: u16,
         message: String,
@@ -162,7 +167,7 @@ impl Client {
         }
         let after = retry_after(resp.headers());
         let message = match resp.text().await {
-            Ok(t) => shorten(t.trim()),
+            Ok(t) => error_text(&t),
             Err(e) => format!("(no body: {e})"),
         };
         classify(status, message, after)
@@ -249,26 +254,171 @@ impl Client {
 
 /// What an HTTP status means for a write.
 pub fn classify(status: StatusCode, message: String, after: Option<Duration>) -> Outcome {
+    let short = || shorten(&message);
     match status.as_u16() {
         200..=299 => Outcome::Written,
         408 | 429 | 500..=599 => Outcome::Retry {
-            reason: format!("HTTP {status}: {message}"),
+            reason: format!("HTTP {status}: {}", short()),
             after,
         },
         // Wrong credentials or a missing database/bucket: the points are fine, the
         // setup is not. They wait in the buffer (bounded, drops counted) until
         // someone fixes it, rather than being set aside as if they were bad.
         401 | 403 => Outcome::Retry {
-            reason: format!("HTTP {status}: InfluxDB refused the credentials (check the token or user): {message}"),
+            reason: format!(
+                "HTTP {status}: InfluxDB refused the credentials (check the token or user): {}",
+                short()
+            ),
             after: None,
         },
         404 => Outcome::Retry {
-            reason: format!("HTTP {status}: the database, bucket or org does not exist (create it or fix the sink's settings): {message}"),
+            reason: format!(
+                "HTTP {status}: the database, bucket or org does not exist (create it or fix the sink's settings): {}",
+                short()
+            ),
             after: None,
         },
         413 => Outcome::TooLarge,
         code => Outcome::Rejected { status: code, message },
     }
+}
+
+/// The error text of an answer: InfluxDB 1.x says `{"error":"…"}`, 2.x and 3.x
+/// `{"code":"…","message":"…"}`; anything else is taken as it is.
+fn error_text(body: &str) -> String {
+    let body = body.trim();
+    let json = serde_json::from_str::<serde_json::Value>(body).ok();
+    let text = json
+        .as_ref()
+        .and_then(|v| v.get("error").or_else(|| v.get("message")))
+        .and_then(|v| v.as_str())
+        .unwrap_or(body);
+    if text.len() <= MAX_REJECTION {
+        return text.to_string();
+    }
+    let mut end = MAX_REJECTION;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// What a rejection says about which lines of the request the server refused.
+///
+/// Found against the real servers (see the sink's tests): InfluxDB 1.x writes
+/// every line it can and answers `partial write: unable to parse '<line>': <why>`
+/// (one per bad line, `dropped=0` at the end) when only parse errors occurred, but
+/// `partial write: field type conflict: … dropped=N` or `partial write: points
+/// beyond retention policy dropped=N` when points were dropped: then the lines are
+/// not named, N can be lower than the points actually refused, and unparsable
+/// lines of the same request are not mentioned at all. A request with nothing
+/// but unparsable lines gets their list without `partial write`. InfluxDB 2.x
+/// writes nothing of a request with a parse error and names its line
+/// (`unable to parse '<line>'` or `line <n>: <why>`). VictoriaMetrics answers 204
+/// and skips unparsable lines silently.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Refusal {
+    /// `partial write`: the lines the answer does not name or count were written.
+    pub partial: bool,
+    /// `dropped=N`: points refused without being named.
+    pub dropped: Option<u64>,
+    /// Lines named as unparsable, with why; only lines `is_line` recognises as
+    /// lines of the request are taken.
+    pub unparsable: Vec<(String, String)>,
+    /// 1-based numbers of lines named as refused (`line <n>: <why>`), with why.
+    pub line_numbers: Vec<(usize, String)>,
+}
+
+/// Reads a rejection's `message` (see [`Refusal`]). `is_line` tells whether a
+/// text is one of the request's lines (without its newline); a line's own text
+/// may hold `': `, so the end of a quoted line is where a known line ends.
+pub fn refusal(message: &str, is_line: impl Fn(&str) -> bool) -> Refusal {
+    const UNPARSABLE: &str = "unable to parse '";
+    let mut r = Refusal {
+        partial: message.contains("partial write"),
+        dropped: message
+            .rfind("dropped=")
+            .and_then(|i| leading_number(&message[i + 8..])),
+        ..Refusal::default()
+    };
+    let mut rest = message;
+    while let Some(i) = rest.find(UNPARSABLE) {
+        let quoted = &rest[i + UNPARSABLE.len()..];
+        let end = quoted
+            .match_indices('\'')
+            .map(|(j, _)| j)
+            .find(|&j| is_line(&quoted[..j]));
+        let Some(end) = end else {
+            rest = quoted;
+            continue;
+        };
+        let tail = &quoted[end + 1..];
+        let why = tail.strip_prefix(": ").unwrap_or(tail);
+        let why = &why[..why.find('\n').unwrap_or(why.len())];
+        r.unparsable
+            .push((quoted[..end].to_string(), strip_dropped(why).to_string()));
+        rest = tail;
+    }
+    for l in message.lines() {
+        let Some(after) = l.trim_start().strip_prefix("line ") else {
+            continue;
+        };
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if let (Some(n), Some(why)) = (leading_number(after), after[digits..].strip_prefix(':')) {
+            if let Ok(n) = usize::try_from(n) {
+                r.line_numbers.push((n, strip_dropped(why.trim()).to_string()));
+            }
+        }
+    }
+    r
+}
+
+fn leading_number(s: &str) -> Option<u64> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    s[..digits].parse().ok()
+}
+
+fn strip_dropped(s: &str) -> &str {
+    match s.rfind(" dropped=") {
+        Some(i) if leading_number(&s[i + 9..]).is_some() => s[..i].trim_end(),
+        _ => s.trim_end(),
+    }
+}
+
+/// A rejection reduced to its kind, for logging each kind once: the status and the
+/// message with quoted line text, numbers and repeats taken out, so that the same
+/// field type conflict on other points, or the same parse error on other lines,
+/// is the same reason. Field and measurement names stay: another field's conflict
+/// is another problem to fix.
+pub fn reason_key(status: u16, message: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in message.lines() {
+        let line = match line.find("unable to parse '") {
+            Some(i) => match line.rfind("': ") {
+                Some(j) if j > i => format!("{}unable to parse: {}", &line[..i], &line[j + 3..]),
+                _ => format!("{}unable to parse", &line[..i]),
+            },
+            None => line.to_string(),
+        };
+        let mut norm = String::with_capacity(line.len());
+        let mut in_number = false;
+        for c in line.chars() {
+            if c.is_ascii_digit() {
+                if !in_number {
+                    norm.push('N');
+                }
+                in_number = true;
+            } else {
+                in_number = false;
+                norm.push(c);
+            }
+        }
+        let norm = norm.trim().to_string();
+        if !norm.is_empty() && !parts.contains(&norm) {
+            parts.push(norm);
+        }
+    }
+    format!("HTTP {status}: {}", shorten(&parts.join("; ")))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB).
@@ -283,7 +433,8 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     z.finish()
 }
 
-fn shorten(s: &str) -> String {
+/// `s` cut to 1000 bytes (at a character boundary), for logs.
+pub fn shorten(s: &str) -> String {
     if s.len() <= MAX_MESSAGE {
         return s.to_string();
     }
@@ -388,6 +539,109 @@ mod tests {
                 status: 400,
                 message: m()
             }
+        );
+    }
+
+    #[test]
+    fn json_answers_give_their_error_text() {
+        assert_eq!(
+            error_text("{\"error\":\"partial write: x \\\"q\\\"\\nnext\"}\n"),
+            "partial write: x \"q\"\nnext"
+        );
+        assert_eq!(error_text("{\"code\":\"invalid\",\"message\":\"bad\"}"), "bad");
+        assert_eq!(error_text("  plain text \n"), "plain text");
+        assert_eq!(error_text(&"x".repeat(MAX_REJECTION + 10)).len(), MAX_REJECTION);
+        // Logs and retry reasons stay short.
+        let long = "y".repeat(5000);
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, long, None),
+            Outcome::Retry { reason, .. } if reason.len() < 1100
+        ));
+    }
+
+    // The answers below are influxd 1.6's own, captured from the real server.
+    #[test]
+    fn a_partial_write_with_parse_errors_names_each_line() {
+        let lines = ["m x= 8000", "m,bad tag x=1i 10000", "m x=9i 9000"];
+        let msg = "partial write: unable to parse 'm x= 8000': missing field value\n\
+                   unable to parse 'm,bad tag x=1i 10000': missing tag value dropped=0";
+        let r = refusal(msg, |l| lines.contains(&l));
+        assert!(r.partial);
+        assert_eq!(r.dropped, Some(0));
+        assert_eq!(
+            r.unparsable,
+            [
+                ("m x= 8000".to_string(), "missing field value".to_string()),
+                ("m,bad tag x=1i 10000".to_string(), "missing tag value".to_string())
+            ]
+        );
+        assert!(r.line_numbers.is_empty());
+    }
+
+    #[test]
+    fn a_quoted_line_may_hold_quotes_and_colons() {
+        let line = "m s=\"it's': odd\" 1";
+        let msg = format!("unable to parse '{line}': invalid field format");
+        let r = refusal(&msg, |l| l == line);
+        assert!(!r.partial);
+        assert_eq!(r.dropped, None);
+        assert_eq!(r.unparsable, [(line.to_string(), "invalid field format".to_string())]);
+        // A line that is not one of ours is not taken.
+        assert!(refusal(&msg, |_| false).unparsable.is_empty());
+    }
+
+    #[test]
+    fn a_field_type_conflict_gives_a_count_and_no_lines() {
+        let msg = "partial write: field type conflict: input field \"x\" on measurement \"m\" is type float, \
+                   already exists as type integer dropped=2";
+        let r = refusal(msg, |_| true);
+        assert_eq!((r.partial, r.dropped), (true, Some(2)));
+        assert!(r.unparsable.is_empty() && r.line_numbers.is_empty());
+        let r = refusal("partial write: points beyond retention policy dropped=17", |_| true);
+        assert_eq!(r.dropped, Some(17));
+    }
+
+    #[test]
+    fn line_numbers_are_read() {
+        let msg = "failed to parse line protocol: errors encountered on line(s):\nline 2: missing field value\nline 14: bad timestamp";
+        let r = refusal(msg, |_| false);
+        assert_eq!(
+            r.line_numbers,
+            [
+                (2, "missing field value".to_string()),
+                (14, "bad timestamp".to_string())
+            ]
+        );
+        assert!(!r.partial && r.dropped.is_none());
+    }
+
+    #[test]
+    fn one_kind_of_rejection_is_one_reason() {
+        let a = reason_key(
+            400,
+            "partial write: field type conflict: input field \"x\" on measurement \"m\" is type float, already exists as type integer dropped=2",
+        );
+        let b = reason_key(
+            400,
+            "partial write: field type conflict: input field \"x\" on measurement \"m\" is type float, already exists as type integer dropped=117",
+        );
+        let other_field = reason_key(
+            400,
+            "partial write: field type conflict: input field \"y\" on measurement \"m\" is type float, already exists as type integer dropped=2",
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, other_field);
+        assert_ne!(a, a.replacen("400", "422", 1));
+        assert!(a.starts_with("HTTP 400: ") && a.ends_with("dropped=N"), "{a}");
+        let p1 = reason_key(400, "unable to parse 'm x= 8000': missing field value");
+        let p2 = reason_key(
+            400,
+            "partial write: unable to parse 'n,a=b y= 1': missing field value\nunable to parse 'q x= 2': missing field value dropped=0",
+        );
+        assert_eq!(p1, "HTTP 400: unable to parse: missing field value");
+        assert_eq!(
+            p2,
+            "HTTP 400: partial write: unable to parse: missing field value; unable to parse: missing field value dropped=N"
         );
     }
 

@@ -181,6 +181,9 @@ fn default_retry_initial() -> Duration {
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
 }
+fn default_dead_letter_max_bytes() -> u64 {
+    16 << 20
+}
 fn default_buffer_max_bytes() -> u64 {
     256 << 20
 }
@@ -190,6 +193,8 @@ fn default_sync_interval() -> Duration {
 
 /// Smallest buffer bound that makes sense: a few segments of a few records.
 const MIN_BUFFER_BYTES: u64 = 64 << 10;
+/// Smallest dead-letter bound: a few rejected points in each of the two files.
+const MIN_DEAD_LETTER_BYTES: u64 = 16 << 10;
 
 fn set(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|s| !s.is_empty())
@@ -300,6 +305,12 @@ impl InfluxdbConfig {
                 "`retry_max` must not be shorter than `retry_initial`",
             );
         }
+        if self.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES {
+            cx.error(
+                Some("dead_letter_max_bytes"),
+                format!("`dead_letter_max_bytes` must be at least {MIN_DEAD_LETTER_BYTES} (16 KiB)"),
+            );
+        }
         if self.buffer.max_bytes == 0 {
             cx.error(Some("buffer.max_bytes"), "`buffer.max_bytes` must be larger than zero");
         } else if self.buffer.max_bytes < MIN_BUFFER_BYTES {
@@ -406,6 +417,7 @@ mod tests {
         assert_eq!(c.batch_timeout, Duration::from_secs(1));
         assert!(c.gzip && c.buffer.enabled);
         assert_eq!(c.buffer.max_bytes, 256 << 20);
+        assert_eq!(c.dead_letter_max_bytes, 16 << 20);
     }
 
     #[test]
@@ -453,6 +465,7 @@ mod tests {
             (c.batch_timeout, c.request_timeout, c.gzip, c.retry_initial, c.retry_max),
             (d.batch_timeout, d.request_timeout, d.gzip, d.retry_initial, d.retry_max)
         );
+        assert_eq!(c.dead_letter_max_bytes, d.dead_letter_max_bytes);
         assert_eq!(
             (c.buffer.enabled, c.buffer.max_bytes, c.buffer.sync_interval),
             (d.buffer.enabled, d.buffer.max_bytes, d.buffer.sync_interval)
@@ -501,6 +514,16 @@ mod tests {
         );
         assert!(parse_endpoint("ftp://h").is_err());
         assert!(parse_endpoint("http://h:8086/prefix").is_ok());
+    }
+
+    #[test]
+    fn a_dead_letter_bound_below_16_kib_is_an_error() {
+        let p = problems("endpoint = \"http://h:8086\"\ndatabase = \"d\"\ndead_letter_max_bytes = 1000");
+        assert_eq!(
+            p,
+            ["error dead_letter_max_bytes: `dead_letter_max_bytes` must be at least 16384 (16 KiB)"]
+        );
+        assert!(problems("endpoint = \"http://h:8086\"\ndatabase = \"d\"\ndead_letter_max_bytes = 16384").is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! gzip = true
 //! retry_initial = "1s"
 //! retry_max = "30s"
+//! dead_letter_max_bytes = 16777216   # 16 MiB: dead-letter.lp and .lp.1 together
 //!
 //! [sinks.influx.buffer]              # in <data_dir>/influxdb/<id>/
 //! enabled = true
@@ -41,20 +42,41 @@
 //! (`buffer.rs`), and nothing else: it never waits on the network. A separate
 //! delivery task (`writer.rs`) reads batches in order (`batch_max_points`,
 //! `batch_max_bytes`, or what arrived within `batch_timeout`), writes them, and
-//! acknowledges them in the buffer once the server answered 2xx.
+//! acknowledges them in the buffer once the server answered 2xx or the points it
+//! refused are set aside.
 //! - Network errors, timeouts, 5xx, 408, 429, and 401/403/404 (a wrong token, a
 //!   missing database or bucket: setup problems someone can fix, not bad points)
 //!   are retried with capped exponential
 //!   backoff and jitter (`retry_initial` … `retry_max`; a `Retry-After` in seconds
 //!   is honoured, up to 5 minutes), for as long as it takes: the buffer holds the
 //!   points meanwhile. The first failure of an outage is logged at WARN, the end at
-//!   INFO; every failed request is counted.
+//!   INFO; every failed request is counted. Each retry first looks at the buffer's
+//!   oldest record: points the full buffer dropped meanwhile are not sent again.
 //! - 413 splits the batch in half until it fits.
-//! - Any other 4xx (a field type conflict, a parse error) sets
-//!   the batch aside in `<data_dir>/influxdb/<id>/dead-letter.lp` (appended, each
-//!   batch after a `# <time> HTTP <status>: <message>` comment, ready for
-//!   `influx write`), logs the server's message at WARN (once per status every 10
-//!   minutes), counts it, and moves on.
+//! - Any other 4xx (a field type conflict, a parse error, a point beyond the
+//!   retention period): the server refused some points, and only those are set
+//!   aside, in `<data_dir>/influxdb/<id>/dead-letter.lp`; the rest count as
+//!   written. Lines the answer names (`unable to parse '<line>'`, `line <n>`) go at
+//!   once; InfluxDB 1.x wrote the others when it says `partial write … dropped=0`,
+//!   else they are sent again. Where the answer only counts (`partial write: field
+//!   type conflict … dropped=N`: N may be low, and it hides parse errors of the same
+//!   request) the part is halved and sent again until each refused point stands
+//!   alone, unless N covers the whole part. Sending an accepted point again is
+//!   harmless: the same series and timestamp overwrite it. VictoriaMetrics answers
+//!   204 and skips unparsable lines itself: nothing to set aside there.
+//! - The dead-letter file holds each group of refused points after a
+//!   `# <time> HTTP <status> (<n> points): <message>` comment, ready for
+//!   `influx write` once fixed. It is fsynced (and its folder, when the file was
+//!   created or rotated) before the points leave the buffer. If it cannot be
+//!   written, the batch stays in the buffer and the write is retried with backoff
+//!   (`dead_letter_failures`, `errors`, an ERROR per spell). `dead_letter_max_bytes`
+//!   bounds it together with the previous file: a write that would take
+//!   `dead-letter.lp` past half of it first renames it to `dead-letter.lp.1`, and
+//!   the older `.1` is gone, counted (`dead_letter_dropped`, `…_bytes`,
+//!   `events_dropped`). Each reason (the status and the message with numbers and
+//!   line text taken out, so one kind of conflict is one reason) is logged at WARN
+//!   once an hour with the points refused since; every point is counted
+//!   (`dead_lettered`).
 //! - At start a health check (v1: `/ping` and `SHOW DATABASES`; v2: `/health` or
 //!   `/ping` and, on InfluxDB 2, the bucket) logs what is wrong at WARN; the sink
 //!   runs and buffers anyway.
@@ -82,7 +104,8 @@
 //!   because of its own files; if the folder cannot be used at all it buffers in
 //!   memory and logs an ERROR.
 //! - Full buffer (`buffer.max_bytes` of waiting points): the oldest points are
-//!   dropped, counted (`events_dropped`, `dropped`) and logged at WARN.
+//!   dropped, counted (`events_dropped`, `dropped`) and logged at WARN, also
+//!   from a batch in hand that is being retried: it is not sent again.
 //! - `buffer.enabled = false`: the same bound in memory; what is waiting at
 //!   shutdown or a crash is lost (counted as dropped at shutdown).
 //!
@@ -144,6 +167,9 @@ pub struct InfluxStats {
     failures: AtomicU64,
     dropped: AtomicU64,
     dead_lettered: AtomicU64,
+    dead_letter_dropped: AtomicU64,
+    dead_letter_dropped_bytes: AtomicU64,
+    dead_letter_failures: AtomicU64,
     corrupt_bytes: AtomicU64,
     skipped: AtomicU64,
 }
@@ -167,6 +193,12 @@ pub struct InfluxStatsSnapshot {
     pub dropped: u64,
     /// Points the server rejected, set aside in the dead-letter file.
     pub dead_lettered: u64,
+    /// Dead-lettered points lost to `dead_letter_max_bytes` (the oldest rotated away).
+    pub dead_letter_dropped: u64,
+    /// Bytes of them.
+    pub dead_letter_dropped_bytes: u64,
+    /// Failed writes of the dead-letter file (the batch stayed in the buffer).
+    pub dead_letter_failures: u64,
     /// Bytes of buffer files set aside as corrupt.
     pub corrupt_bytes: u64,
     /// Events with no field that line protocol can carry (all absent or NaN).
@@ -185,6 +217,9 @@ impl InfluxStats {
             failures: get(&self.failures),
             dropped: get(&self.dropped),
             dead_lettered: get(&self.dead_lettered),
+            dead_letter_dropped: get(&self.dead_letter_dropped),
+            dead_letter_dropped_bytes: get(&self.dead_letter_dropped_bytes),
+            dead_letter_failures: get(&self.dead_letter_failures),
             corrupt_bytes: get(&self.corrupt_bytes),
             skipped: get(&self.skipped),
         }
@@ -457,7 +492,10 @@ impl Sink for Influxdb {
             batch_timeout: c.batch_timeout,
             retry_initial: c.retry_initial,
             retry_max: c.retry_max.max(c.retry_initial),
-            dead_letter: self.dir.join("dead-letter.lp"),
+            dead_letter: writer::DeadLetter {
+                path: self.dir.join("dead-letter.lp"),
+                max_bytes: c.dead_letter_max_bytes,
+            },
             metrics: cx.metrics.clone(),
             memory_only,
         };

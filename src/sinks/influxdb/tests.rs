@@ -241,6 +241,11 @@ fn start_sink(id: &str, config: &str, data_dir: &Path) -> RunningSink {
     let mut check = crate::config::Check::new(id, data_dir, data_dir, &[]);
     cfg.check(&mut check);
     assert!(!check.has_errors(), "{:?}", check.problems);
+    start_checked(id, cfg, data_dir)
+}
+
+/// Starts a sink from a configuration as given, checked or not.
+fn start_checked(id: &str, cfg: InfluxdbConfig, data_dir: &Path) -> RunningSink {
     let registry = Arc::new(Registry::default());
     let bcx = BuildContext {
         control: &Default::default(),
@@ -916,4 +921,422 @@ async fn a_hanging_server_never_holds_up_receiving() {
     assert_eq!(sink.stats.snapshot().writes_ok, 0);
     sink.kill().await;
     hold.abort();
+}
+
+/// Points of `dead-letter.lp` (and `.1`) that are not comments, as text.
+fn dead_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("# "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Leaves raw lines in the sink's buffer, as if an earlier run had received them
+/// (the sink's own encoder never writes an unparsable line).
+fn prefill(data: &Path, id: &str, lines: &[String]) {
+    let max = BufferConfig::default().max_bytes;
+    let (mut b, _) = buffer::Buffer::open(&config::buffer_dir(data, id), max, buffer::segment_bytes_for(max)).unwrap();
+    let raw: Vec<Vec<u8>> = lines.iter().map(|l| format!("{l}\n").into_bytes()).collect();
+    let refs: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+    let a = b.append(&refs);
+    assert!(a.error.is_none() && a.dropped_records == 0, "{a:?}");
+    b.close().unwrap();
+}
+
+fn x_point(t: &Arc<Tags>, base: SystemTime, i: u64, x: Value) -> Event {
+    metric(t, base + Duration::from_secs(i), vec![("x", x)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_good_and_conflicting_points_keeps_the_good_ones() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_mixed_conflict";
+    let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    let base = base_time();
+    let t = tags(&[("heat_pump_id", "hp1")]);
+    // x becomes an integer field.
+    sink.send([x_point(&t, base, 0, Value::Int(0))]).await;
+    sink.wait_for("the first point", Duration::from_secs(5), |s| s.points_written == 1)
+        .await;
+    // One batch: 96 integers and 4 floats, which InfluxDB refuses (type conflict).
+    let bad = [3u64, 41, 42, 97];
+    let batch: Vec<Event> = (1..=100)
+        .map(|i| {
+            let x = if bad.contains(&i) {
+                Value::Float(i as f64 + 0.5)
+            } else {
+                Value::Int(i as i64)
+            };
+            x_point(&t, base, i, x)
+        })
+        .collect();
+    sink.send(batch).await;
+    sink.wait_for("every point settled", Duration::from_secs(15), |s| {
+        s.points_buffered == 0 && s.points_written + s.dead_lettered == 101
+    })
+    .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    assert_eq!((s.points_written, s.dead_lettered, s.dropped), (97, 4, 0), "{s:?}");
+    eprintln!(
+        "4 refused points among 100 isolated with {} rejected requests",
+        s.failures
+    );
+
+    let rows = db.rows("hp", "SELECT x FROM heatpump_metrics ORDER BY time").await;
+    let got: Vec<i64> = rows.iter().map(|r| r["x"].as_i64().unwrap()).collect();
+    let want: Vec<i64> = (0..=100).filter(|i| !bad.contains(&(*i as u64))).collect();
+    assert_eq!(got, want, "every good point is stored, once");
+
+    let path = config::buffer_dir(&data, id).join("dead-letter.lp");
+    let dead = dead_lines(&path);
+    let want: Vec<String> = bad
+        .iter()
+        .map(|&i| {
+            format!(
+                "heatpump_metrics,heat_pump_id=hp1 x={} {}",
+                i as f64 + 0.5,
+                ms(base + Duration::from_secs(i))
+            )
+        })
+        .collect();
+    assert_eq!(dead, want, "only the refused points are set aside, in order");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# ") && text.contains("HTTP 400") && text.contains("field type conflict"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_lines_are_set_aside_by_name_and_the_rest_is_written_once() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_unparsable";
+    let t0 = ms(base_time());
+    let mut lines: Vec<String> = (0..10).map(|i| format!("m x={i}i {}", t0 + i)).collect();
+    lines[2] = format!("m x= {}", t0 + 2);
+    lines[7] = format!("m,bad tag x=7i {}", t0 + 7);
+    prefill(&data, id, &lines);
+
+    let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    sink.wait_for("every point settled", Duration::from_secs(10), |s| {
+        s.points_buffered == 0
+    })
+    .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    // influxd 1.x names each unparsable line and writes the others: one request.
+    assert_eq!((s.points_written, s.dead_lettered, s.failures), (8, 2, 1), "{s:?}");
+    let got: Vec<i64> = db
+        .rows("hp", "SELECT x FROM m ORDER BY time")
+        .await
+        .iter()
+        .map(|r| r["x"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 3, 4, 5, 6, 8, 9]);
+    let path = config::buffer_dir(&data, id).join("dead-letter.lp");
+    assert_eq!(dead_lines(&path), [lines[2].clone(), lines[7].clone()]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("HTTP 400 (1 point): unable to parse: missing field value"),
+        "{text}"
+    );
+    assert!(
+        text.contains("HTTP 400 (1 point): unable to parse: missing tag value"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_hiding_a_parse_error_is_bisected_down_to_both() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_conflict_and_parse";
+    let t0 = ms(base_time());
+    // x is an integer in the database already.
+    let first = format!("m x=0i {t0}");
+    let w = reqwest::Client::new()
+        .post(format!("{}/write?db=hp&precision=ms", db.url()))
+        .body(first)
+        .send()
+        .await
+        .unwrap();
+    assert!(w.status().is_success());
+    // influxd 1.6 answers this batch with the conflict only (`dropped=1`): the
+    // unparsable line is not mentioned, yet it was refused as well.
+    let mut lines: Vec<String> = (1..=32).map(|i| format!("m x={i}i {}", t0 + i)).collect();
+    lines[4] = format!("m x=5.5 {}", t0 + 5);
+    lines[20] = format!("m x= {}", t0 + 21);
+    prefill(&data, id, &lines);
+    let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    sink.wait_for("every point settled", Duration::from_secs(10), |s| {
+        s.points_buffered == 0
+    })
+    .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    assert_eq!((s.points_written, s.dead_lettered), (30, 2), "{s:?}");
+    let got: Vec<i64> = db
+        .rows("hp", "SELECT x FROM m ORDER BY time")
+        .await
+        .iter()
+        .map(|r| r["x"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (0..=32).filter(|i| *i != 5 && *i != 21).collect();
+    assert_eq!(got, want);
+    let path = config::buffer_dir(&data, id).join("dead-letter.lp");
+    assert_eq!(dead_lines(&path), [lines[4].clone(), lines[20].clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_takes_a_batch_with_an_unparsable_line_and_skips_it_silently() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let vm = Victoria::start(tmp.path()).await;
+    let id = "influx_vm_unparsable";
+    let t0 = ms(base_time());
+    let lines = vec![
+        format!("m x=1 {t0}"),
+        format!("m x= {}", t0 + 1000),
+        format!("m x=3 {}", t0 + 2000),
+    ];
+    prefill(&data, id, &lines);
+    let config = format!(
+        "endpoint = \"{}\"\napi = \"v2\"\norg = \"home\"\nbucket = \"heatpumps\"\nbatch_timeout = \"50ms\"\n",
+        vm.url()
+    );
+    let sink = start_sink(id, &config, &data);
+    sink.wait_for("the batch sent", Duration::from_secs(10), |s| s.points_buffered == 0)
+        .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    // VictoriaMetrics answers 204: the sink cannot tell, and nothing is set aside.
+    assert_eq!((s.points_written, s.dead_lettered, s.failures), (3, 0, 0), "{s:?}");
+    assert!(!config::buffer_dir(&data, id).join("dead-letter.lp").exists());
+    let series = vm.export("{__name__=\"m_x\"}").await;
+    assert_eq!(series.len(), 1, "{series:?}");
+    let ts: Vec<i64> = series[0]["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    assert_eq!(ts, [t0, t0 + 2000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_file_is_bounded_and_rotated_with_the_drop_counted() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_dead_letter_bound";
+    let max = 16384u64;
+    let sink = start_sink(
+        id,
+        &v1_config(&db.url(), "hp", &format!("dead_letter_max_bytes = {max}")),
+        &data,
+    );
+    let base = base_time();
+    let t = tags(&[("heat_pump_id", "hp1")]);
+    sink.send([x_point(&t, base, 0, Value::Int(0))]).await;
+    sink.wait_for("the first point", Duration::from_secs(5), |s| s.points_written == 1)
+        .await;
+    // 12 batches of 50 refused points, about 3 KB each: several rotations.
+    let mut sent = 0;
+    for round in 0..12u64 {
+        let batch: Vec<Event> = (0..50)
+            .map(|k| x_point(&t, base, 1 + round * 50 + k, Value::Float(0.5)))
+            .collect();
+        sink.send(batch).await;
+        sent += 50;
+        sink.wait_for("the batch set aside", Duration::from_secs(10), |s| {
+            s.dead_lettered == sent
+        })
+        .await;
+    }
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    let dir = config::buffer_dir(&data, id);
+    let (cur, old) = (dir.join("dead-letter.lp"), dir.join("dead-letter.lp.1"));
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    assert!(size(&cur) + size(&old) <= max, "{} + {}", size(&cur), size(&old));
+    let kept = (dead_lines(&cur).len() + dead_lines(&old).len()) as u64;
+    assert!(s.dead_letter_dropped > 0 && s.dead_letter_dropped_bytes > 0, "{s:?}");
+    assert_eq!(
+        kept + s.dead_letter_dropped,
+        600,
+        "every refused point is kept or counted: {s:?}"
+    );
+    // The newest are kept: the last point refused is the last line.
+    let last = format!(
+        "heatpump_metrics,heat_pump_id=hp1 x=0.5 {}",
+        ms(base + Duration::from_secs(600))
+    );
+    assert_eq!(dead_lines(&cur).last(), Some(&last));
+    eprintln!(
+        "dead letters: {kept} kept in {} + {} bytes, {} points ({} bytes) rotated away",
+        size(&cur),
+        size(&old),
+        s.dead_letter_dropped,
+        s.dead_letter_dropped_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dead_letter_write_keeps_the_batch_in_the_buffer_until_it_works() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    let id = "influx_dead_letter_fails";
+    // A folder where the file should be: every write of it fails.
+    let path = config::buffer_dir(&data, id).join("dead-letter.lp");
+    std::fs::create_dir_all(&path).unwrap();
+    let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
+    let base = base_time();
+    let t = tags(&[("heat_pump_id", "hp1")]);
+    sink.send([x_point(&t, base, 0, Value::Int(0))]).await;
+    sink.wait_for("the first point", Duration::from_secs(5), |s| s.points_written == 1)
+        .await;
+    sink.send([
+        x_point(&t, base, 1, Value::Int(1)),
+        x_point(&t, base, 2, Value::Float(2.5)),
+        x_point(&t, base, 3, Value::Int(3)),
+    ])
+    .await;
+    sink.wait_for("failed dead-letter writes", Duration::from_secs(10), |s| {
+        s.dead_letter_failures >= 3
+    })
+    .await;
+    let s = sink.stats.snapshot();
+    // The refused point and what follows it stay; nothing is counted as set aside.
+    assert_eq!((s.points_buffered, s.dead_lettered, s.dropped), (2, 0, 0), "{s:?}");
+    std::fs::remove_dir(&path).unwrap();
+    sink.wait_for("the batch settled", Duration::from_secs(10), |s| s.points_buffered == 0)
+        .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    assert_eq!((s.dead_lettered, s.dropped), (1, 0), "{s:?}");
+    assert_eq!(
+        dead_lines(&path),
+        [format!(
+            "heatpump_metrics,heat_pump_id=hp1 x=2.5 {}",
+            ms(base + Duration::from_secs(2))
+        )]
+    );
+    let got: Vec<i64> = db
+        .rows("hp", "SELECT x FROM heatpump_metrics ORDER BY time")
+        .await
+        .iter()
+        .map(|r| r["x"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_full_buffer_dropped_points_does_not_send_them() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    db.stop();
+    let id = "influx_drop_then_retry";
+    let sink = start_sink(
+        id,
+        &v1_config(&db.url(), "hp", "batch_max_points = 5000\n[buffer]\nmax_bytes = 65536")
+            .replace("\n[buffer]\nsync_interval = \"200ms\"\n", "\n"),
+        &data,
+    );
+    let base = base_time();
+    // The delivery task takes these in hand and keeps retrying them.
+    sink.send((0..500).map(|i| numbered(i, base))).await;
+    sink.wait_for("a batch in hand, retried", Duration::from_secs(10), |s| {
+        s.points_buffered == 500 && s.retries >= 2
+    })
+    .await;
+    // More than the buffer holds: the oldest, those in hand among them, are dropped.
+    for chunk in (500..2500).collect::<Vec<i64>>().chunks(100) {
+        sink.send(chunk.iter().map(|&i| numbered(i, base))).await;
+    }
+    sink.wait_for("the drops", Duration::from_secs(10), |s| s.dropped > 500)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sink.stats.snapshot();
+    assert_eq!(before.points_written, 0);
+    assert_eq!(before.points_buffered + before.dropped, 2500, "{before:?}");
+    db.restart().await;
+    sink.wait_for("the buffer delivered", Duration::from_secs(15), |s| {
+        s.points_buffered == 0
+    })
+    .await;
+    let stats = sink.stats.clone();
+    sink.shutdown().await;
+    let s = stats.snapshot();
+    assert_eq!(
+        s.points_written, before.points_buffered,
+        "what was written is what the buffer held: {s:?}"
+    );
+    let seqs: Vec<i64> = db
+        .rows("hp", "SELECT seq FROM heatpump_metrics ORDER BY time")
+        .await
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (2500 - before.points_buffered as i64..2500).collect();
+    assert_eq!(seqs, want, "exactly the newest points arrive, no dropped one");
+    eprintln!(
+        "buffer of 64 KiB: {} dropped, {} delivered after the outage",
+        s.dropped, s.points_written
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_timeout_at_the_top_of_its_range_does_not_panic() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Influxd::start(&tmp.path().join("influxd")).await;
+    db.create_db("hp").await;
+    // `hpflow validate` bounds durations at a year; the delivery task does not
+    // count on it: these cannot be added to a clock reading.
+    let mut cfg: InfluxdbConfig = toml::from_str(&v1_config(&db.url(), "hp", "")).unwrap();
+    cfg.batch_timeout = Duration::MAX;
+    cfg.retry_max = Duration::MAX;
+    let sink = start_checked("influx_huge_timeout", cfg, &tmp.path().join("data"));
+    let base = base_time();
+    sink.send((0..10).map(|i| numbered(i, base))).await;
+    sink.wait_for("10 buffered points", Duration::from_secs(5), |s| {
+        s.points_buffered == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = sink.stats.clone();
+    assert_eq!(stats.snapshot().writes_ok, 0, "the batch waits to be full");
+    // Shutdown sends it.
+    sink.shutdown().await;
+    assert_eq!(stats.snapshot().points_written, 10);
+    assert_eq!(db.count("hp", "SELECT count(seq) FROM heatpump_metrics").await, 10);
 }

@@ -6,7 +6,7 @@
 //! | `hpflow_build_info` | info (gauge at 1) | `version` |
 //! | `hpflow_component_events_in_total`, `…_events_out_total`, `…_events_dropped_total`, `hpflow_component_errors_total` | counter | `component_id`, `component_kind`, `component_type` |
 //! | `hpflow_influxdb_buffer_points`, `hpflow_influxdb_buffer_bytes` | gauge | `component_id` |
-//! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
+//! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_dead_letter_dropped_points_total`, `…_dead_letter_dropped_bytes_total`, `…_dead_letter_write_failures_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
 //! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`) |
 //! | `hpflow_modbus_polls_total`, `…_polls_failed_total`, `…_polls_skipped_total` (ticks missed while a poll ran), `…_connect_failures_total` | counter | `component_id`, `device` |
 //! | `hpflow_modbus_polls_on_time_total`, `…_polls_late_total` (a poll is on time when it began within a tenth of its interval, or within 1 s, of its scheduled instant) | counter | `component_id`, `device` |
@@ -102,7 +102,7 @@ pub fn render(out: &mut String, format: Format, registry: &Arc<Registry>, health
         })
         .collect();
     type InfluxPick = fn(&influxdb::InfluxStatsSnapshot) -> u64;
-    let influx_families: [(&str, Kind, &str, Option<&str>, InfluxPick); 10] = [
+    let influx_families: [(&str, Kind, &str, Option<&str>, InfluxPick); 13] = [
         (
             "hpflow_influxdb_buffer_points",
             Kind::Gauge,
@@ -158,6 +158,27 @@ pub fn render(out: &mut String, format: Format, registry: &Arc<Registry>, health
             "Points the server rejected, set aside in the dead-letter file",
             None,
             |s| s.dead_lettered,
+        ),
+        (
+            "hpflow_influxdb_dead_letter_dropped_points",
+            Kind::Counter,
+            "Dead-lettered points lost to dead_letter_max_bytes (the oldest file rotated away)",
+            None,
+            |s| s.dead_letter_dropped,
+        ),
+        (
+            "hpflow_influxdb_dead_letter_dropped_bytes",
+            Kind::Counter,
+            "Bytes of dead-lettered points lost to dead_letter_max_bytes",
+            None,
+            |s| s.dead_letter_dropped_bytes,
+        ),
+        (
+            "hpflow_influxdb_dead_letter_write_failures",
+            Kind::Counter,
+            "Failed writes of the dead-letter file; the refused points stayed in the buffer",
+            None,
+            |s| s.dead_letter_failures,
         ),
         (
             "hpflow_influxdb_corrupt_bytes",
