@@ -27,7 +27,9 @@
 //!
 //! `HPFLOW_CHAOS_SEED=<n>` replays a seed (the test prints the one it used);
 //! `HPFLOW_CHAOS_CYCLES=<n>` runs more cycles than the default 20;
-//! `HPFLOW_CHAOS_KEEP=1` keeps the working folder (logs, buffer, database).
+//! `HPFLOW_CHAOS_KEEP=1` keeps the working folder (logs, buffer, database);
+//! `HPFLOW_CHAOS_BIN=<path>` runs another `hpflow` binary (an older build, to
+//! show a fix is what makes this pass).
 
 #[path = "influxd_support.rs"]
 mod influxd_support;
@@ -76,8 +78,9 @@ struct Cycle {
     run_for: Duration,
     signal: Signal,
     outage: Outage,
-    /// Wall-clock span of the hpflow process (spawn to reaped).
+    /// Wall-clock span of the hpflow process (spawn to reaped), and when the signal went.
     began: SystemTime,
+    signalled: SystemTime,
     ended: SystemTime,
     log: PathBuf,
 }
@@ -175,8 +178,11 @@ struct Setup {
 impl Setup {
     fn spawn(&self, log: &Path) -> Child {
         let log = std::fs::File::create(log).unwrap();
-        hpflow()
-            .args(["--log-format", "json", "run"])
+        let mut cmd = match std::env::var_os("HPFLOW_CHAOS_BIN") {
+            Some(bin) => Command::new(bin),
+            None => hpflow(),
+        };
+        cmd.args(["--log-format", "json", "run"])
             .arg(&self.pipeline)
             .env_remove("RUST_LOG")
             .env_remove("INFLUXDB_TOKEN")
@@ -349,43 +355,59 @@ fn chaos_every_completed_poll_reaches_the_database_across_kills_and_outages() {
 
     // The cycles.
     let mut done: Vec<Cycle> = Vec::new();
+    // A database outage may outlast its run: VictoriaMetrics then comes back
+    // during the next run, this long after its start.
+    let mut db_back_in_next: Option<Duration> = None;
     for (i, (run_for, sig, outage)) in plan_cycles(&mut rng, cycles).into_iter().enumerate() {
         if outage == Outage::Devices {
             pumps.iter_mut().for_each(Pump::down);
         }
+        // (offset from the start, database up?)
+        let mut db_events: Vec<(Duration, bool)> = db_back_in_next.take().map(|at| (at, true)).into_iter().collect();
+        if let Outage::Database { down, up } = outage {
+            db_events.extend([(down, false), (up, true)]);
+        }
+        db_events.sort();
         let log = dir.join(format!("run-{:02}.log", i + 1));
         let began = SystemTime::now();
         let t0 = Instant::now();
         let child = setup.spawn(&log);
-        if let Outage::Database { down, up } = outage {
-            sleep_until(t0, down);
-            vm.stop();
-            if up < run_for {
-                sleep_until(t0, up);
-                vm.restart();
+        for (at, up) in db_events {
+            if at >= run_for {
+                db_back_in_next = Some(at - run_for);
+                continue;
+            }
+            sleep_until(t0, at);
+            match up {
+                true if !vm.is_running() => vm.restart(),
+                true => {}
+                false => vm.stop(),
             }
         }
         sleep_until(t0, run_for);
+        let signalled = SystemTime::now();
         end(child, sig, &log);
         let ended = SystemTime::now();
-        if let Outage::Database { up, .. } = outage {
-            if !vm.is_running() {
-                sleep_until(t0, up);
-                vm.restart();
-            }
-        }
         if outage == Outage::Devices {
             pumps.iter_mut().for_each(|p| p.up(&rt));
         }
-        println!("chaos: cycle {:2}: {run_for:?} then {sig:?}, outage {outage:?}", i + 1);
+        println!(
+            "chaos: cycle {:2}: {run_for:?} then {sig:?}, outage {outage:?}{}",
+            i + 1,
+            if vm.is_running() { "" } else { ", database still down" }
+        );
         done.push(Cycle {
             run_for,
             signal: sig,
             outage,
             began,
+            signalled,
             ended,
             log,
         });
+    }
+    if !vm.is_running() {
+        vm.restart();
     }
 
     // Drain: everything up, one more run until the database holds what was polled
@@ -408,12 +430,14 @@ fn chaos_every_completed_poll_reaches_the_database_across_kills_and_outages() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let signalled = SystemTime::now();
     end(child, Signal::Term, &log);
     done.push(Cycle {
         run_for: start.elapsed(),
         signal: Signal::Term,
         outage: Outage::None,
         began,
+        signalled,
         ended: SystemTime::now(),
         log,
     });
@@ -514,17 +538,19 @@ fn chaos_every_completed_poll_reaches_the_database_across_kills_and_outages() {
             let t = polls[k];
             let cycle = done.iter().position(|c| t >= c.began && t <= c.ended);
             let (name, log) = match cycle {
-                Some(c) if c + 1 == done.len() => ("the drain run".to_string(), Some(&done[c].log)),
-                Some(c) => (
-                    format!(
-                        "cycle {} ({:?}, {:?}, ran {:?})",
-                        c + 1,
-                        done[c].signal,
-                        done[c].outage,
-                        done[c].run_for
-                    ),
-                    Some(&done[c].log),
-                ),
+                Some(c) => {
+                    let run = &done[c];
+                    let before = run.signalled.duration_since(t).map_or_else(
+                        |_| "after the signal".to_string(),
+                        |d| format!("{} ms before the {:?}", d.as_millis(), run.signal),
+                    );
+                    let name = if c + 1 == done.len() {
+                        format!("the drain run, {before}")
+                    } else {
+                        format!("cycle {} ({:?}, ran {:?}), {before}", c + 1, run.outage, run.run_for)
+                    };
+                    (name, Some(&run.log))
+                }
                 None => ("no run".to_string(), None),
             };
             if first_log.is_none() {
