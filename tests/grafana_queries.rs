@@ -11,16 +11,18 @@
 //! Grafana itself does not run here: the provisioning files are checked as YAML,
 //! and every data source a dashboard names must be one they provision.
 
+#[path = "grafana_support.rs"]
+mod grafana_support;
 #[path = "influxd_support.rs"]
 mod influxd_support;
 #[path = "process_support.rs"]
 mod process_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use grafana_support::{check_answer, columns, dashboards, interpolate, maps_value, panels, queries, repo, Vars};
 use influxd_support::Influxd;
 use process_support::{hpflow, simulator_with, Killed};
 use serde_json::Value as Json;
@@ -33,10 +35,6 @@ const PUMPS: [&str; 2] = ["hp1", "hp2"];
 /// panel added or removed changes it: update it then, so that a dashboard folder
 /// that lost its files cannot pass.
 const EXPECTED_QUERIES: usize = 17;
-
-/// What `$__interval` becomes here: the data source's minimum (`timeInterval`).
-const INTERVAL: &str = "10s";
-const INTERVAL_MS: u64 = 10_000;
 
 /// Bare words a dashboard query may use; every field, tag and measurement is written in double quotes.
 const INFLUXQL_WORDS: &str = "select from where and or as group by time fill null none previous \
@@ -55,158 +53,6 @@ const SCHEMA_NAMES: &[&str] = &[
     "to",
     "from_since",
 ];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One query of a dashboard, as written there.
-#[derive(Debug)]
-struct Query {
-    dashboard: String,
-    panel: String,
-    /// The data source uid it names (the target's, else its panel's).
-    datasource: Option<String>,
-    text: String,
-    template_variable: bool,
-}
-
-fn dashboards() -> Vec<(String, Json)> {
-    let dir = repo().join("grafana/dashboards");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
-    files
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, json)
-        })
-        .collect()
-}
-
-/// Every panel, with the panels of rows (collapsed rows keep theirs inside).
-fn panels(list: &Json) -> Vec<&Json> {
-    let mut out = Vec::new();
-    for p in list.as_array().map(Vec::as_slice).unwrap_or_default() {
-        out.push(p);
-        out.extend(panels(&p["panels"]));
-    }
-    out
-}
-
-fn uid(ds: &Json) -> Option<String> {
-    ds["uid"].as_str().map(str::to_string)
-}
-
-fn queries() -> Vec<Query> {
-    let mut out = Vec::new();
-    for (name, dash) in dashboards() {
-        for p in panels(&dash["panels"]) {
-            let title = p["title"].as_str().unwrap_or_default().to_string();
-            for t in p["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                assert_eq!(
-                    t["rawQuery"], true,
-                    "{name}: panel {title:?}: write queries as raw InfluxQL so this test can run them"
-                );
-                assert_ne!(t["hide"], true, "{name}: panel {title:?}: a hidden query");
-                let text = t["query"].as_str().unwrap_or_default().to_string();
-                assert!(!text.trim().is_empty(), "{name}: panel {title:?}: an empty query");
-                out.push(Query {
-                    dashboard: name.clone(),
-                    panel: title.clone(),
-                    datasource: uid(&t["datasource"]).or_else(|| uid(&p["datasource"])),
-                    text,
-                    template_variable: false,
-                });
-            }
-        }
-        for v in dash["templating"]["list"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            if v["type"] != "query" {
-                continue;
-            }
-            // Grafana writes a variable's query as a string or as {"query": …}.
-            let q = &v["query"];
-            let text = q.as_str().or_else(|| q["query"].as_str()).unwrap_or_default();
-            out.push(Query {
-                dashboard: name.clone(),
-                panel: format!("variable {}", v["name"]),
-                datasource: uid(&v["datasource"]),
-                text: text.to_string(),
-                template_variable: true,
-            });
-        }
-    }
-    out
-}
-
-/// What Grafana substitutes before it sends a query.
-struct Vars {
-    from_ms: u128,
-    to_ms: u128,
-}
-
-/// Replaces Grafana's variables as Grafana's InfluxDB data source does: the time
-/// filter in epoch ms, a multi-value variable in a regex as `(a|b)`. Fails on any
-/// variable left over.
-fn interpolate(q: &Query, v: &Vars) -> String {
-    let time_filter = format!("time >= {}ms and time <= {}ms", v.from_ms, v.to_ms);
-    let pumps = format!("({})", PUMPS.join("|"));
-    let range_ms = (v.to_ms - v.from_ms).to_string();
-    let range_s = ((v.to_ms - v.from_ms) / 1000).to_string();
-    let interval_ms = INTERVAL_MS.to_string();
-    let (from, to) = (v.from_ms.to_string(), v.to_ms.to_string());
-    // Longer names first, so `$__interval` does not eat `$__interval_ms`.
-    let vars: [(&str, &str); 16] = [
-        ("${__interval_ms}", &interval_ms),
-        ("$__interval_ms", &interval_ms),
-        ("${__interval}", INTERVAL),
-        ("$__interval", INTERVAL),
-        ("$__timeFilter", &time_filter),
-        ("$timeFilter", &time_filter),
-        ("${__range_ms}", &range_ms),
-        ("$__range_ms", &range_ms),
-        ("${__range_s}", &range_s),
-        ("$__range_s", &range_s),
-        ("${__from}", &from),
-        ("$__from", &from),
-        ("${__to}", &to),
-        ("$__to", &to),
-        ("${heat_pump_id}", &pumps),
-        ("$heat_pump_id", &pumps),
-    ];
-    let mut s = q.text.clone();
-    for (name, value) in vars {
-        s = s.replace(name, value);
-    }
-    // A `$` may stay only as a regex anchor (`/^(hp1|hp2)$/`).
-    let b = s.as_bytes();
-    let left = (0..b.len()).find(|&i| {
-        (b[i] == b'$'
-            && b.get(i + 1)
-                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'{'))
-            || b[i..].starts_with(b"[[")
-    });
-    if let Some(i) = left {
-        panic!(
-            "{} / {}: variable {:?} left after interpolation in: {s}",
-            q.dashboard,
-            q.panel,
-            &s[i..(i + 20).min(s.len())]
-        );
-    }
-    s
-}
 
 /// The names a query reads: (double-quoted identifiers that are not aliases,
 /// single-quoted strings, bare words).
@@ -381,6 +227,78 @@ fn dashboard_queries_name_only_fields_the_register_map_defines() {
     }
 }
 
+/// Enum fields (with labels) of a register map: name → (code, label) pairs.
+fn enum_labels(relative: &str) -> BTreeMap<String, Vec<(i64, String)>> {
+    let map = yaml(relative);
+    let mut out = BTreeMap::new();
+    for (_, model) in map["models"].as_mapping().expect("models") {
+        for r in model["registers"].as_sequence().expect("registers") {
+            let Some(values) = r["enum_values"].as_mapping().filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            let labels = values
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_i64().expect("an integer code"),
+                        v.as_str().expect("a label").to_string(),
+                    )
+                })
+                .collect();
+            out.insert(r["name"].as_str().unwrap().to_string(), labels);
+        }
+    }
+    out
+}
+
+#[test]
+fn enum_panels_map_codes_and_labels_and_never_aggregate_an_enum_arithmetically() {
+    // hpflow writes labels by default (HPManager's strings) and codes with
+    // `enum_values = "code"`: a panel must show either, with either register map.
+    let mut enums = enum_labels("config/registers.yml");
+    for (field, labels) in enum_labels("tests/fixtures/hpmanager-config/registers.yml") {
+        enums.entry(field).or_default().extend(labels);
+    }
+    let mut checked = 0;
+    for q in queries().iter().filter(|q| !q.template_variable) {
+        for (_, field) in columns(&q.text) {
+            let Some(labels) = enums.get(&field) else {
+                continue;
+            };
+            let at = format!("{} / {}: {}", q.dashboard, q.panel, q.text);
+            for f in ["mean", "sum", "spread", "non_negative_difference", "max", "min"] {
+                assert!(
+                    !q.text.contains(&format!("{f}(\"{field}\")")),
+                    "{at}\n  {f}() of the enum {field}: a label string has no {f}"
+                );
+            }
+            for (code, label) in labels {
+                for value in [Json::from(*code), Json::from(label.as_str())] {
+                    assert!(
+                        maps_value(&q.mappings, &value),
+                        "{at}\n  no value mapping for {field} = {value}"
+                    );
+                }
+            }
+            assert!(
+                maps_value(&q.mappings, &Json::from("Unknown(9)")) || has_unknown_pattern(&q.mappings),
+                "{at}\n  an unknown code (`Unknown(<code>)`) is not mapped"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "enum panels checked: {checked}");
+}
+
+/// Whether a regex mapping catches HPManager's `Unknown(<code>)` labels.
+fn has_unknown_pattern(mappings: &Json) -> bool {
+    mappings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["type"] == "regex" && m["options"]["pattern"].as_str().is_some_and(|p| p.contains("Unknown")))
+}
+
 fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()
 }
@@ -423,33 +341,6 @@ fn day_counters(influxd: &Influxd, heating: &str, dhw: &str) -> BTreeMap<String,
 fn grew_across_a_reset(days: &[(i64, i64)]) -> bool {
     let v: Vec<i64> = days.iter().map(|(h, d)| h + d).collect();
     (1..v.len()).any(|i| v[i] < v[i - 1] && v[i - 1] > v[0] && v[i..].iter().any(|x| *x > v[i]))
-}
-
-/// Checks one answer: no error, at least one series, and data in every column.
-fn check_answer(q: &Query, sent: &str, j: &Json) {
-    let at = format!("{} / {}:\n  {sent}\n  ", q.dashboard, q.panel);
-    assert!(j.get("error").is_none(), "{at}{j}");
-    let results = j["results"].as_array().unwrap_or_else(|| panic!("{at}no results: {j}"));
-    assert_eq!(results.len(), 1, "{at}one statement per query: {j}");
-    assert!(results[0].get("error").is_none(), "{at}{j}");
-    let series = results[0]["series"].as_array().map(Vec::as_slice).unwrap_or_default();
-    assert!(!series.is_empty(), "{at}no series: {j}");
-    let columns: Vec<&str> = series[0]["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    for (i, col) in columns.iter().enumerate().filter(|(_, c)| **c != "time") {
-        let has_data = series.iter().any(|s| {
-            s["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|row| !row[i].is_null())
-        });
-        assert!(has_data, "{at}column {col:?} holds no value: {j}");
-    }
 }
 
 #[test]
@@ -583,6 +474,7 @@ batch_timeout = "200ms"
     let vars = Vars {
         from_ms: unix_ms(since),
         to_ms: unix_ms(SystemTime::now()),
+        pumps: PUMPS.iter().map(|p| p.to_string()).collect(),
     };
     let qs = queries();
     assert_eq!(qs.len(), EXPECTED_QUERIES, "queries in grafana/dashboards/: {qs:#?}");

@@ -172,12 +172,21 @@ pub(super) fn build(folder: &Folder, names: &Names<'_>) -> Result<Pipeline, Vec<
     t.kv("inputs", list(&["scaled".to_string()]), "");
 
     t.line("");
-    t.comment("InfluxDB 2 with HPManager's schema: measurement heatpump_metrics, the same tags and fields.");
+    t.comment(
+        "InfluxDB 2 with HPManager's schema: measurement heatpump_metrics, the same tags, fields and field types.",
+    );
     t.comment("Points wait in a disk buffer while InfluxDB is unreachable.");
     t.table("sinks.influxdb");
     t.kv("type", q("influxdb"), "");
     t.kv("inputs", list(&["states".to_string()]), "");
     t.kv("api", q("v2"), "");
+    // Written out although it is the default: the existing database holds enum
+    // fields as strings, and InfluxDB refuses points that change a field's type.
+    t.kv(
+        "enum_values",
+        q("label"),
+        "enums as label strings, the type HPManager gave them; \"code\" only for a new database",
+    );
     let mut env_values = Vec::new();
     for (key, hp_key, var, default, found) in [
         (

@@ -60,6 +60,19 @@ impl Precision {
     }
 }
 
+/// How enum fields (fields whose codes have labels) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EnumValues {
+    /// The label string (`operating_mode="Comfort mode"`; an unknown code as
+    /// `"Unknown(7)"`), as HPManager wrote them: the default, so hpflow can write
+    /// into a database HPManager started (InfluxDB fixes a field's type per shard).
+    #[default]
+    Label,
+    /// The integer code (`operating_mode=3i`), for new databases.
+    Code,
+}
+
 /// The `influxdb` sink: writes every event as line protocol to InfluxDB 1.x
 /// (`api = "v1"`), InfluxDB 2.x/3.x or VictoriaMetrics (`api = "v2"`), through a
 /// durable disk buffer.
@@ -101,6 +114,9 @@ pub struct InfluxdbConfig {
     /// `ns`, `us`, `ms` (default) or `s`.
     #[serde(default)]
     pub precision: Precision,
+    /// Enum fields as `label` strings (default, HPManager's type) or integer `code`s.
+    #[serde(default)]
+    pub enum_values: EnumValues,
     /// Most points in one write request.
     #[serde(default = "default_batch_max_points")]
     pub batch_max_points: usize,
@@ -345,7 +361,8 @@ impl InfluxdbConfig {
         Ok(Box::new(Influxdb {
             config: self.clone(),
             dir: buffer_dir(cx.data_dir, cx.id),
-            encoder: Encoder::new(&self.measurement, &self.state_measurement, self.precision),
+            encoder: Encoder::new(&self.measurement, &self.state_measurement, self.precision)
+                .with_enum_values(self.enum_values),
             client,
             stats,
         }))
@@ -413,6 +430,7 @@ mod tests {
         assert_eq!(c.measurement, "heatpump_metrics");
         assert_eq!(c.state_measurement, "heatpump_state_changes");
         assert_eq!(c.precision, Precision::Ms);
+        assert_eq!(c.enum_values, EnumValues::Label);
         assert_eq!((c.batch_max_points, c.batch_max_bytes), (5000, 1 << 20));
         assert_eq!(c.batch_timeout, Duration::from_secs(1));
         assert!(c.gzip && c.buffer.enabled);

@@ -9,6 +9,15 @@
 //! decimal point or exponent (`21.0`, `1e-7`), `Bool` → `true`/`false`, `Text` →
 //! a quoted string. Non-finite floats are left out (line protocol cannot carry them).
 //!
+//! Enum fields (a [`FieldMeta`](crate::event::FieldMeta) with labels) are the one
+//! exception, because InfluxDB fixes a field's type per shard and HPManager's
+//! databases hold them as strings: with [`EnumValues::Label`] (the default) a code
+//! is written as its label string, an unknown code as `"Unknown(<code>)"`, exactly
+//! as HPManager's collector did; with [`EnumValues::Code`] as the integer. A field
+//! with an empty label list is no enum (HPManager wrote those as numbers too).
+//! Bitmap bits stay booleans and bitmap words integers, either way. State changes
+//! keep their own encoding (see `encode_state_change`).
+//!
 //! Escaping, as InfluxDB 1.x and 2.x parse it:
 //! - measurement: `,` and space; tag keys, tag values, field keys: `,`, `=` and space;
 //! - string field values: `"` and `\`; line breaks stay as they are inside the quotes;
@@ -22,7 +31,7 @@
 use std::io::Write as _;
 use std::time::SystemTime;
 
-use super::config::Precision;
+use super::config::{EnumValues, Precision};
 use crate::event::{Event, Metric, StateChange, Value};
 
 /// Encodes events for one sink: measurement names escaped once, the precision fixed.
@@ -31,12 +40,14 @@ pub struct Encoder {
     measurement: Vec<u8>,
     state_measurement: Vec<u8>,
     precision: Precision,
+    enum_values: EnumValues,
 }
 
 const MEASUREMENT_SPECIAL: &[u8] = b", ";
 const KEY_SPECIAL: &[u8] = b",= ";
 
 impl Encoder {
+    /// An encoder writing enum fields as their labels; see [`Encoder::with_enum_values`].
     pub fn new(measurement: &str, state_measurement: &str, precision: Precision) -> Self {
         let mut m = Vec::new();
         write_ident(&mut m, measurement, MEASUREMENT_SPECIAL);
@@ -46,7 +57,14 @@ impl Encoder {
             measurement: m,
             state_measurement: s,
             precision,
+            enum_values: EnumValues::default(),
         }
+    }
+
+    /// How enum fields of polls are written: labels (HPManager's strings) or codes.
+    pub fn with_enum_values(mut self, enum_values: EnumValues) -> Self {
+        self.enum_values = enum_values;
+        self
     }
 
     /// Appends the event's line, newline included, to `out`. Returns false (and
@@ -71,6 +89,20 @@ impl Encoder {
         out.push(b' ');
         let fields_start = out.len();
         for (k, v) in &m.fields {
+            // Enums are never scaled, so their codes are always `Int`: the schema
+            // lookup is only paid for integer fields.
+            if let (EnumValues::Label, Value::Int(code)) = (self.enum_values, v) {
+                let labels = m.meta(k).and_then(|f| f.labels.as_ref()).filter(|l| !l.is_empty());
+                if let Some(labels) = labels {
+                    if write_key(out, k, fields_start) {
+                        match labels.get(code) {
+                            Some(label) => write_string(out, label),
+                            None => write_string(out, &format!("Unknown({code})")),
+                        }
+                    }
+                    continue;
+                }
+            }
             write_field(out, k, v, fields_start);
         }
         if out.len() == fields_start {
@@ -164,25 +196,14 @@ fn write_tag(out: &mut Vec<u8>, k: &str, v: &str) {
 }
 
 fn write_field(out: &mut Vec<u8>, k: &str, v: &Value, fields_start: usize) {
-    if k.is_empty() || k == "time" {
-        return;
-    }
     if let Value::Float(f) = v {
         if !f.is_finite() {
             return;
         }
     }
-    let start = out.len();
-    if start > fields_start {
-        out.push(b',');
-    }
-    let key_start = out.len();
-    write_ident(out, k, KEY_SPECIAL);
-    if out.len() == key_start {
-        out.truncate(start);
+    if !write_key(out, k, fields_start) {
         return;
     }
-    out.push(b'=');
     match v {
         Value::Int(i) => {
             write_int(out, *i);
@@ -192,6 +213,26 @@ fn write_field(out: &mut Vec<u8>, k: &str, v: &Value, fields_start: usize) {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Text(s) => write_string(out, s),
     }
+}
+
+/// Writes the separator (unless first), the field key and `=`; false (and nothing
+/// written) when the key cannot be written.
+fn write_key(out: &mut Vec<u8>, k: &str, fields_start: usize) -> bool {
+    if k.is_empty() || k == "time" {
+        return false;
+    }
+    let start = out.len();
+    if start > fields_start {
+        out.push(b',');
+    }
+    let key_start = out.len();
+    write_ident(out, k, KEY_SPECIAL);
+    if out.len() == key_start {
+        out.truncate(start);
+        return false;
+    }
+    out.push(b'=');
+    true
 }
 
 /// Writes a float so that it parses back as the same float and as a float: Rust's
@@ -449,6 +490,73 @@ mod tests {
         let before = SystemTime::UNIX_EPOCH - Duration::from_millis(1500);
         assert_eq!(timestamp(before, Precision::S), -2);
         assert_eq!(timestamp(before, Precision::Ms), -1500);
+    }
+
+    /// A poll of a model with an enum, an enum without labels, a bitmap word and its bit.
+    fn enum_poll(mode: i64) -> Event {
+        use crate::event::{FieldKind, FieldMeta, ValueType};
+        use std::collections::BTreeMap;
+        let mut operating_mode = FieldMeta::gauge("operating_mode", ValueType::Int);
+        operating_mode.kind = FieldKind::State;
+        operating_mode.labels = Some(BTreeMap::from([
+            (2, "Programmed operation".to_string()),
+            (3, "Comfort \"mode\"".to_string()),
+        ]));
+        let mut bare = FieldMeta::gauge("bare_enum", ValueType::Int);
+        bare.labels = Some(BTreeMap::new());
+        let status = FieldMeta::gauge("operating_status", ValueType::Int);
+        let bit = FieldMeta::gauge("compressor_running", ValueType::Bool);
+        let schema = Schema::new("wpm", vec![operating_mode, bare, status, bit]);
+        let mut m = Metric::new("hp1", Arc::default(), at(1_000), Arc::new(schema));
+        m.fields.insert("operating_mode".into(), Value::Int(mode));
+        m.fields.insert("bare_enum".into(), Value::Int(4));
+        m.fields.insert("operating_status".into(), Value::Int(65));
+        m.fields.insert("compressor_running".into(), Value::Bool(true));
+        Event::from(m)
+    }
+
+    fn encode_with(e: &Event, enum_values: EnumValues) -> String {
+        let mut out = Vec::new();
+        let enc = Encoder::new("heatpump_metrics", "s", Precision::Ms).with_enum_values(enum_values);
+        assert!(enc.encode(e, &mut out));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn enum_fields_are_written_as_their_labels_by_default_as_hpmanager_did() {
+        assert_eq!(
+            line(&enum_poll(2)),
+            "heatpump_metrics bare_enum=4i,compressor_running=true,operating_mode=\"Programmed operation\",\
+             operating_status=65i 1000\n"
+        );
+        assert_eq!(line(&enum_poll(2)), encode_with(&enum_poll(2), EnumValues::Label));
+        let quoted = line(&enum_poll(3));
+        assert!(quoted.contains("operating_mode=\"Comfort \\\"mode\\\"\""), "{quoted}");
+    }
+
+    #[test]
+    fn an_unknown_enum_code_is_written_as_hpmanager_wrote_it() {
+        let l = line(&enum_poll(-7));
+        assert!(l.contains(",operating_mode=\"Unknown(-7)\","), "{l}");
+    }
+
+    #[test]
+    fn the_code_option_writes_enum_codes_as_integers_and_leaves_bits_as_booleans() {
+        assert_eq!(
+            encode_with(&enum_poll(3), EnumValues::Code),
+            "heatpump_metrics bare_enum=4i,compressor_running=true,operating_mode=3i,operating_status=65i 1000\n"
+        );
+    }
+
+    #[test]
+    fn state_changes_keep_their_integer_encoding_whatever_the_enum_option() {
+        let e = state_change(Some(Value::Int(2)), Value::Int(3), &[]);
+        for option in [EnumValues::Label, EnumValues::Code] {
+            assert_eq!(
+                encode_with(&e, option),
+                "s,field=compressor from=2i,to=3i,from_since=3.5 10000\n"
+            );
+        }
     }
 
     fn state_change(from: Option<Value>, to: Value, tags: &[(&str, &str)]) -> Event {

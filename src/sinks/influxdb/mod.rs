@@ -13,6 +13,7 @@
 //! measurement = "heatpump_metrics"   # the defaults from here on
 //! state_measurement = "heatpump_state_changes"
 //! precision = "ms"                   # ns | us | ms | s
+//! enum_values = "label"              # label (HPManager's strings) | code (integers)
 //! batch_max_points = 5000
 //! batch_max_bytes = 1048576
 //! batch_timeout = "1s"
@@ -28,9 +29,15 @@
 //! sync_interval = "1s"
 //! ```
 //!
-//! Schema (HPManager's): a poll is a point of `measurement` with the event's tags
-//! (`heat_pump_id`, `name`, `location`, `model` and the user's) and its fields as
-//! they are (enums as their integer codes), at the poll's scheduled time. A state
+//! Schema (HPManager's, types included): a poll is a point of `measurement` with
+//! the event's tags (`heat_pump_id`, `name`, `location`, `model` and the user's)
+//! and its fields as they are, at the poll's scheduled time. Enum fields are
+//! written as their label strings (`operating_mode="Comfort mode"`, an unknown
+//! code as `"Unknown(7)"`), as HPManager's collector wrote them, so hpflow can write
+//! into a database HPManager started (InfluxDB fixes a field's type per shard and
+//! refuses the other type); `enum_values = "code"` writes the integer codes instead,
+//! for new databases only. Bitmap bits are booleans, bitmap words integers,
+//! `scale: 1` registers integers and scaled values floats, either way. A state
 //! change is a point of `state_measurement` with the extra tag `field` and the
 //! fields `from`/`to` (integers: enum codes, bools as 0/1 — one measurement holds
 //! every state field and InfluxDB fixes a field's type per measurement, so text or
@@ -145,7 +152,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use config::{Api, BufferConfig, InfluxdbConfig, Precision};
+pub use config::{Api, BufferConfig, EnumValues, InfluxdbConfig, Precision};
 pub use line_protocol::Encoder;
 
 use buffer::{Buffer, OpenReport, Record};
