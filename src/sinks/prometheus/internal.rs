@@ -375,3 +375,41 @@ fn le_value(le: f64) -> String {
         le.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BuildContext;
+
+    #[test]
+    fn every_influxdb_counter_has_a_family_with_its_sink_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Registry::default());
+        let cfg: influxdb::InfluxdbConfig =
+            toml::from_str("endpoint = \"http://127.0.0.1:1\"\ndatabase = \"d\"").unwrap();
+        let id = "internal_metrics_influx";
+        cfg.build(&BuildContext {
+            control: &Default::default(),
+            id,
+            pipeline_dir: tmp.path(),
+            data_dir: tmp.path(),
+            input_schemas: &[],
+            registry: &registry,
+        })
+        .unwrap();
+        let mut out = String::new();
+        render(&mut out, Format::Text, &registry, &[]);
+        for name in [
+            "hpflow_influxdb_points_dead_lettered_total",
+            "hpflow_influxdb_dead_letter_dropped_points_total",
+            "hpflow_influxdb_dead_letter_dropped_bytes_total",
+            "hpflow_influxdb_dead_letter_write_failures_total",
+            "hpflow_influxdb_points_dropped_total",
+        ] {
+            let sample = format!("{name}{{component_id=\"{id}\"}} 0\n");
+            assert!(out.contains(&sample), "{sample} missing from:\n{out}");
+            // The text format names the sample in its comments.
+            assert!(out.contains(&format!("# TYPE {name} counter\n")), "{name}");
+        }
+    }
+}
