@@ -29,6 +29,9 @@ pub async fn run(path: &Path) -> ExitCode {
 /// data folder), 75 when another hpflow holds the data folder, 1 when a component
 /// did not stop in time.
 pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diagnostics) -> ExitCode {
+    // Listen before anything else: a SIGTERM in the first instants must stop the
+    // pipeline like any other, not kill the process with the signal's default action.
+    let signals = ShutdownSignals::listen();
     for w in warnings.warnings() {
         warn!("{w}");
     }
@@ -56,7 +59,7 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
     let running = pieces.start();
     let done = running.shutdown_token();
     tokio::select! {
-        sig = shutdown_signal() => info!(signal = sig, "Shutting down: stopping sources, draining and flushing sinks"),
+        sig = signals.recv() => info!(signal = sig, "Shutting down: stopping sources, draining and flushing sinks"),
         _ = done.cancelled() => {}
     }
     if running.stop().await {
@@ -67,24 +70,33 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
     }
 }
 
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-pub async fn shutdown_signal() -> &'static str {
+/// SIGINT and SIGTERM, listened for from the moment this is made.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+            ShutdownSignals { unix: unix.ok() }
         }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves on SIGINT or SIGTERM with the signal's name.
+    async fn recv(self) -> &'static str {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.unix {
+            return tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
