@@ -102,8 +102,11 @@
 //!   repeated point overwrites itself and does not show twice.
 //! - Power loss: appended data is fsynced every `buffer.sync_interval` (and on
 //!   shutdown), so the worst case is losing the events received in the last
-//!   `sync_interval` (1 s by default) before the power went. The ack file is not
-//!   fsynced on every write, so points delivered shortly before may be sent again.
+//!   `sync_interval` (1 s by default) before the power went. The ack position is
+//!   fsynced at start, at shutdown and before a delivered segment is deleted, not
+//!   on every write, so points delivered shortly before may be sent again; a
+//!   position that was fsynced is never lost (it has two slots, and unsynced
+//!   writes go to the other one).
 //!   A torn or corrupt tail is cut at the first record failing its length or CRC
 //!   check: the intact part is delivered, the rest moved to `corrupt/` and reported
 //!   at WARN with byte counts. An unreadable ack file means replaying every
@@ -456,7 +459,8 @@ impl Receiver {
     }
 }
 
-/// Fsyncs what was appended since the last call, off the async threads.
+/// Fsyncs what was appended since the last call, off the async threads. What
+/// fails to sync is handed back to the buffer and tried again next time.
 async fn sync(shared: &Shared, cx: &SinkContext) {
     let handles = shared.lock().sync_handles();
     if handles.is_empty() {
