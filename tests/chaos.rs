@@ -35,7 +35,7 @@
 mod influxd_support;
 #[path = "process_support.rs"]
 mod support;
-#[path = "victoria_support.rs"]
+#[path = "support/victoria.rs"]
 mod victoria_support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -94,7 +94,9 @@ inputs = ["states"]
 endpoint = "http://127.0.0.1:{db}"
 database = "hp"
 "#,
-            registers = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml").display(),
+            registers = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/registers.yml")
+                .display(),
             db = free_port(),
         ),
     )
@@ -108,7 +110,11 @@ database = "hp"
             .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "seg")))
             .unwrap_or(false)
     };
-    wait_for("the first hpflow to buffer a poll", Duration::from_secs(20), has_segment);
+    wait_for(
+        "the first hpflow to buffer a poll",
+        Duration::from_secs(20),
+        has_segment,
+    );
     let lock = data.join("hpflow.lock");
     assert_eq!(
         std::fs::read_to_string(&lock).unwrap().trim(),
@@ -126,9 +132,19 @@ database = "hp"
     let after = snapshot(&data);
 
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(75), "exit code EX_TEMPFAIL; stderr: {stderr}");
-    assert!(stderr.contains(&lock.display().to_string()), "names the lock file: {stderr}");
-    assert!(stderr.contains(&format!("pid {pid}")), "names the holder's pid: {stderr}");
+    assert_eq!(
+        second.status.code(),
+        Some(75),
+        "exit code EX_TEMPFAIL; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&lock.display().to_string()),
+        "names the lock file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid}")),
+        "names the holder's pid: {stderr}"
+    );
     assert!(
         !stderr.contains("Starting hpflow") && !stderr.contains("component"),
         "nothing was built or started: {stderr}"
@@ -139,14 +155,26 @@ database = "hp"
     // After a clean stop the folder is free again; after a SIGKILL too (the kernel
     // drops the lock with the process).
     stop(first, &tmp.path().join("first.log"));
-    let mut third = Killed(run(&pipeline).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let mut third = Killed(
+        run(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let third_pid = third.0.id().to_string();
     wait_for("the third hpflow to take the lock", Duration::from_secs(20), || {
         std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == third_pid)
     });
     third.0.kill().unwrap();
     third.0.wait().unwrap();
-    let fourth = Killed(run(&pipeline).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let fourth = Killed(
+        run(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let fourth_pid = fourth.0.id().to_string();
     wait_for("a new hpflow to start after a SIGKILL", Duration::from_secs(20), || {
         std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == fourth_pid)
