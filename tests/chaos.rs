@@ -292,7 +292,7 @@ fn chaos_every_completed_poll_reaches_the_database_across_kills_and_outages() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let keep = std::env::var_os("HPFLOW_CHAOS_KEEP").is_some();
-    let _tmp = if keep {
+    let mut tmp_guard = if keep {
         println!("chaos: keeping {}", dir.display());
         let _ = tmp.keep();
         None
@@ -608,9 +608,20 @@ fn chaos_every_completed_poll_reaches_the_database_across_kills_and_outages() {
         let log = first_log
             .map(|l| format!("\n\nthe end of {}:\n{}", l.display(), tail(&l, 30)))
             .unwrap_or_default();
+        // Kept for a look at the logs, the buffer and the database.
+        if let Some(t) = tmp_guard.take() {
+            let _ = t.keep();
+        }
+        const SHOWN: usize = 25;
+        let more = match failures.len() {
+            n if n > SHOWN => format!("\n… and {} more", n - SHOWN),
+            _ => String::new(),
+        };
         panic!(
-            "seed {seed} (replay with HPFLOW_CHAOS_SEED={seed}):\n{}\n\nfiles under the data dir:\n{}{log}",
-            failures.join("\n"),
+            "seed {seed} (replay with HPFLOW_CHAOS_SEED={seed}), folder kept at {}:\n{}{more}\n\n\
+             files under the data dir:\n{}{log}",
+            dir.display(),
+            failures[..failures.len().min(SHOWN)].join("\n"),
             listing(&setup.data_dir)
         );
     }
