@@ -118,6 +118,28 @@ address = "127.0.0.1:9464"
 }
 
 #[test]
+fn listeners_on_port_zero_take_a_free_port_each_and_do_not_clash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pipeline(
+        dir.path(),
+        r#"
+[sinks.a]
+type = "prometheus"
+inputs = ["states"]
+address = "127.0.0.1:0"
+
+[sinks.b]
+type = "prometheus"
+inputs = ["states"]
+address = "127.0.0.1:0"
+"#,
+    );
+    if let Err(d) = hpflow::config::load_pipeline(&path) {
+        panic!("two listeners on port 0 are valid:\n{d}");
+    }
+}
+
+#[test]
 fn bad_settings_are_reported_together() {
     let dir = tempfile::tempdir().unwrap();
     let path = pipeline(
