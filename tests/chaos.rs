@@ -31,9 +31,9 @@
 //! `HPFLOW_CHAOS_BIN=<path>` runs another `hpflow` binary (an older build, to
 //! show a fix is what makes this pass).
 
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod support;
 #[path = "support/victoria.rs"]
 mod victoria_support;

@@ -1,7 +1,7 @@
 //! `hpflow run` as a user runs it: the real binary against `hpflow simulate`,
 //! stopped with SIGTERM. It must drain, flush and exit 0.
 
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod support;
 
 use std::path::Path;

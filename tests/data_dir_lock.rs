@@ -3,9 +3,9 @@
 //! anything, so it never opens the first one's buffers or state files. The lock
 //! goes with the process, even one killed with SIGKILL.
 
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod support;
 
 use std::collections::BTreeMap;

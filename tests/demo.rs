@@ -4,9 +4,9 @@
 //! in-process, the dashboard and the metrics endpoint live, SIGTERM → exit 0;
 //! with `INFLUXDB_URL` set, a real InfluxDB 1.x filled too.
 
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

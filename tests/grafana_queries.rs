@@ -11,11 +11,11 @@
 //! Grafana itself does not run here: the provisioning files are checked as YAML,
 //! and every data source a dashboard names must be one they provision.
 
-#[path = "grafana_support.rs"]
+#[path = "support/grafana.rs"]
 mod grafana_support;
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod process_support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,11 +11,11 @@
 //! HPManager's rows and hpflow's. A second test: with `enum_values = "code"` a
 //! fresh database gets integer enum fields, and the enum panels map those too.
 
-#[path = "grafana_support.rs"]
+#[path = "support/grafana.rs"]
 mod grafana_support;
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod process_support;
 
 use std::collections::{BTreeMap, BTreeSet};

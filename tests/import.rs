@@ -2,7 +2,7 @@
 //! copied unchanged from HPManager) and on variants of it built in temporary
 //! folders. Runs the real binary, then checks what it wrote with `hpflow validate`.
 
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod process_support;
 
 use std::path::{Path, PathBuf};

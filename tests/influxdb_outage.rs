@@ -3,9 +3,9 @@
 //! SIGKILL and started again during the outage, InfluxDB back: every polled point
 //! arrives, once, in order. The file sink of the same pipeline is the ground truth.
 
-#[path = "influxd_support.rs"]
+#[path = "support/influxd.rs"]
 mod influxd_support;
-#[path = "process_support.rs"]
+#[path = "support/process.rs"]
 mod support;
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! problem at once, each at its key (or in the file it is in), and HPManager's
 //! `heatpumps.yml` read as it is.
 
-#[path = "modbus_support.rs"]
+#[path = "support/modbus.rs"]
 mod support;
 
 use std::path::Path;

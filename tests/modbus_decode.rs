@@ -2,7 +2,7 @@
 //! and byte order, sentinels, split counters, refused requests, busy devices.
 //! Each test runs the real source against an in-process tokio-modbus server.
 
-#[path = "modbus_support.rs"]
+#[path = "support/modbus.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Dead, silent and returning devices: the schedule holds for the living, and
 //! a device that comes back is polled again within one interval.
 
-#[path = "modbus_support.rs"]
+#[path = "support/modbus.rs"]
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};

@@ -2,7 +2,7 @@
 //! a socat pair, the source on the other, two units sharing the bus.
 //! socat is required: a missing socat fails the test, it does not skip it.
 
-#[path = "modbus_support.rs"]
+#[path = "support/modbus.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! exactly what the simulator says it serves, the ISG's start-address rule
 //! holds, and the source copes with the simulator's faults.
 
-#[path = "modbus_support.rs"]
+#[path = "support/modbus.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! tests that need a database speaking the InfluxDB v2 write API: started on a
 //! free loopback port with its storage in a folder of the test's, stopped when
 //! dropped, restartable on the same port and storage. Included with `#[path]` by
-//! `chaos.rs`, beside `influxd_support.rs` (which it uses as `crate::influxd_support`);
+//! `chaos.rs`, beside `influxd.rs` (which it uses as `crate::influxd_support`);
 //! it lives in `tests/support/` so Cargo does not build it as a test of its own. A
 //! missing `victoria-metrics` fails the test: it is never skipped.
 

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 // The integration tests' influxd configuration, shared rather than written twice.
-#[path = "../../../tests/influxd_support.rs"]
+#[path = "../../../tests/support/influxd.rs"]
 mod influxd_support;
 
 use super::*;

@@ -1,5 +1,5 @@
 //! Shared pieces of the Modbus integration tests (included by each with
-//! `#[path = "modbus_support.rs"] mod support;`): an in-process Modbus TCP
+//! `#[path = "support/modbus.rs"] mod support;`): an in-process Modbus TCP
 //! device whose answers a test scripts, and a harness that runs a source alone.
 #![allow(dead_code)]
 
