@@ -4,7 +4,6 @@
 //! free loopback ports in a temporary folder and kills it at the end. A missing
 //! binary fails the test, saying which package to install.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -24,9 +23,7 @@ use crate::event::{Metric, Schema, StateChange, Tags, Value};
 use crate::internal_metrics::Registry;
 use crate::topology::Input;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use influxd_support::free_port;
 
 fn binary(path: &str, package: &str) -> PathBuf {
     let p = PathBuf::from(path);
@@ -132,6 +129,12 @@ impl Influxd {
     }
 
     /// The series' rows as column name → value maps.
+    /// One integer column of a query's rows.
+    async fn ints(&self, db: &str, q: &str, column: &str) -> Vec<i64> {
+        let rows = self.rows(db, q).await;
+        rows.iter().map(|r| r[column].as_i64().unwrap()).collect()
+    }
+
     async fn rows(&self, db: &str, q: &str) -> Vec<serde_json::Map<String, Json>> {
         let j = self.query(db, q).await;
         let mut out = Vec::new();
@@ -291,6 +294,14 @@ impl RunningSink {
         let _ = self.task.await;
         // The delivery task is aborted with it; let the abort land.
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// Waits until nothing waits in the buffer, stops the sink and returns its counters.
+    async fn settle(self, what: &str, timeout: Duration) -> InfluxStatsSnapshot {
+        self.wait_for(what, timeout, |s| s.points_buffered == 0).await;
+        let stats = self.stats.clone();
+        self.shutdown().await;
+        stats.snapshot()
     }
 
     async fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&InfluxStatsSnapshot) -> bool) {
@@ -1030,21 +1041,10 @@ async fn unparsable_lines_are_set_aside_by_name_and_the_rest_is_written_once() {
     prefill(&data, id, &lines);
 
     let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
-    sink.wait_for("every point settled", Duration::from_secs(10), |s| {
-        s.points_buffered == 0
-    })
-    .await;
-    let stats = sink.stats.clone();
-    sink.shutdown().await;
-    let s = stats.snapshot();
+    let s = sink.settle("every point settled", Duration::from_secs(10)).await;
     // influxd 1.x names each unparsable line and writes the others: one request.
     assert_eq!((s.points_written, s.dead_lettered, s.failures), (8, 2, 1), "{s:?}");
-    let got: Vec<i64> = db
-        .rows("hp", "SELECT x FROM m ORDER BY time")
-        .await
-        .iter()
-        .map(|r| r["x"].as_i64().unwrap())
-        .collect();
+    let got: Vec<i64> = db.ints("hp", "SELECT x FROM m ORDER BY time", "x").await;
     assert_eq!(got, [0, 1, 3, 4, 5, 6, 8, 9]);
     let path = config::buffer_dir(&data, id).join("dead-letter.lp");
     assert_eq!(dead_lines(&path), [lines[2].clone(), lines[7].clone()]);
@@ -1084,20 +1084,9 @@ async fn a_conflict_hiding_a_parse_error_is_bisected_down_to_both() {
     lines[20] = format!("m x= {}", t0 + 21);
     prefill(&data, id, &lines);
     let sink = start_sink(id, &v1_config(&db.url(), "hp", ""), &data);
-    sink.wait_for("every point settled", Duration::from_secs(10), |s| {
-        s.points_buffered == 0
-    })
-    .await;
-    let stats = sink.stats.clone();
-    sink.shutdown().await;
-    let s = stats.snapshot();
+    let s = sink.settle("every point settled", Duration::from_secs(10)).await;
     assert_eq!((s.points_written, s.dead_lettered), (30, 2), "{s:?}");
-    let got: Vec<i64> = db
-        .rows("hp", "SELECT x FROM m ORDER BY time")
-        .await
-        .iter()
-        .map(|r| r["x"].as_i64().unwrap())
-        .collect();
+    let got: Vec<i64> = db.ints("hp", "SELECT x FROM m ORDER BY time", "x").await;
     let want: Vec<i64> = (0..=32).filter(|i| *i != 5 && *i != 21).collect();
     assert_eq!(got, want);
     let path = config::buffer_dir(&data, id).join("dead-letter.lp");
@@ -1123,11 +1112,7 @@ async fn victoria_metrics_takes_a_batch_with_an_unparsable_line_and_skips_it_sil
         vm.url()
     );
     let sink = start_sink(id, &config, &data);
-    sink.wait_for("the batch sent", Duration::from_secs(10), |s| s.points_buffered == 0)
-        .await;
-    let stats = sink.stats.clone();
-    sink.shutdown().await;
-    let s = stats.snapshot();
+    let s = sink.settle("the batch sent", Duration::from_secs(10)).await;
     // VictoriaMetrics answers 204: the sink cannot tell, and nothing is set aside.
     assert_eq!((s.points_written, s.dead_lettered, s.failures), (3, 0, 0), "{s:?}");
     assert!(!config::buffer_dir(&data, id).join("dead-letter.lp").exists());
@@ -1234,11 +1219,7 @@ async fn a_failing_dead_letter_write_keeps_the_batch_in_the_buffer_until_it_work
     // The refused point and what follows it stay; nothing is counted as set aside.
     assert_eq!((s.points_buffered, s.dead_lettered, s.dropped), (2, 0, 0), "{s:?}");
     std::fs::remove_dir(&path).unwrap();
-    sink.wait_for("the batch settled", Duration::from_secs(10), |s| s.points_buffered == 0)
-        .await;
-    let stats = sink.stats.clone();
-    sink.shutdown().await;
-    let s = stats.snapshot();
+    let s = sink.settle("the batch settled", Duration::from_secs(10)).await;
     assert_eq!((s.dead_lettered, s.dropped), (1, 0), "{s:?}");
     assert_eq!(
         dead_lines(&path),
@@ -1247,12 +1228,7 @@ async fn a_failing_dead_letter_write_keeps_the_batch_in_the_buffer_until_it_work
             ms(base + Duration::from_secs(2))
         )]
     );
-    let got: Vec<i64> = db
-        .rows("hp", "SELECT x FROM heatpump_metrics ORDER BY time")
-        .await
-        .iter()
-        .map(|r| r["x"].as_i64().unwrap())
-        .collect();
+    let got: Vec<i64> = db.ints("hp", "SELECT x FROM heatpump_metrics ORDER BY time", "x").await;
     assert_eq!(got, [0, 1, 3]);
 }
 
@@ -1289,23 +1265,14 @@ async fn a_retry_after_the_full_buffer_dropped_points_does_not_send_them() {
     assert_eq!(before.points_written, 0);
     assert_eq!(before.points_buffered + before.dropped, 2500, "{before:?}");
     db.restart().await;
-    sink.wait_for("the buffer delivered", Duration::from_secs(15), |s| {
-        s.points_buffered == 0
-    })
-    .await;
-    let stats = sink.stats.clone();
-    sink.shutdown().await;
-    let s = stats.snapshot();
+    let s = sink.settle("the buffer delivered", Duration::from_secs(15)).await;
     assert_eq!(
         s.points_written, before.points_buffered,
         "what was written is what the buffer held: {s:?}"
     );
     let seqs: Vec<i64> = db
-        .rows("hp", "SELECT seq FROM heatpump_metrics ORDER BY time")
-        .await
-        .iter()
-        .map(|r| r["seq"].as_i64().unwrap())
-        .collect();
+        .ints("hp", "SELECT seq FROM heatpump_metrics ORDER BY time", "seq")
+        .await;
     let want: Vec<i64> = (2500 - before.points_buffered as i64..2500).collect();
     assert_eq!(seqs, want, "exactly the newest points arrive, no dropped one");
     eprintln!(
