@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use influxd_support::free_port;
-use support::{hpflow, simulator, wait_for, Killed};
+use support::{hpflow, simulator, terminate, wait_for, Killed};
 
 /// Every file under `dir` with its bytes and modification time.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
@@ -46,9 +46,7 @@ fn run(pipeline: &Path) -> Command {
 
 fn stop(mut child: Killed, log: &Path) {
     assert!(child.0.try_wait().unwrap().is_none(), "still running before SIGTERM");
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.0.wait().unwrap();
+    let status = terminate(&mut child.0, Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.code(),

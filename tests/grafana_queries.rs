@@ -19,7 +19,7 @@ mod influxd_support;
 mod process_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use grafana_support::{check_answer, columns, dashboards, interpolate, maps_value, panels, queries, repo, Vars};
@@ -455,19 +455,7 @@ batch_timeout = "200ms"
     }
 
     // Stop hpflow (it drains into InfluxDB on SIGTERM) so that the data holds still.
-    let killed = Command::new("kill").arg("-TERM").arg(run.0.id().to_string()).status();
-    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM hpflow");
-    let stop = Instant::now();
-    let status = loop {
-        if let Some(s) = run.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stop.elapsed() < Duration::from_secs(15),
-            "hpflow did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = process_support::terminate(&mut run.0, Duration::from_secs(15));
     assert!(status.success(), "hpflow run: {status}\n{}", hpflow_log());
     drop(sim);
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use grafana_support::{check_answer, columns, interpolate, maps_value, queries, repo, Query, Vars};
@@ -200,19 +200,7 @@ path = "{polls}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let killed = Command::new("kill").arg("-TERM").arg(run.0.id().to_string()).status();
-    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM hpflow");
-    let stop = Instant::now();
-    let status = loop {
-        if let Some(s) = run.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stop.elapsed() < Duration::from_secs(15),
-            "hpflow did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = process_support::terminate(&mut run.0, Duration::from_secs(15));
     assert!(status.success(), "hpflow run: {status}\n{}", log());
     drop(sim);
 

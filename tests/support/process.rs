@@ -54,3 +54,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Sends SIGTERM and waits for the process to exit; fails the test if it is still
+/// running after `within`. Returns its exit status.
+pub fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {}", child.id());
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < within, "hpflow did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
