@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hpflow::event::Event;
-use hpflow::internal_metrics::ComponentMetrics;
 use hpflow::registers::{PlanOptions, RegisterMap};
 use hpflow::sim::{SimOptions, Simulator, TcpServer};
-use hpflow::sources::modbus::{health, DeviceHealth, ModbusTcpConfig, RequestResult};
+use hpflow::sources::modbus::ModbusTcpConfig;
+use hpflow::telemetry::ComponentMetrics;
+use hpflow::telemetry::{DeviceHealth, RequestResult};
 use hpflow::topology::{Output, Source, SourceContext};
 use tokio_util::sync::CancellationToken;
 
@@ -244,6 +245,7 @@ async fn bench(s: Setup) {
 
     let cfg: ModbusTcpConfig = toml::from_str(&config(&ports, s.interval)).expect("a valid config");
     let source = cfg.build_source(manifest_dir()).expect("the source builds");
+    let telemetry = source.telemetry();
     let plan = RegisterMap::load(shipped_map())
         .expect("the shipped map loads")
         .model(MODEL)
@@ -271,7 +273,7 @@ async fn bench(s: Setup) {
         .is_ok_and(|e| e.is_some())
     {}
 
-    let before = totals(&health().snapshot());
+    let before = totals(&telemetry.devices().snapshot());
     let cpu0 = cpu("self");
     let sim_cpu0: Duration = child_pids.iter().map(|p| cpu(p)).sum();
     let t0 = Instant::now();
@@ -301,7 +303,7 @@ async fn bench(s: Setup) {
                 // Each device polls once an interval; sampling every second
                 // sees each poll's duration before the next one replaces it.
                 let began = Instant::now();
-                for h in health().snapshot().iter().filter(|h| &*h.component == COMPONENT) {
+                for h in telemetry.devices().snapshot().iter().filter(|h| &*h.component == COMPONENT) {
                     let seen = last_polls.insert(h.device.clone(), h.polls);
                     if seen.is_some_and(|p| p != h.polls) {
                         durations.extend(h.last_poll_duration);
@@ -319,7 +321,7 @@ async fn bench(s: Setup) {
     let wall = t0.elapsed();
     let cpu_used = cpu("self") - cpu0;
     let sim_cpu: Duration = child_pids.iter().map(|p| cpu(p)).sum::<Duration>() - sim_cpu0;
-    let after = totals(&health().snapshot());
+    let after = totals(&telemetry.devices().snapshot());
     let rss = peak_rss_kib("self");
     let sim_rss: u64 = child_pids.iter().map(|p| peak_rss_kib(p)).sum();
     shutdown.cancel();

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hpflow::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
-use hpflow::internal_metrics::Registry;
 use hpflow::sinks::prometheus::{Exporter, Format};
+use hpflow::telemetry::Registry;
 
 const DEVICES: usize = 1_000;
 const ROUNDS: usize = 200;

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 use hpflow::commands::read::{self, ReadArgs};
 use hpflow::commands::{ParityArg, TargetArgs};
 use hpflow::config::Kind;
-use hpflow::internal_metrics::Registry;
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
 use hpflow::sinks::dashboard::{Dashboard, DashboardConfig};
+use hpflow::telemetry::Registry;
 use serde_json::{json, Value as Json};
 
 const TOKEN: &str = "browser-test-token-6f1c2a9e";

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use hpflow::event::Value;
-use hpflow::sources::modbus::{health, RequestResult};
+use hpflow::telemetry::RequestResult;
 use support::{run_tcp, serve_fake, write_map, FakeDevice};
 use tokio_modbus::ExceptionCode;
 
@@ -239,7 +239,7 @@ async fn a_busy_device_is_asked_again_and_its_values_arrive() {
     let m = src.next(WAIT, "a poll of a busy device").await;
     assert_eq!(m.fields.len(), 5, "{:?}", m.fields);
     assert_eq!(dev.take_log(), vec![(4, 100, 5); 3], "busy twice, then answered");
-    let h = health().get("busy", "dev").expect("health entry");
+    let h = src.devices().get("busy", "dev").expect("health entry");
     assert_eq!(h.requests(RequestResult::Busy), 2);
     assert_eq!(h.requests(RequestResult::Ok), 1);
     assert!(h.up);
@@ -281,7 +281,7 @@ async fn a_poll_where_nothing_succeeds_emits_nothing_and_a_gateway_failure_is_co
     let mut src = run_tcp("gw", dir.path(), &source_toml(map, server.addr.port(), ""));
     let got = tokio::time::timeout(Duration::from_millis(700), src.rx.recv()).await;
     assert!(got.is_err(), "no event from a device its gateway cannot reach: {got:?}");
-    let h = health().get("gw", "dev").expect("health entry");
+    let h = src.devices().get("gw", "dev").expect("health entry");
     assert!(!h.up);
     assert!(h.requests(RequestResult::GatewayFailed) >= 2);
     assert!(h.consecutive_failures >= 2);

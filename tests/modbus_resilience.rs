@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
-use hpflow::sources::modbus::{health, RequestResult};
+use hpflow::telemetry::RequestResult;
 use support::{black_hole, dead_port, run_tcp, shipped_map};
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -74,9 +74,9 @@ async fn a_dead_device_and_a_silent_one_do_not_delay_a_live_one() {
         "live polls delayed by {worst_lag:?}"
     );
 
-    let dead_h = health().get("deadlive", "dead").unwrap();
-    let silent_h = health().get("deadlive", "silent").unwrap();
-    let live_h = health().get("deadlive", "live").unwrap();
+    let dead_h = src.devices().get("deadlive", "dead").unwrap();
+    let silent_h = src.devices().get("deadlive", "silent").unwrap();
+    let live_h = src.devices().get("deadlive", "live").unwrap();
     assert!(!dead_h.up && dead_h.connect_failures >= 1);
     assert!(!silent_h.up && silent_h.requests(RequestResult::Timeout) >= 1);
     assert!(live_h.up && live_h.missed_ticks == 0 && live_h.last_success.is_some());
@@ -95,7 +95,7 @@ async fn polling_resumes_within_one_interval_after_the_server_returns_on_the_sam
     // Kill the server, with its connections.
     drop(server);
     let down_since = Instant::now();
-    while health().get("restart", "hp1").is_some_and(|h| h.up) {
+    while src.devices().get("restart", "hp1").is_some_and(|h| h.up) {
         assert!(
             down_since.elapsed() < Duration::from_secs(3),
             "the failure was never noticed"
@@ -119,7 +119,7 @@ async fn polling_resumes_within_one_interval_after_the_server_returns_on_the_sam
         resumed <= INTERVAL + Duration::from_millis(5),
         "resumed {resumed:?} after the return"
     );
-    let h = health().get("restart", "hp1").unwrap();
+    let h = src.devices().get("restart", "hp1").unwrap();
     assert!(h.up && h.connect_failures >= 1);
     drop(server);
     src.stop().await;
@@ -135,7 +135,7 @@ async fn a_new_poll_interval_takes_effect_without_a_restart() {
     let cfg: hpflow::sources::modbus::ModbusTcpConfig =
         toml::from_str(&config(&device("hp1", server.local_addr().port()))).unwrap();
     let control = std::sync::Arc::new(Control::default());
-    let registry = std::sync::Arc::default();
+    let registry: std::sync::Arc<hpflow::telemetry::Registry> = std::sync::Arc::default();
     let source = cfg
         .build(&BuildContext {
             id: "live_interval",
@@ -146,7 +146,7 @@ async fn a_new_poll_interval_takes_effect_without_a_restart() {
             control: &control,
         })
         .unwrap();
-    let mut src = support::run("live_interval", source);
+    let mut src = support::run("live_interval", source, registry);
     let a = src.next(Duration::from_secs(2), "a first poll").await.time;
     let b = src.next(Duration::from_secs(2), "a second poll").await.time;
     assert!(b.duration_since(a).unwrap().abs_diff(INTERVAL) < Duration::from_millis(5));

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
-use hpflow::sources::modbus::health;
 use support::{run_rtu, shipped_map};
 
 /// A socat pty pair; killed when dropped.
@@ -105,7 +104,7 @@ async fn rtu_reads_two_units_through_a_socat_pty_pair() {
     let started = std::time::Instant::now();
     both_units_match(&mut src, &sim).await;
     eprintln!("both units read over RTU in {:?}", started.elapsed());
-    let h = health().get("rtu_socat", "hp2").unwrap();
+    let h = src.devices().get("rtu_socat", "hp2").unwrap();
     assert!(h.up);
     src.stop().await;
     drop(server);

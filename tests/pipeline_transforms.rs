@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
-use hpflow::internal_metrics::Registry;
 use hpflow::registers::RegisterMap;
+use hpflow::telemetry::Registry;
 use hpflow::topology::{BoxError, Source, SourceContext};
 use serde_json::Value as Json;
 

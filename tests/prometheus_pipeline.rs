@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
-use hpflow::internal_metrics::Registry;
 use hpflow::registers::RegisterMap;
+use hpflow::telemetry::Registry;
 use hpflow::topology::{BoxError, Source, SourceContext};
 
 fn registers_path() -> PathBuf {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hpflow::event::{Event, Metric, Tags, Value, ValueType};
-use hpflow::internal_metrics::Registry;
 use hpflow::registers::RegisterMap;
 use hpflow::sinks::prometheus::{Exporter, Format};
+use hpflow::telemetry::Registry;
 
 /// An exporter holding one poll of every numeric field of every shipped model,
 /// for a few devices with awkward tags.

@@ -165,6 +165,7 @@ fn device(args: &ReadArgs, model: &Arc<crate::registers::Model>) -> Device {
         &poll,
         args.target.timeout,
         tokio::time::Instant::now(),
+        &Default::default(),
     )
 }
 

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use super::{EXIT_CONFIG, EXIT_IN_USE};
 use crate::config::{load_pipeline, CheckedPipeline};
 use crate::diagnostic::Diagnostics;
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 
 /// Loads, checks and runs the pipeline at `path`.
 pub async fn run(path: &Path) -> ExitCode {

@@ -25,7 +25,7 @@ pub use load::{load, load_str};
 
 use crate::diagnostic::{Diagnostic, SourceText};
 use crate::event::Schema;
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 
 /// The three kinds of component, in the order data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

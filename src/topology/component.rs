@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::Output;
 use crate::event::Event;
-use crate::internal_metrics::ComponentMetrics;
+use crate::telemetry::ComponentMetrics;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::event::Event;
-use crate::internal_metrics::ComponentMetrics;
+use crate::telemetry::ComponentMetrics;
 
 /// What happens when a downstream queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ pub use fanout::{Output, WhenFull};
 use crate::config::{BuildContext, CheckedPipeline, ComponentConfig, Kind};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::event::Event;
-use crate::internal_metrics::{ComponentMetrics, Registry};
+use crate::telemetry::{ComponentMetrics, Registry};
 
 /// Capacity of a transform's input queue.
 const TRANSFORM_QUEUE: usize = 256;

@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use crate::config::Problem;
     use crate::event::{Metric, StateChange, Value, ValueType};
-    use crate::internal_metrics::Registry;
+    use crate::telemetry::Registry;
 
     type Errors = Vec<(Option<String>, String)>;
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hpflow::event::{Event, Metric};
-use hpflow::internal_metrics::ComponentMetrics;
+use hpflow::telemetry::{ComponentMetrics, HealthRegistry, Registry};
 use hpflow::topology::{Output, Source, SourceContext};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -181,9 +181,16 @@ pub struct Running {
     pub rx: mpsc::Receiver<Event>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
+    /// Where the source counts its devices' health.
+    pub telemetry: Arc<Registry>,
 }
 
 impl Running {
+    /// The running source's device health.
+    pub fn devices(&self) -> &HealthRegistry {
+        self.telemetry.devices()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
@@ -203,7 +210,7 @@ impl Running {
 }
 
 /// Runs a built source with a detached output.
-pub fn run(id: &str, source: Box<dyn Source>) -> Running {
+pub fn run(id: &str, source: Box<dyn Source>, telemetry: Arc<Registry>) -> Running {
     let metrics = Arc::new(ComponentMetrics::new("source", "modbus"));
     let (out, rx) = Output::detached(metrics.clone());
     let shutdown = CancellationToken::new();
@@ -216,21 +223,28 @@ pub fn run(id: &str, source: Box<dyn Source>) -> Running {
     let task = tokio::spawn(async move {
         let _ = source.run(cx).await;
     });
-    Running { rx, shutdown, task }
+    Running {
+        rx,
+        shutdown,
+        task,
+        telemetry,
+    }
 }
 
 /// A `modbus_tcp` source from TOML (paths relative to `dir`), running.
 pub fn run_tcp(id: &str, dir: &Path, toml_text: &str) -> Running {
     let cfg: hpflow::sources::modbus::ModbusTcpConfig = toml::from_str(toml_text).expect("valid modbus_tcp config");
     let source = cfg.build_source(dir).expect("source builds");
-    run(id, Box::new(source))
+    let telemetry = source.telemetry();
+    run(id, Box::new(source), telemetry)
 }
 
 /// A `modbus_rtu` source from TOML, running.
 pub fn run_rtu(id: &str, dir: &Path, toml_text: &str) -> Running {
     let cfg: hpflow::sources::modbus::ModbusRtuConfig = toml::from_str(toml_text).expect("valid modbus_rtu config");
     let source = cfg.build_source(dir).expect("source builds");
-    run(id, Box::new(source))
+    let telemetry = source.telemetry();
+    run(id, Box::new(source), telemetry)
 }
 
 /// Writes a register map into `dir` and returns its file name.

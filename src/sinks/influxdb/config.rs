@@ -1,7 +1,6 @@
 //! `InfluxdbConfig`: the sink's keys, their defaults and the checks `hpflow validate` runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -9,7 +8,7 @@ use serde::Deserialize;
 
 use super::client::Client;
 use super::line_protocol::Encoder;
-use super::{register_stats, InfluxStats, Influxdb};
+use super::Influxdb;
 use crate::config::{BuildContext, Check};
 use crate::topology::{BoxError, Sink};
 
@@ -356,8 +355,7 @@ impl InfluxdbConfig {
 
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
         let client = Client::new(self)?;
-        let stats = Arc::new(InfluxStats::default());
-        register_stats(cx.id, stats.clone());
+        let stats = cx.registry.register_delivery(cx.id);
         Ok(Box::new(Influxdb {
             config: self.clone(),
             dir: buffer_dir(cx.data_dir, cx.id),

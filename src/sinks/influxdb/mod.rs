@@ -120,11 +120,11 @@
 //!   shutdown or a crash is lost (counted as dropped at shutdown).
 //!
 //! # Stats
-//! [`stats`] returns the counters of a running sink by component id (registered
-//! when the sink is built, replaced when a sink with the same id is built again);
-//! [`all_stats`] lists every one. Read them with [`InfluxStats::snapshot`] (plain
-//! relaxed atomics, cheap enough for every scrape of a Prometheus endpoint).
-//! Failures are also counted in the component's `errors` in `internal_metrics`,
+//! The sink counts into its [`DeliveryStats`], registered in the pipeline's
+//! telemetry under its component id when it is built (replaced when a sink with
+//! the same id is built again); the Prometheus sink reads them at scrape time
+//! (plain relaxed atomics, cheap enough for every scrape).
+//! Failures are also counted in the component's `errors` in the telemetry,
 //! delivered points in `events_out`, dropped ones in `events_dropped`.
 
 mod buffer;
@@ -142,10 +142,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -163,109 +162,15 @@ use client::Client;
 use writer::Delivery;
 
 use crate::event::Event;
+use crate::telemetry::DeliveryStats;
 use crate::topology::{BoxError, Input, Sink, SinkContext};
-
-/// Counters of one `influxdb` sink; all are totals since it was built except the
-/// two `*_buffered` gauges.
-#[derive(Debug, Default)]
-pub struct InfluxStats {
-    points_buffered: AtomicU64,
-    bytes_buffered: AtomicU64,
-    writes_ok: AtomicU64,
-    points_written: AtomicU64,
-    retries: AtomicU64,
-    failures: AtomicU64,
-    dropped: AtomicU64,
-    dead_lettered: AtomicU64,
-    dead_letter_dropped: AtomicU64,
-    dead_letter_dropped_bytes: AtomicU64,
-    dead_letter_failures: AtomicU64,
-    corrupt_bytes: AtomicU64,
-    skipped: AtomicU64,
-}
-
-/// A copy of [`InfluxStats`] at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct InfluxStatsSnapshot {
-    /// Points waiting in the buffer (gauge).
-    pub points_buffered: u64,
-    /// Bytes they take, record headers included (gauge).
-    pub bytes_buffered: u64,
-    /// Write requests the server accepted.
-    pub writes_ok: u64,
-    /// Points in them.
-    pub points_written: u64,
-    /// Writes retried after a network error, 5xx, 408 or 429.
-    pub retries: u64,
-    /// Write requests that failed, for any reason.
-    pub failures: u64,
-    /// Points dropped: buffer full, buffer write failed, memory buffer at shutdown.
-    pub dropped: u64,
-    /// Points the server rejected, set aside in the dead-letter file.
-    pub dead_lettered: u64,
-    /// Dead-lettered points lost to `dead_letter_max_bytes` (the oldest rotated away).
-    pub dead_letter_dropped: u64,
-    /// Bytes of them.
-    pub dead_letter_dropped_bytes: u64,
-    /// Failed writes of the dead-letter file (the batch stayed in the buffer).
-    pub dead_letter_failures: u64,
-    /// Bytes of buffer files set aside as corrupt.
-    pub corrupt_bytes: u64,
-    /// Events with no field that line protocol can carry (all absent or NaN).
-    pub skipped: u64,
-}
-
-impl InfluxStats {
-    pub fn snapshot(&self) -> InfluxStatsSnapshot {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        InfluxStatsSnapshot {
-            points_buffered: get(&self.points_buffered),
-            bytes_buffered: get(&self.bytes_buffered),
-            writes_ok: get(&self.writes_ok),
-            points_written: get(&self.points_written),
-            retries: get(&self.retries),
-            failures: get(&self.failures),
-            dropped: get(&self.dropped),
-            dead_lettered: get(&self.dead_lettered),
-            dead_letter_dropped: get(&self.dead_letter_dropped),
-            dead_letter_dropped_bytes: get(&self.dead_letter_dropped_bytes),
-            dead_letter_failures: get(&self.dead_letter_failures),
-            corrupt_bytes: get(&self.corrupt_bytes),
-            skipped: get(&self.skipped),
-        }
-    }
-}
-
-fn registry() -> MutexGuard<'static, HashMap<String, Arc<InfluxStats>>> {
-    static STATS: OnceLock<Mutex<HashMap<String, Arc<InfluxStats>>>> = OnceLock::new();
-    STATS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
-/// The counters of the `influxdb` sink with this component id, if one was built.
-pub fn stats(id: &str) -> Option<Arc<InfluxStats>> {
-    registry().get(id).cloned()
-}
-
-/// Every `influxdb` sink's counters, by component id.
-pub fn all_stats() -> Vec<(String, Arc<InfluxStats>)> {
-    let mut v: Vec<_> = registry().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn register_stats(id: &str, stats: Arc<InfluxStats>) {
-    registry().insert(id.to_string(), stats);
-}
 
 /// What the receiving and the delivery task share.
 struct Shared {
     buffer: Mutex<Buffer>,
     /// Wakes the delivery task when records were appended.
     notify: Notify,
-    stats: Arc<InfluxStats>,
+    stats: Arc<DeliveryStats>,
 }
 
 impl Shared {
@@ -346,7 +251,7 @@ pub struct Influxdb {
     dir: PathBuf,
     encoder: Encoder,
     client: Client,
-    stats: Arc<InfluxStats>,
+    stats: Arc<DeliveryStats>,
 }
 
 impl Influxdb {

@@ -20,7 +20,7 @@ mod influxd_support;
 use super::*;
 use crate::config::BuildContext;
 use crate::event::{Metric, Schema, StateChange, Tags, Value};
-use crate::internal_metrics::Registry;
+use crate::telemetry::{DeliverySnapshot, Registry};
 use crate::topology::Input;
 
 use influxd_support::free_port;
@@ -236,7 +236,7 @@ impl Drop for Victoria {
 struct RunningSink {
     tx: Option<mpsc::Sender<Event>>,
     task: JoinHandle<()>,
-    stats: Arc<InfluxStats>,
+    stats: Arc<DeliveryStats>,
 }
 
 fn start_sink(id: &str, config: &str, data_dir: &Path) -> RunningSink {
@@ -267,7 +267,7 @@ fn start_checked(id: &str, cfg: InfluxdbConfig, data_dir: &Path) -> RunningSink 
     RunningSink {
         tx: Some(tx),
         task,
-        stats: stats(id).unwrap(),
+        stats: registry.delivery(id).unwrap(),
     }
 }
 
@@ -297,14 +297,14 @@ impl RunningSink {
     }
 
     /// Waits until nothing waits in the buffer, stops the sink and returns its counters.
-    async fn settle(self, what: &str, timeout: Duration) -> InfluxStatsSnapshot {
+    async fn settle(self, what: &str, timeout: Duration) -> DeliverySnapshot {
         self.wait_for(what, timeout, |s| s.points_buffered == 0).await;
         let stats = self.stats.clone();
         self.shutdown().await;
         stats.snapshot()
     }
 
-    async fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&InfluxStatsSnapshot) -> bool) {
+    async fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&DeliverySnapshot) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.stats.snapshot();

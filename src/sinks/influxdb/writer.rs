@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use super::buffer::Record;
 use super::client::{self, Client, Outcome};
 use super::Shared;
-use crate::internal_metrics::ComponentMetrics;
+use crate::telemetry::ComponentMetrics;
 
 /// Longest wait a server's `Retry-After` can ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);

@@ -112,7 +112,10 @@ impl PrometheusConfig {
         let internal = self.include_internal.then(|| cx.registry.clone());
         let exporter = Exporter::new(&self.namespace, self.expire_after, system_clock(), internal)
             .with_base_units(self.units == Units::Base)
-            .with_health(Arc::new(|| crate::sources::modbus::health().snapshot()));
+            .with_health({
+                let registry = cx.registry.clone();
+                Arc::new(move || registry.devices().snapshot())
+            });
         let exporter = Arc::new(exporter);
         Ok(Box::new(Prometheus::bind(cx.id, address, exporter)?))
     }

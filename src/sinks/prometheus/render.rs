@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::event::{Event, FieldMeta, Schema, Tags, ValueType};
-use crate::internal_metrics::Registry;
-use crate::sources::modbus::DeviceHealth;
+use crate::telemetry::{DeviceHealth, Registry};
 
 use super::internal;
 use super::names::{push_help, push_label};
@@ -30,7 +29,7 @@ pub(super) use super::plan::{Family, Kind, Num};
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Where the exporter reads the Modbus devices' health at scrape time
-/// (`crate::sources::modbus::health().snapshot()` in a pipeline).
+/// (the pipeline's device health, from its telemetry registry).
 pub type HealthSource = Arc<dyn Fn() -> Vec<DeviceHealth> + Send + Sync>;
 
 /// The wall clock.

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::config::{Check, Claim};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 use crate::topology::{Input, Sink, SinkContext};
 
 /// Prometheus' own Accept header (2.4x).
@@ -548,7 +548,7 @@ async fn internal_metrics_come_from_the_registry_unless_disabled() {
 
 #[tokio::test]
 async fn a_device_its_source_reports_down_is_down_at_once_with_modbus_metrics() {
-    use crate::sources::modbus::{HealthRegistry, RequestResult};
+    use crate::telemetry::{HealthRegistry, RequestResult};
     let clock = ManualClock::new();
     let health = Arc::new(HealthRegistry::default());
     let h1 = health.register("heatpumps", "hp1");
@@ -608,7 +608,7 @@ async fn a_device_its_source_reports_down_is_down_at_once_with_modbus_metrics() 
 
 #[tokio::test]
 async fn modbus_durations_are_histograms_with_cumulative_buckets_and_polls_on_time_are_counted() {
-    use crate::sources::modbus::{HealthRegistry, RequestResult};
+    use crate::telemetry::{HealthRegistry, RequestResult};
     let health = Arc::new(HealthRegistry::default());
     let h = health.register("heatpumps", "hp1");
     for ms in [4, 20, 20, 300] {

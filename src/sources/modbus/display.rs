@@ -10,7 +10,7 @@ use serde_json::{Map, Number};
 
 use crate::config::BuildContext;
 use crate::event::{Event, FieldMeta, Metric, Value};
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 use crate::transforms::scale::ScaleConfig;
 
 /// Runs a raw poll through a default `scale` transform (the register map's

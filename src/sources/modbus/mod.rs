@@ -24,7 +24,6 @@
 
 mod config;
 mod display;
-mod health;
 mod inventory;
 mod rtu;
 mod schedule;
@@ -46,7 +45,6 @@ use tracing::{debug, info, warn};
 
 pub use config::{DeviceConfig, Devices, ModbusRtuConfig, ModbusTcpConfig, Parity, PollConfig, MAX_REGISTERS};
 pub use display::{engineering_json, engineering_value, scale_metric};
-pub use health::{health, DeviceHealth, HealthHandle, HealthRegistry, Histogram, RequestResult, Transition};
 pub use inventory::{DeviceSpec, Endpoint};
 pub use rtu::{ModbusRtu, RtuConnector};
 pub use schedule::{phase_offset, Backoff, Rng, Schedule};
@@ -54,6 +52,7 @@ pub use tcp::{ModbusTcp, TcpConnector};
 
 use crate::event::{Event, Metric, Value};
 use crate::registers::{Change, Outcome, PlanOptions, PlanState, RawData, ReadRequest, Table};
+use crate::telemetry::{HealthHandle, HealthRegistry, Registry, RequestResult, Transition};
 
 /// Waits before retrying a request the device answered "busy" (06), per attempt.
 const BUSY_WAIT: Duration = Duration::from_millis(200);
@@ -287,6 +286,7 @@ impl Device {
         poll: &PollConfig,
         default_timeout: Duration,
         start: Instant,
+        health: &HealthRegistry,
     ) -> Device {
         let mut options = PlanOptions {
             reprobe_after: poll.reprobe_interval,
@@ -312,7 +312,7 @@ impl Device {
                 let (min, max) = poll.reconnect_bounds();
                 Backoff::new(min, max, Rng::from_key(&key))
             },
-            health: health().register(component, &spec.id),
+            health: health.register(component, &spec.id),
             timeout: spec.timeout.unwrap_or(default_timeout),
             phase_key: poll.phase_spread.then_some(key),
             spec,
@@ -489,7 +489,7 @@ pub(crate) async fn run_link(
     mut devices: Vec<Device>,
     tx: mpsc::Sender<Event>,
     shutdown: CancellationToken,
-    metrics: Arc<crate::internal_metrics::ComponentMetrics>,
+    metrics: Arc<crate::telemetry::ComponentMetrics>,
     mut interval: Option<watch::Receiver<Duration>>,
 ) {
     if devices.is_empty() {
@@ -569,6 +569,7 @@ pub(crate) async fn forward(
     cx: &mut crate::topology::SourceContext,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    telemetry: &Registry,
 ) {
     while let Some(e) = rx.recv().await {
         if !cx.out.send(e).await {
@@ -579,7 +580,7 @@ pub(crate) async fn forward(
     for t in tasks {
         let _ = t.await;
     }
-    health().remove_component(&cx.id);
+    telemetry.devices().remove_component(&cx.id);
 }
 
 #[cfg(test)]

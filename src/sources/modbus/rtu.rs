@@ -17,6 +17,7 @@ use super::inventory::Errors;
 use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusRtuConfig, Parity, PollConfig};
 use crate::config::BuildContext;
 use crate::registers::RegisterMap;
+use crate::telemetry::Registry;
 use crate::topology::{BoxError, Source, SourceContext};
 
 /// Opens a serial port for Modbus RTU.
@@ -98,12 +99,15 @@ pub struct ModbusRtu {
     timeout: Duration,
     /// Live poll interval changes (the dashboard's settings), when run in a pipeline.
     interval: Option<watch::Receiver<Duration>>,
+    /// Where the devices' health is counted: the pipeline's, or the source's own.
+    telemetry: Arc<Registry>,
 }
 
 impl ModbusRtuConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BoxError> {
         let mut source = self.build_source(cx.pipeline_dir)?;
         source.interval = Some(cx.control.poll_interval(cx.id, self.interval));
+        source.telemetry = cx.registry.clone();
         Ok(Box::new(source))
     }
 
@@ -122,7 +126,16 @@ impl ModbusRtuConfig {
             poll: self.poll(),
             timeout: self.timeout,
             interval: None,
+            telemetry: Arc::default(),
         })
+    }
+}
+
+impl ModbusRtu {
+    /// Where this source counts its devices' health (the pipeline's registry
+    /// when built in one, else its own).
+    pub fn telemetry(&self) -> Arc<Registry> {
+        self.telemetry.clone()
     }
 }
 
@@ -146,6 +159,7 @@ impl Source for ModbusRtu {
                     &self.poll,
                     self.timeout,
                     start,
+                    self.telemetry.devices(),
                 ))
             })
             .collect();
@@ -158,7 +172,7 @@ impl Source for ModbusRtu {
             cx.metrics.clone(),
             self.interval.clone(),
         ));
-        forward(rx, &mut cx, stop, vec![task]).await;
+        forward(rx, &mut cx, stop, vec![task], &self.telemetry).await;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ use super::inventory::{Endpoint, Errors};
 use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusTcpConfig, PollConfig};
 use crate::config::BuildContext;
 use crate::registers::RegisterMap;
+use crate::telemetry::Registry;
 use crate::topology::{BoxError, Source, SourceContext};
 
 /// Connects to a Modbus TCP server or gateway.
@@ -52,12 +53,15 @@ pub struct ModbusTcp {
     timeout: Duration,
     /// Live poll interval changes (the dashboard's settings), when run in a pipeline.
     interval: Option<watch::Receiver<Duration>>,
+    /// Where the devices' health is counted: the pipeline's, or the source's own.
+    telemetry: Arc<Registry>,
 }
 
 impl ModbusTcpConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BoxError> {
         let mut source = self.build_source(cx.pipeline_dir)?;
         source.interval = Some(cx.control.poll_interval(cx.id, self.interval));
+        source.telemetry = cx.registry.clone();
         Ok(Box::new(source))
     }
 
@@ -75,11 +79,17 @@ impl ModbusTcpConfig {
             poll: self.poll(),
             timeout: self.timeout,
             interval: None,
+            telemetry: Arc::default(),
         })
     }
 }
 
 impl ModbusTcp {
+    /// Where this source counts its devices' health (the pipeline's registry
+    /// when built in one, else its own).
+    pub fn telemetry(&self) -> Arc<Registry> {
+        self.telemetry.clone()
+    }
     /// Device groups by host:port, in inventory order.
     fn groups(&self) -> IndexMap<(String, u16), Vec<DeviceSpec>> {
         let mut groups: IndexMap<(String, u16), Vec<DeviceSpec>> = IndexMap::new();
@@ -106,7 +116,15 @@ impl Source for ModbusTcp {
                 .into_iter()
                 .filter_map(|spec| {
                     let model = self.map.model(&spec.model)?.clone();
-                    Some(Device::new(&cx.id, spec, &model, &self.poll, self.timeout, start))
+                    Some(Device::new(
+                        &cx.id,
+                        spec,
+                        &model,
+                        &self.poll,
+                        self.timeout,
+                        start,
+                        self.telemetry.devices(),
+                    ))
                 })
                 .collect();
             let link = Link::new(Box::new(TcpConnector { host, port }));
@@ -120,7 +138,7 @@ impl Source for ModbusTcp {
             )));
         }
         drop(tx);
-        forward(rx, &mut cx, stop, tasks).await;
+        forward(rx, &mut cx, stop, tasks, &self.telemetry).await;
         Ok(())
     }
 }

@@ -51,7 +51,7 @@ use serde::Deserialize;
 
 use crate::config::{BuildContext, Check};
 use crate::event::{Event, FieldKind, FieldMeta, Schema, Value, ValueType};
-use crate::internal_metrics::ComponentMetrics;
+use crate::telemetry::ComponentMetrics;
 use crate::topology::{BoxError, Transform};
 
 /// Decimals derived from a factor never exceed this: beyond it the factor has no

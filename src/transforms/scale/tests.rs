@@ -4,7 +4,7 @@ use std::time::SystemTime;
 use super::*;
 use crate::config::Problem;
 use crate::event::{Metric, StateChange};
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 
 type Errors = Vec<(Option<String>, String)>;
 

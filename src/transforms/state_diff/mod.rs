@@ -59,7 +59,7 @@ use tracing::{info, warn};
 use crate::config::{BuildContext, Check, Claim};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
 use crate::fsutil::{move_aside, write_atomically};
-use crate::internal_metrics::ComponentMetrics;
+use crate::telemetry::ComponentMetrics;
 use crate::topology::{BoxError, Transform};
 
 const FILE_VERSION: u32 = 1;

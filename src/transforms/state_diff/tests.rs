@@ -3,7 +3,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::config::Problem;
-use crate::internal_metrics::Registry;
+use crate::telemetry::Registry;
 
 /// A poll time `secs` after a fixed instant a day ago (recent, so the default
 /// `expire_after` keeps it), with nanoseconds that must survive the file.

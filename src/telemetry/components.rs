@@ -1,11 +1,8 @@
-//! hpflow's own counters: events in/out/dropped and errors per component.
-//!
-//! Plain atomics in a registry keyed by component id; the Prometheus sink reads
-//! them at scrape time, so counting costs nothing when nobody scrapes.
+//! Events in/out/dropped and errors, per component: plain atomics the topology
+//! counts into and the Prometheus sink reads at scrape time, so counting costs
+//! nothing when nobody scrapes.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct ComponentMetrics {
@@ -62,37 +59,9 @@ impl ComponentMetrics {
     }
 }
 
-/// Every component's counters, shared by the topology and whoever reports them.
-#[derive(Debug, Default)]
-pub struct Registry {
-    components: Mutex<BTreeMap<String, Arc<ComponentMetrics>>>,
-}
-
-impl Registry {
-    /// The counters of a component, created on first use.
-    pub fn component(&self, id: &str, kind: &'static str, component_type: &'static str) -> Arc<ComponentMetrics> {
-        let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id.to_string())
-            .or_insert_with(|| Arc::new(ComponentMetrics::new(kind, component_type)))
-            .clone()
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<ComponentMetrics>> {
-        let map = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id).cloned()
-    }
-
-    pub fn snapshot(&self) -> Vec<(String, &'static str, &'static str, ComponentCounts)> {
-        let map = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .map(|(id, m)| (id.clone(), m.kind, m.component_type, m.counts()))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::Registry;
 
     #[test]
     fn registry_returns_the_same_counters_for_an_id() {

@@ -1,12 +1,12 @@
 //! Per-device health: is it answering, since when, and how its requests went.
 //!
-//! Every Modbus source registers its devices here when it starts; a sink (the
-//! Prometheus endpoint) reads [`health`]`().snapshot()` at scrape time. The
-//! registry is process-wide because devices outlive no component: a source that
-//! is rebuilt replaces its own entries (keyed by component id and device id).
+//! Every Modbus source registers its devices in the pipeline's [`HealthRegistry`]
+//! (reached through the telemetry [`super::Registry`] it is built with); a sink
+//! (the Prometheus endpoint) reads its snapshot at scrape time. A source that is
+//! rebuilt replaces its own entries (keyed by component id and device id).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -265,12 +265,6 @@ impl HealthRegistry {
         let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         map.values().map(HealthHandle::get).collect()
     }
-}
-
-/// The process-wide registry the Modbus sources report into.
-pub fn health() -> &'static HealthRegistry {
-    static REGISTRY: OnceLock<HealthRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(HealthRegistry::default)
 }
 
 #[cfg(test)]
