@@ -23,13 +23,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use hpflow::component::{Output, Source, SourceContext};
 use hpflow::event::Event;
 use hpflow::registers::{PlanOptions, RegisterMap};
 use hpflow::sim::{SimOptions, Simulator, TcpServer};
 use hpflow::sources::modbus::ModbusTcpConfig;
 use hpflow::telemetry::ComponentMetrics;
 use hpflow::telemetry::{DeviceHealth, RequestResult};
-use hpflow::topology::{Output, Source, SourceContext};
 use tokio_util::sync::CancellationToken;
 
 const COMPONENT: &str = "bench";

@@ -2,6 +2,7 @@
 //! Prometheus and a live dashboard. See ARCHITECTURE.md for the map.
 
 pub mod commands;
+pub mod component;
 pub mod config;
 pub mod diagnostic;
 pub mod event;

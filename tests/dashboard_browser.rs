@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hpflow::commands::read::{self, ReadArgs};
 use hpflow::commands::{ParityArg, TargetArgs};
-use hpflow::config::Kind;
+use hpflow::component::Kind;
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
 use hpflow::sinks::dashboard::{Dashboard, DashboardConfig};

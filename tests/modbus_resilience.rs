@@ -127,8 +127,8 @@ async fn polling_resumes_within_one_interval_after_the_server_returns_on_the_sam
 
 #[tokio::test]
 async fn a_new_poll_interval_takes_effect_without_a_restart() {
-    use hpflow::config::BuildContext;
-    use hpflow::topology::Control;
+    use hpflow::component::BuildContext;
+    use hpflow::component::Control;
     let sim = simulator();
     let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

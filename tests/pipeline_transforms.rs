@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use hpflow::component::{BoxError, Source, SourceContext};
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
 use hpflow::registers::RegisterMap;
 use hpflow::telemetry::Registry;
-use hpflow::topology::{BoxError, Source, SourceContext};
 use serde_json::Value as Json;
 
 fn registers_path() -> PathBuf {

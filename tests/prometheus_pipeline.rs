@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use hpflow::component::{BoxError, Source, SourceContext};
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
 use hpflow::registers::RegisterMap;
 use hpflow::telemetry::Registry;
-use hpflow::topology::{BoxError, Source, SourceContext};
 
 fn registers_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml")

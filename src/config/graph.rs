@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{Check, Claim, ComponentConfig, ComponentEntry, Kind, PipelineFile, Problem};
+use super::{ComponentEntry, PipelineFile};
+use crate::component::{Check, Claim, ComponentConfig, Kind, Problem};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::event::Schema;
 

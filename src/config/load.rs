@@ -9,7 +9,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::interpolate::interpolate;
-use super::{ComponentConfig, ComponentEntry, Kind, PipelineFile, DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT};
+use super::{ComponentEntry, PipelineFile, DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT};
+use crate::component::{duration, resolve, ComponentConfig, Kind};
 use crate::diagnostic::{Diagnostic, Diagnostics, SourceText};
 
 const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "sources", "transforms", "sinks"];
@@ -60,7 +61,7 @@ pub fn load_str(
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
             "data_dir" => match value.get_ref().as_str() {
-                Some(s) if !s.is_empty() => data_dir = super::resolve(&dir, Path::new(s)),
+                Some(s) if !s.is_empty() => data_dir = resolve(&dir, Path::new(s)),
                 _ => diags.push(Diagnostic::error(
                     &source,
                     Some(value.span()),
@@ -68,7 +69,7 @@ pub fn load_str(
                 )),
             },
             "shutdown_timeout" => match value.get_ref().as_str().map(humantime::parse_duration) {
-                Some(Ok(d)) if d > super::duration::MAX => diags.push(Diagnostic::error(
+                Some(Ok(d)) if d > duration::MAX => diags.push(Diagnostic::error(
                     &source,
                     Some(value.span()),
                     "`shutdown_timeout` is longer than a year, the longest duration hpflow takes",

@@ -37,7 +37,7 @@ pub struct PlanOptions {
     pub max_gap: u16,
     /// How long a refused request or a missing optional block is left alone
     /// before it is tried again.
-    #[serde(default = "default_reprobe_after", with = "crate::config::duration")]
+    #[serde(default = "default_reprobe_after", with = "crate::component::duration")]
     pub reprobe_after: Duration,
 }
 

@@ -5,8 +5,8 @@ use std::io::Write;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::config::{BuildContext, Check};
-use crate::topology::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BuildContext, Check};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{BuildContext, Check, Claim};
-use crate::topology::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BuildContext, Check, Claim};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

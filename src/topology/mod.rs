@@ -8,10 +8,6 @@
 //! closes the transforms' inputs, which drain, flush and close theirs, until
 //! every sink has seen its input close, flushed, and returned.
 
-mod component;
-mod control;
-mod fanout;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,11 +17,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use component::{BoxError, Input, Sink, SinkContext, Source, SourceContext, Transform};
-pub use control::Control;
-pub use fanout::{Output, WhenFull};
-
-use crate::config::{BuildContext, CheckedPipeline, ComponentConfig, Kind};
+use crate::component::{
+    BoxError, BuildContext, ComponentConfig, Control, Input, Kind, Output, Sink, SinkContext, Source, SourceContext,
+    Transform, WhenFull,
+};
+use crate::config::CheckedPipeline;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::event::Event;
 use crate::telemetry::{ComponentMetrics, Registry};

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::config::{BuildContext, Check};
+use crate::component::{BoxError, Transform};
+use crate::component::{BuildContext, Check};
 use crate::event::{Event, FieldMeta, Schema, Tags};
-use crate::topology::{BoxError, Transform};
 
 /// Tags every device has; user tags come on top and cannot be known statically.
 const BUILTIN_TAGS: &[&str] = &["heat_pump_id", "name", "location", "model"];
@@ -141,7 +141,7 @@ fn check_field(cx: &mut Check<'_>, map: &IndexMap<String, String>, old: &str, ne
     if having.is_empty() {
         let msg = format!(
             "no input model has a field `{old}`; known models: {}",
-            super::scale::known_models(cx.input_schemas)
+            cx.known_models()
         );
         cx.error(Some(&key), msg);
         return;
@@ -297,7 +297,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::config::Problem;
+    use crate::component::Problem;
     use crate::event::{Metric, StateChange, Value, ValueType};
     use crate::telemetry::Registry;
 

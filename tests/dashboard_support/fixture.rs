@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hpflow::component::Control;
 use hpflow::event::{Event, Metric, Schema, StateChange, Tags, Value, ValueType};
 use hpflow::registers::RegisterMap;
 use hpflow::sinks::dashboard::{App, Clock, DashboardConfig};
-use hpflow::topology::Control;
 
 pub fn wpm() -> Arc<Schema> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");

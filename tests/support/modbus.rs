@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hpflow::component::{Output, Source, SourceContext};
 use hpflow::event::{Event, Metric};
 use hpflow::telemetry::{ComponentMetrics, HealthRegistry, Registry};
-use hpflow::topology::{Output, Source, SourceContext};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -12,8 +12,8 @@ use tracing::info;
 use super::auth::Auth;
 use super::settings::{self, Invalid, Settings};
 use super::store::Store;
+use crate::component::Control;
 use crate::event::{Event, Schema};
-use crate::topology::Control;
 
 /// Where "now" comes from; tests pin it.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::config::{parse_listen_address, BuildContext, Check, Claim};
+use crate::component::{parse_listen_address, BuildContext, Check, Claim};
+use crate::component::{BoxError, Control, Sink};
 use crate::event::Schema;
-use crate::topology::{BoxError, Control, Sink};
 
 use super::app::{App, Parts};
 use super::server::Dashboard;
@@ -42,7 +42,7 @@ pub struct DashboardConfig {
     pub trusted_origins: Vec<String>,
     /// A pump without a poll for this long shows as offline. Default: three
     /// poll intervals, at least 30s.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub offline_after: Option<Duration>,
     /// The field that flags a fault (non-zero: the card shows a banner).
     #[serde(default = "default_fault_field")]
@@ -54,7 +54,7 @@ pub struct DashboardConfig {
     #[serde(default = "default_max_pumps")]
     pub max_pumps: usize,
     /// How often the history is also saved while running (it always is at shutdown).
-    #[serde(default = "default_persist_interval", with = "crate::config::duration")]
+    #[serde(default = "default_persist_interval", with = "crate::component::duration")]
     pub persist_interval: Duration,
 }
 
@@ -206,7 +206,7 @@ impl DashboardConfig {
             Some(s) => s,
             None => match &self.display {
                 Some(d) => {
-                    let path = crate::config::resolve(pipeline_dir, d);
+                    let path = crate::component::resolve(pipeline_dir, d);
                     let text =
                         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                     let s = settings::from_display_yml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -218,7 +218,7 @@ impl DashboardConfig {
         };
         check_settings(&settings).map_err(|e| format!("dashboard settings {}: {e}", settings_path.display()))?;
         let token = match &self.admin_token_file {
-            Some(f) => Some(read_token_file(&crate::config::resolve(pipeline_dir, f))?),
+            Some(f) => Some(read_token_file(&crate::component::resolve(pipeline_dir, f))?),
             None => env_token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         };
         if token.is_none() {

@@ -35,7 +35,7 @@
 //!   recent state flips, and every field grouped (temperatures, pressures,
 //!   flow, power and energy, runtimes, status, parameters).
 //! - `GET /settings`, `POST /settings`: poll interval (applied to the running
-//!   sources at once through [`Control`](crate::topology::Control)), refresh
+//!   sources at once through [`Control`](crate::component::Control)), refresh
 //!   interval, default and per-pump sparkline window, tiles per pump. See
 //!   [`settings`] for the file; a save based on an old version gets `409`.
 //! - `GET /login`, `POST /login`, `POST /logout`: see [`auth`].

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::topology::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BoxError, Input, Sink, SinkContext};
 
 use super::app::App;
 use super::routes::router;

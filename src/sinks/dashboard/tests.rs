@@ -16,9 +16,9 @@ use jiff::tz::TimeZone;
 use tower::ServiceExt;
 
 use super::*;
+use crate::component::Control;
 use crate::event::{Event, Metric, Schema, StateChange, Tags, Value, ValueType};
 use crate::registers::RegisterMap;
-use crate::topology::Control;
 
 /// 2025-06-15 15:06:40 UTC.
 const NOW: u64 = 1_750_000_000;
@@ -911,13 +911,15 @@ max_pumps = 0
 "#,
     )
     .unwrap();
-    let mut cx = crate::config::Check::new("dash", dir.path(), dir.path(), &[]);
+    let mut cx = crate::component::Check::new("dash", dir.path(), dir.path(), &[]);
     config.check(&mut cx);
     let mut problems: Vec<String> = cx
         .problems
         .iter()
         .map(|p| match p {
-            crate::config::Problem::Error { key, message } => format!("{}: {message}", key.as_deref().unwrap_or("-")),
+            crate::component::Problem::Error { key, message } => {
+                format!("{}: {message}", key.as_deref().unwrap_or("-"))
+            }
             other => format!("{other:?}"),
         })
         .collect();

@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, 
 use reqwest::{RequestBuilder, StatusCode, Url};
 
 use super::config::{parse_endpoint, Api, InfluxdbConfig};
-use crate::topology::BoxError;
+use crate::component::BoxError;
 
 /// The longest server message kept for logs and the dead-letter file.
 const MAX_MESSAGE: usize = 1000;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::client::Client;
 use super::line_protocol::Encoder;
 use super::Influxdb;
-use crate::config::{BuildContext, Check};
-use crate::topology::{BoxError, Sink};
+use crate::component::{BoxError, Sink};
+use crate::component::{BuildContext, Check};
 
 /// Which write API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -123,18 +123,18 @@ pub struct InfluxdbConfig {
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
     /// How long a batch that is not full may wait for more points.
-    #[serde(default = "default_batch_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_batch_timeout", with = "crate::component::duration")]
     pub batch_timeout: Duration,
     /// Timeout of one HTTP request.
-    #[serde(default = "default_request_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_request_timeout", with = "crate::component::duration")]
     pub request_timeout: Duration,
     /// Compress request bodies with gzip.
     #[serde(default = "default_true")]
     pub gzip: bool,
     /// First wait before retrying a failed write; doubles up to `retry_max` (with jitter).
-    #[serde(default = "default_retry_initial", with = "crate::config::duration")]
+    #[serde(default = "default_retry_initial", with = "crate::component::duration")]
     pub retry_initial: Duration,
-    #[serde(default = "default_retry_max", with = "crate::config::duration")]
+    #[serde(default = "default_retry_max", with = "crate::component::duration")]
     pub retry_max: Duration,
     /// Bound of `dead-letter.lp` and the previous `dead-letter.lp.1` together; the
     /// oldest points go beyond it (counted).
@@ -155,7 +155,7 @@ pub struct BufferConfig {
     #[serde(default = "default_buffer_max_bytes")]
     pub max_bytes: u64,
     /// How often appended events are fsynced (also on shutdown).
-    #[serde(default = "default_sync_interval", with = "crate::config::duration")]
+    #[serde(default = "default_sync_interval", with = "crate::component::duration")]
     pub sync_interval: Duration,
 }
 
@@ -402,7 +402,7 @@ pub fn parse_endpoint(s: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Problem;
+    use crate::component::Problem;
 
     fn problems(toml_text: &str) -> Vec<String> {
         let c: InfluxdbConfig = toml::from_str(toml_text).unwrap();

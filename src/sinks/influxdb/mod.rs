@@ -161,9 +161,9 @@ use buffer::{Buffer, OpenReport, Record};
 use client::Client;
 use writer::Delivery;
 
+use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
 use crate::telemetry::DeliveryStats;
-use crate::topology::{BoxError, Input, Sink, SinkContext};
 
 /// What the receiving and the delivery task share.
 struct Shared {

@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 mod influxd_support;
 
 use super::*;
-use crate::config::BuildContext;
+use crate::component::BuildContext;
+use crate::component::Input;
 use crate::event::{Metric, Schema, StateChange, Tags, Value};
 use crate::telemetry::{DeliverySnapshot, Registry};
-use crate::topology::Input;
 
 use influxd_support::free_port;
 
@@ -241,7 +241,7 @@ struct RunningSink {
 
 fn start_sink(id: &str, config: &str, data_dir: &Path) -> RunningSink {
     let cfg: InfluxdbConfig = toml::from_str(config).unwrap();
-    let mut check = crate::config::Check::new(id, data_dir, data_dir, &[]);
+    let mut check = crate::component::Check::new(id, data_dir, data_dir, &[]);
     cfg.check(&mut check);
     assert!(!check.has_errors(), "{:?}", check.problems);
     start_checked(id, cfg, data_dir)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{parse_listen_address, BuildContext, Check, Claim};
-use crate::topology::{BoxError, Sink};
+use crate::component::{parse_listen_address, BuildContext, Check, Claim};
+use crate::component::{BoxError, Sink};
 
 use super::names::is_valid_prefix;
 use super::render::{system_clock, Exporter};
@@ -24,7 +24,7 @@ pub struct PrometheusConfig {
     pub namespace: String,
     /// A device whose last poll is older than this loses its gauge and state
     /// series (its counters and its `up`, at 0, stay).
-    #[serde(default = "default_expire_after", with = "crate::config::duration")]
+    #[serde(default = "default_expire_after", with = "crate::component::duration")]
     pub expire_after: Duration,
     /// Adds hpflow's own `hpflow_*` metrics (components, Modbus, InfluxDB).
     #[serde(default = "default_include_internal")]

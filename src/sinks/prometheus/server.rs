@@ -15,8 +15,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
-use crate::topology::{BoxError, Input, Sink, SinkContext};
 
 use super::render::{Exporter, Format};
 

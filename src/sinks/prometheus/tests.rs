@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{Check, Claim};
+use crate::component::{Check, Claim};
+use crate::component::{Input, Sink, SinkContext};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
 use crate::telemetry::Registry;
-use crate::topology::{Input, Sink, SinkContext};
 
 /// Prometheus' own Accept header (2.4x).
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
@@ -732,7 +732,7 @@ fn config_claims_its_address_and_reports_bad_values() {
         .problems
         .iter()
         .filter_map(|p| match p {
-            crate::config::Problem::Error { key, .. } => key.clone(),
+            crate::component::Problem::Error { key, .. } => key.clone(),
             _ => None,
         })
         .collect();

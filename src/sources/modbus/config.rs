@@ -53,7 +53,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::inventory::{load_map, resolve_devices, DeviceSpec, Endpoint, Report, Transport};
-use crate::config::{Check, Claim};
+use crate::component::{Check, Claim};
 use crate::registers::{Model, RegisterMap};
 
 /// The Modbus spec's limit on registers in one read.
@@ -70,7 +70,7 @@ pub struct ModbusTcpConfig {
     /// (its `type: rtu` entries are left to a `modbus_rtu` source).
     pub devices: Devices,
     /// Time between polls of a device; polls run on a fixed grid that never drifts.
-    #[serde(default = "default_interval", with = "crate::config::duration")]
+    #[serde(default = "default_interval", with = "crate::component::duration")]
     pub interval: Duration,
     /// Most registers in one request (1-125).
     #[serde(default)]
@@ -79,7 +79,7 @@ pub struct ModbusTcpConfig {
     #[serde(default)]
     pub max_gap: Option<u16>,
     /// How long a block the device refused stays skipped before it is tried again.
-    #[serde(default = "default_reprobe", with = "crate::config::duration")]
+    #[serde(default = "default_reprobe", with = "crate::component::duration")]
     pub reprobe_interval: Duration,
     /// Spread the devices' first polls over the interval by a stable hash of their
     /// ids, so many devices do not all poll at the same instant.
@@ -88,15 +88,15 @@ pub struct ModbusTcpConfig {
     /// First wait after a failed connection attempt (or a request that timed
     /// out); doubles, with jitter, up to `reconnect_max`. Default: 1s, or half
     /// the interval if that is shorter.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub reconnect_min: Option<Duration>,
     /// Longest wait between connection attempts. Default: half the interval, so
     /// a device that comes back is polled again within one interval. Attempts
     /// are only made when a poll is due.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub reconnect_max: Option<Duration>,
     /// Time allowed for each request (and for connecting); a device may override it.
-    #[serde(default = "default_tcp_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_tcp_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
 }
 
@@ -121,7 +121,7 @@ pub struct ModbusRtuConfig {
     #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
     /// Silence kept between frames; default 3.5 character times at `baud`, at least 2 ms.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub inter_frame_gap: Option<Duration>,
     /// The register map file (`registers.yml`).
     pub registers: PathBuf,
@@ -129,7 +129,7 @@ pub struct ModbusRtuConfig {
     /// (its `type: rtu` entries on this port are read, the rest skipped).
     pub devices: Devices,
     /// Time between polls of a device; polls run on a fixed grid that never drifts.
-    #[serde(default = "default_interval", with = "crate::config::duration")]
+    #[serde(default = "default_interval", with = "crate::component::duration")]
     pub interval: Duration,
     /// Most registers in one request (1-125).
     #[serde(default)]
@@ -138,7 +138,7 @@ pub struct ModbusRtuConfig {
     #[serde(default)]
     pub max_gap: Option<u16>,
     /// How long a block the device refused stays skipped before it is tried again.
-    #[serde(default = "default_reprobe", with = "crate::config::duration")]
+    #[serde(default = "default_reprobe", with = "crate::component::duration")]
     pub reprobe_interval: Duration,
     /// Spread the devices' first polls over the interval by a stable hash of their
     /// ids, so many devices do not all poll at the same instant.
@@ -147,15 +147,15 @@ pub struct ModbusRtuConfig {
     /// First wait after a failed connection attempt (or a request that timed
     /// out); doubles, with jitter, up to `reconnect_max`. Default: 1s, or half
     /// the interval if that is shorter.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub reconnect_min: Option<Duration>,
     /// Longest wait between connection attempts. Default: half the interval, so
     /// a device that comes back is polled again within one interval. Attempts
     /// are only made when a poll is due.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub reconnect_max: Option<Duration>,
     /// Time allowed for each request. Shorter than TCP's: a silent unit holds the whole bus.
-    #[serde(default = "default_rtu_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_rtu_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
 }
 
@@ -274,7 +274,7 @@ pub struct DeviceConfig {
     #[serde(default = "default_unit_id")]
     pub unit_id: i64,
     /// Overrides the source's `timeout` for this device.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub timeout: Option<Duration>,
     /// Extra tags on every event of the device.
     #[serde(default)]
@@ -363,7 +363,7 @@ impl ModbusTcpConfig {
 
     pub(crate) fn check_into(&self, dir: &Path, r: &mut impl Report) -> Option<(Arc<RegisterMap>, Vec<DeviceSpec>)> {
         check_poll(&self.poll(), self.timeout, r);
-        let map = load_map(&crate::config::resolve(dir, &self.registers), r);
+        let map = load_map(&crate::component::resolve(dir, &self.registers), r);
         let devices = resolve_devices(&self.devices, Transport::Tcp, None, dir, map.as_deref(), r);
         Some((map?, devices))
     }
@@ -433,7 +433,7 @@ impl ModbusRtuConfig {
                 "`inter_frame_gap` must be longer than 0s".into(),
             );
         }
-        let bus = self.port.as_ref().map(|p| crate::config::resolve(dir, p));
+        let bus = self.port.as_ref().map(|p| crate::component::resolve(dir, p));
         if let Some(p) = &self.port {
             if p.as_os_str().is_empty() {
                 r.error(
@@ -447,7 +447,7 @@ impl ModbusRtuConfig {
                 "missing `port`: the serial device of the bus, e.g. port = \"/dev/ttyUSB0\"".into(),
             );
         }
-        let map = load_map(&crate::config::resolve(dir, &self.registers), r);
+        let map = load_map(&crate::component::resolve(dir, &self.registers), r);
         let mut devices = resolve_devices(&self.devices, Transport::Rtu, bus.as_deref(), dir, map.as_deref(), r);
         let bus = bus.or_else(|| {
             devices.iter().find_map(|d| match &d.endpoint {

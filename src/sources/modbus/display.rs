@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Number};
 
-use crate::config::BuildContext;
+use crate::component::BuildContext;
 use crate::event::{Event, FieldMeta, Metric, Value};
 use crate::telemetry::Registry;
 use crate::transforms::scale::ScaleConfig;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::config::{default_port, default_true, DeviceConfig, Devices};
-use crate::config::Check;
+use crate::component::Check;
 use crate::diagnostic::Diagnostic;
 use crate::event::Tags;
 use crate::registers::RegisterMap;
@@ -124,7 +124,7 @@ pub(crate) fn resolve_devices(
             list.iter().any(|d| d.enabled)
         }
         Devices::File(path) => {
-            let path = crate::config::resolve(dir, path);
+            let path = crate::component::resolve(dir, path);
             heatpumps_file(&path, transport, bus, map, r, &mut out)
         }
     };

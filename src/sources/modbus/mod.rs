@@ -566,7 +566,7 @@ pub(crate) async fn run_link(
 /// have all stopped; `stop` ends them early when no downstream is left.
 pub(crate) async fn forward(
     mut rx: mpsc::Receiver<Event>,
-    cx: &mut crate::topology::SourceContext,
+    cx: &mut crate::component::SourceContext,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     telemetry: &Registry,

@@ -15,10 +15,10 @@ use tokio_serial::SerialPortBuilderExt;
 
 use super::inventory::Errors;
 use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusRtuConfig, Parity, PollConfig};
-use crate::config::BuildContext;
+use crate::component::BuildContext;
+use crate::component::{BoxError, Source, SourceContext};
 use crate::registers::RegisterMap;
 use crate::telemetry::Registry;
-use crate::topology::{BoxError, Source, SourceContext};
 
 /// Opens a serial port for Modbus RTU.
 #[derive(Debug, Clone)]

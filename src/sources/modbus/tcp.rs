@@ -16,10 +16,10 @@ use tokio_modbus::Slave;
 
 use super::inventory::{Endpoint, Errors};
 use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusTcpConfig, PollConfig};
-use crate::config::BuildContext;
+use crate::component::BuildContext;
+use crate::component::{BoxError, Source, SourceContext};
 use crate::registers::RegisterMap;
 use crate::telemetry::Registry;
-use crate::topology::{BoxError, Source, SourceContext};
 
 /// Connects to a Modbus TCP server or gateway.
 #[derive(Debug, Clone)]

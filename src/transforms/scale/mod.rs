@@ -49,10 +49,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{BuildContext, Check};
+use crate::component::{BoxError, Transform};
+use crate::component::{BuildContext, Check};
 use crate::event::{Event, FieldKind, FieldMeta, Schema, Value, ValueType};
 use crate::telemetry::ComponentMetrics;
-use crate::topology::{BoxError, Transform};
 
 /// Decimals derived from a factor never exceed this: beyond it the factor has no
 /// short decimal form and more digits would only show noise.
@@ -261,7 +261,7 @@ fn check_field_exists(cx: &mut Check<'_>, name: &str, key: &str) {
     if found.is_empty() {
         let msg = format!(
             "no input model has a field `{name}`; known models: {}",
-            known_models(cx.input_schemas)
+            cx.known_models()
         );
         cx.error(Some(key), msg);
         return;
@@ -280,18 +280,6 @@ fn check_field_exists(cx: &mut Check<'_>, name: &str, key: &str) {
             Some(key),
             format!("`{name}` arrives already scaled (an upstream `scale` transform); this override has no effect"),
         );
-    }
-}
-
-/// The models of the input descriptions, for messages.
-pub(crate) fn known_models(schemas: &[Arc<Schema>]) -> String {
-    let mut v: Vec<&str> = schemas.iter().map(|s| s.model.as_str()).collect();
-    v.sort_unstable();
-    v.dedup();
-    if v.is_empty() {
-        "(none)".to_string()
-    } else {
-        v.join(", ")
     }
 }
 

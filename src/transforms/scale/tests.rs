@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::*;
-use crate::config::Problem;
+use crate::component::Problem;
 use crate::event::{Metric, StateChange};
 use crate::telemetry::Registry;
 

@@ -56,11 +56,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::{BuildContext, Check, Claim};
+use crate::component::{BoxError, Transform};
+use crate::component::{BuildContext, Check, Claim};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
 use crate::fsutil::{move_aside, write_atomically};
 use crate::telemetry::ComponentMetrics;
-use crate::topology::{BoxError, Transform};
 
 const FILE_VERSION: u32 = 1;
 
@@ -82,14 +82,14 @@ pub struct StateDiffConfig {
     #[serde(default)]
     pub fields: Option<Vec<String>>,
     /// Longest time a change waits before it is written to the state file.
-    #[serde(default = "default_persist_interval", with = "crate::config::duration")]
+    #[serde(default = "default_persist_interval", with = "crate::component::duration")]
     pub persist_interval: Duration,
     /// When set, every state of every device is re-sent this often as a
     /// state change with `from == to`. Default: off.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::component::duration")]
     pub heartbeat: Option<Duration>,
     /// A device that sends nothing for this long is forgotten.
-    #[serde(default = "default_expire_after", with = "crate::config::duration")]
+    #[serde(default = "default_expire_after", with = "crate::component::duration")]
     pub expire_after: Duration,
 }
 
@@ -128,7 +128,7 @@ impl StateDiffConfig {
                 if !cx.input_schemas.is_empty() && !any_state {
                     let msg = format!(
                         "no input model has a field of kind `state` (models: {}); nothing is tracked unless `fields` names some",
-                        super::scale::known_models(cx.input_schemas)
+                        cx.known_models()
                     );
                     cx.warn(None, msg);
                 }
@@ -198,7 +198,7 @@ fn check_fields(cx: &mut Check<'_>, fields: &[String]) {
         if metas.is_empty() {
             let msg = format!(
                 "no input model has a field `{name}`; known models: {}",
-                super::scale::known_models(cx.input_schemas)
+                cx.known_models()
             );
             cx.error(Some(&key), msg);
         } else if metas.iter().all(|m| m.value_type == ValueType::Float) {

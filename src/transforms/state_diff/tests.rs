@@ -2,7 +2,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::*;
-use crate::config::Problem;
+use crate::component::Problem;
 use crate::telemetry::Registry;
 
 /// A poll time `secs` after a fixed instant a day ago (recent, so the default

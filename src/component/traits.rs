@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::fanout::Output;
+use super::Output;
 use crate::event::Event;
 use crate::telemetry::ComponentMetrics;
 

@@ -1,7 +1,7 @@
 //! Durations in component configs: humantime strings (`"10s"`, `"1h 30m"`), bounded
 //! by [`MAX`] so that adding any configured duration to a clock reading (a poll's
 //! due time, a batch deadline, a retry) cannot overflow and panic. Use as
-//! `#[serde(with = "crate::config::duration")]` on `Duration` and
+//! `#[serde(with = "crate::component::duration")]` on `Duration` and
 //! `Option<Duration>` fields.
 
 use std::time::Duration;
