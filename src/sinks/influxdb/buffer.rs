@@ -42,29 +42,12 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::segment::Disk;
+pub use super::segment::{Corruption, Pos, Record, HEADER};
 use super::vfs::{StdFs, SyncHandle, Vfs};
-
-/// Bytes of a record's header.
-pub const HEADER: u64 = 8;
-/// A place in the buffer: records are ordered by (segment, offset).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Pos {
-    pub segment: u64,
-    pub offset: u64,
-}
-
-/// One buffered event: its line protocol, and where the next record starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub end: Pos,
-    /// The bytes the record takes in the buffer (header included).
-    pub size: u64,
-    pub data: Vec<u8>,
-}
 
 /// What an append did besides appending.
 #[derive(Debug, Default)]
@@ -75,19 +58,6 @@ pub struct Appended {
     /// New records that could not be written (with the error).
     pub lost_records: u64,
     pub error: Option<io::Error>,
-}
-
-/// Part of a segment that failed the length or CRC check and was set aside.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Corruption {
-    pub segment: PathBuf,
-    /// Bytes of the segment kept (before the bad record).
-    pub kept_bytes: u64,
-    /// Bytes set aside (from the bad record to the end of the segment).
-    pub moved_bytes: u64,
-    /// Where they went; `None` if they could not be saved (they are gone then).
-    pub moved_to: Option<PathBuf>,
-    pub reason: String,
 }
 
 /// What opening found.
@@ -414,6 +384,7 @@ pub fn sync_all(handles: Vec<Box<dyn SyncHandle>>) -> Result<(), (io::Error, Vec
 #[cfg(test)]
 mod tests {
     use std::fs::{self, OpenOptions};
+    use std::path::PathBuf;
 
     use super::super::segment::ACK_FILES;
     use super::*;

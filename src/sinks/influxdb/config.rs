@@ -6,11 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::client::Client;
-use super::line_protocol::Encoder;
-use super::Influxdb;
-use crate::component::{BoxError, Sink};
-use crate::component::{BuildContext, Check};
+use crate::component::Check;
 
 /// Which write API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -351,19 +347,6 @@ impl InfluxdbConfig {
                 ),
             );
         }
-    }
-
-    pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
-        let client = Client::new(self)?;
-        let stats = cx.registry.register_delivery(cx.id);
-        Ok(Box::new(Influxdb {
-            config: self.clone(),
-            dir: buffer_dir(cx.data_dir, cx.id),
-            encoder: Encoder::new(&self.measurement, &self.state_measurement, self.precision)
-                .with_enum_values(self.enum_values),
-            client,
-            stats,
-        }))
     }
 }
 

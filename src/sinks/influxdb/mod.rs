@@ -154,6 +154,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use config::buffer_dir;
 pub use config::{Api, BufferConfig, EnumValues, InfluxdbConfig, Precision};
 pub use line_protocol::Encoder;
 
@@ -161,9 +162,24 @@ use buffer::{Buffer, OpenReport, Record};
 use client::Client;
 use writer::Delivery;
 
-use crate::component::{BoxError, Input, Sink, SinkContext};
+use crate::component::{BoxError, BuildContext, Input, Sink, SinkContext};
 use crate::event::Event;
 use crate::telemetry::DeliveryStats;
+
+impl InfluxdbConfig {
+    pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
+        let client = Client::new(self)?;
+        let stats = cx.registry.register_delivery(cx.id);
+        Ok(Box::new(Influxdb {
+            config: self.clone(),
+            dir: buffer_dir(cx.data_dir, cx.id),
+            encoder: Encoder::new(&self.measurement, &self.state_measurement, self.precision)
+                .with_enum_values(self.enum_values),
+            client,
+            stats,
+        }))
+    }
+}
 
 /// What the receiving and the delivery task share.
 struct Shared {

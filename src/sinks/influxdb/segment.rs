@@ -8,8 +8,38 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::buffer::{Corruption, Pos, Record, HEADER};
 use super::vfs::{SyncHandle, VFile, Vfs};
+
+/// Bytes of a record's header.
+pub const HEADER: u64 = 8;
+/// A place in the buffer: records are ordered by (segment, offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// One buffered event: its line protocol, and where the next record starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub end: Pos,
+    /// The bytes the record takes in the buffer (header included).
+    pub size: u64,
+    pub data: Vec<u8>,
+}
+
+/// Part of a segment that failed the length or CRC check and was set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corruption {
+    pub segment: PathBuf,
+    /// Bytes of the segment kept (before the bad record).
+    pub kept_bytes: u64,
+    /// Bytes set aside (from the bad record to the end of the segment).
+    pub moved_bytes: u64,
+    /// Where they went; `None` if they could not be saved (they are gone then).
+    pub moved_to: Option<PathBuf>,
+    pub reason: String,
+}
 
 /// A length above this is taken as corruption (one event is a few hundred bytes).
 const MAX_RECORD: u64 = 16 << 20;

@@ -19,8 +19,9 @@ use std::time::SystemTime;
 
 use crate::telemetry::{DeliverySnapshot, DeviceHealth, Histogram, Registry, RequestResult};
 
+use super::exposition::{family, Format};
 use super::names::{push_help, push_label};
-use super::render::{family, Family, Format, Kind, Num};
+use super::plan::{Family, Kind, Num};
 
 fn fam(name: &str, kind: Kind, help: &str, unit: Option<&str>) -> Family {
     let sample = match kind {

@@ -45,6 +45,7 @@
 //! `application/openmetrics-text`, as Prometheus' does.
 
 mod config;
+mod exposition;
 mod internal;
 pub mod names;
 mod plan;
@@ -55,5 +56,6 @@ mod server;
 mod tests;
 
 pub use config::{PrometheusConfig, Units};
-pub use render::{system_clock, Clock, Exporter, Format, HealthSource};
+pub use exposition::Format;
+pub use render::{system_clock, Clock, Exporter, HealthSource};
 pub use server::{router, BindError, Prometheus};

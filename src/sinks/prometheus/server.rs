@@ -18,7 +18,8 @@ use tracing::{info, warn};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
 
-use super::render::{Exporter, Format};
+use super::exposition::Format;
+use super::render::Exporter;
 
 /// How long open scrapes may take to finish once the input has closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
