@@ -31,12 +31,7 @@
 //! `HPFLOW_CHAOS_BIN=<path>` runs another `hpflow` binary (an older build, to
 //! show a fix is what makes this pass).
 
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
 mod support;
-#[path = "support/victoria.rs"]
-mod victoria_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -48,9 +43,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hpflow::registers::{PlanOptions, ReadRequest, RegisterMap};
 use hpflow::sim::{Clock, SimOptions, Simulator, TcpServer};
-use influxd_support::free_port;
-use support::hpflow;
-use victoria_support::Victoria;
+use support::process::{hpflow, signal};
+use support::victoria::Victoria;
+use support::{free_port, shipped_pipelines, shipped_registers};
 
 const DEVICES: usize = 3;
 const DEFAULT_CYCLES: usize = 20;
@@ -126,14 +121,6 @@ fn env_number(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
     )
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", child.id());
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -328,8 +315,7 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
 
     // The pumps: WPMsystem controllers (449), each on its own port, values moving
     // in real time so consecutive polls differ.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let registers = root.join("config/registers.yml");
+    let registers = shipped_registers();
     let map = RegisterMap::load(&registers).expect("the shipped register map loads");
     let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
     let plan = model.plan(&PlanOptions::default());
@@ -370,7 +356,7 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
         );
     }
     let setup = Setup {
-        pipeline: root.join("pipelines/heatpump.toml"),
+        pipeline: shipped_pipelines().join("heatpump.toml"),
         devices: dir.join("heatpumps.yml"),
         registers: registers.clone(),
         data_dir: dir.join("data"),

@@ -1,14 +1,14 @@
 //! `hpflow run` as a user runs it: the real binary against `hpflow simulate`,
 //! stopped with SIGTERM. It must drain, flush and exit 0.
 
-#[path = "support/process.rs"]
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use support::{hpflow, simulator, wait_for, Killed};
+use support::process::{hpflow, simulator, terminate, wait_for, Killed};
+use support::{shipped_registers, SCALED_STATES};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -22,7 +22,7 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 fn run_polls_the_simulator_and_sigterm_drains_flushes_and_exits_zero() {
     let (_sim, port) = simulator();
     let dir = tempfile::tempdir().unwrap();
-    let registers = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let registers = shipped_registers();
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
         &pipeline,
@@ -40,14 +40,7 @@ model = "stiebel_eltron_wpm"
 host = "127.0.0.1"
 port = {port}
 
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-
+{SCALED_STATES}
 [sinks.archive]
 type = "file"
 inputs = ["states"]
@@ -73,22 +66,7 @@ path = "events.jsonl"
         lines(&events).len() >= 3
     });
 
-    let status = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = run.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "hpflow did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = terminate(&mut run.0, Duration::from_secs(20));
     let mut stderr = String::new();
     std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(code.code(), Some(0), "clean exit:\n{stderr}");

@@ -3,9 +3,6 @@
 //! anything, so it never opens the first one's buffers or state files. The lock
 //! goes with the process, even one killed with SIGKILL.
 
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -13,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use influxd_support::free_port;
-use support::{hpflow, simulator, terminate, wait_for, Killed};
+use support::process::{hpflow, simulator, terminate, wait_for, Killed};
+use support::{free_port, shipped_registers, SCALED_STATES};
 
 /// Every file under `dir` with its bytes and modification time.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
@@ -78,23 +75,14 @@ host = "127.0.0.1"
 port = {modbus}
 model = "stiebel_eltron_wpm"
 
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-
+{SCALED_STATES}
 [sinks.influx]
 type = "influxdb"
 inputs = ["states"]
 endpoint = "http://127.0.0.1:{db}"
 database = "hp"
 "#,
-            registers = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config/registers.yml")
-                .display(),
+            registers = shipped_registers().display(),
             db = free_port(),
         ),
     )

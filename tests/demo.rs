@@ -4,9 +4,6 @@
 //! in-process, the dashboard and the metrics endpoint live, SIGTERM → exit 0;
 //! with `INFLUXDB_URL` set, a real InfluxDB 1.x filled too.
 
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -16,8 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use influxd_support::{free_port, http_get_any, Influxd};
-use support::{hpflow, wait_for, Killed};
+use support::influxd::Influxd;
+use support::process::{hpflow, wait_for, Killed};
+use support::{free_port, http_get_any, shipped_pipelines, shipped_registers};
 
 /// GET on loopback: status and body, or None while nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -27,14 +25,13 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 /// The shipped demo pipeline in `dir`, with its Modbus port replaced and the
 /// register map path pointing back into the repository.
 fn demo_pipeline(dir: &Path, modbus_port: u16) -> std::path::PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shipped = std::fs::read_to_string(repo.join("pipelines/demo.toml")).unwrap();
+    let shipped = std::fs::read_to_string(shipped_pipelines().join("demo.toml")).unwrap();
     assert_eq!(
         shipped.matches("port = 5020").count(),
         2,
         "the demo has two pumps on port 5020"
     );
-    let registers = repo.join("config/registers.yml");
+    let registers = shipped_registers();
     let text = shipped
         .replace("port = 5020", &format!("port = {modbus_port}"))
         .replace(

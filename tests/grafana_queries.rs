@@ -11,21 +11,17 @@
 //! Grafana itself does not run here: the provisioning files are checked as YAML,
 //! and every data source a dashboard names must be one they provision.
 
-#[path = "support/grafana.rs"]
-mod grafana_support;
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
-mod process_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use grafana_support::{check_answer, columns, dashboards, interpolate, maps_value, panels, queries, repo, Vars};
-use influxd_support::Influxd;
-use process_support::{hpflow, simulator_with, Killed};
 use serde_json::Value as Json;
+use support::grafana::{check_answer, columns, dashboards, interpolate, maps_value, panels, queries, Vars};
+use support::influxd::Influxd;
+use support::process::{hpflow, simulator_with, Killed};
+use support::{repo, shipped_registers, SCALED_STATES};
 
 const DB: &str = "hpflow";
 const SPEED: u32 = 3000;
@@ -104,7 +100,7 @@ fn names(q: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 
 /// Every field name of every model of `config/registers.yml`, bitmap bits included.
 fn register_fields() -> BTreeSet<String> {
-    let path = repo().join("config/registers.yml");
+    let path = shipped_registers();
     let map: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut out = BTreeSet::new();
     for (_, model) in map["models"].as_mapping().expect("models") {
@@ -357,7 +353,7 @@ fn every_dashboard_query_returns_data_written_by_a_simulated_pipeline() {
     // and pauses (30-minute cycles, on for 25-95 %).
     let (sim, modbus_port) = simulator_with(&["--devices", "2", "--speed", &SPEED.to_string()]);
     let pipeline = dir.path().join("pipeline.toml");
-    let registers = repo().join("config/registers.yml");
+    let registers = shipped_registers();
     let devices: String = PUMPS
         .iter()
         .enumerate()
@@ -381,14 +377,7 @@ timeout = "1s"
 phase_spread = false
 
 {devices}
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-
+{SCALED_STATES}
 [sinks.db]
 type = "influxdb"
 inputs = ["states"]
@@ -455,7 +444,7 @@ batch_timeout = "200ms"
     }
 
     // Stop hpflow (it drains into InfluxDB on SIGTERM) so that the data holds still.
-    let status = process_support::terminate(&mut run.0, Duration::from_secs(15));
+    let status = support::process::terminate(&mut run.0, Duration::from_secs(15));
     assert!(status.success(), "hpflow run: {status}\n{}", hpflow_log());
     drop(sim);
 

@@ -11,12 +11,7 @@
 //! HPManager's rows and hpflow's. A second test: with `enum_values = "code"` a
 //! fresh database gets integer enum fields, and the enum panels map those too.
 
-#[path = "support/grafana.rs"]
-mod grafana_support;
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
-mod process_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -25,10 +20,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use grafana_support::{check_answer, columns, interpolate, maps_value, queries, repo, Query, Vars};
-use influxd_support::{encode, Influxd};
-use process_support::{hpflow, simulator_with, Killed};
 use serde_json::Value as Json;
+use support::grafana::{check_answer, columns, interpolate, maps_value, queries, Query, Vars};
+use support::influxd::Influxd;
+use support::process::{hpflow, simulator_with, Killed};
+use support::{encode, repo, shipped_registers, SCALED_STATES};
 
 const FIXTURE: &str = include_str!("fixtures/hpmanager/heatpump_metrics.lp");
 const PUMPS: [&str; 2] = ["hp1", "hp2"];
@@ -130,14 +126,7 @@ devices = "{devices}"
 registers = "{registers}"
 interval = "300ms"
 
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-
+{SCALED_STATES}
 [sinks.influxdb]
 type = "influxdb"
 inputs = ["states"]
@@ -200,7 +189,7 @@ path = "{polls}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = process_support::terminate(&mut run.0, Duration::from_secs(15));
+    let status = support::process::terminate(&mut run.0, Duration::from_secs(15));
     assert!(status.success(), "hpflow run: {status}\n{}", log());
     drop(sim);
 
@@ -296,7 +285,7 @@ fn hpflow_writes_into_a_database_hpmanager_started_with_nothing_refused() {
     // hpflow with HPManager's own register map (what `hpflow import` uses), then
     // with hpflow's shipped map, into the same database, with the default settings.
     let hpm_map = repo().join("tests/fixtures/hpmanager-config/registers.yml");
-    let own_map = repo().join("config/registers.yml");
+    let own_map = shipped_registers();
     let a = run_hpflow(&dir.path().join("a"), &influxd, db, &hpm_map, "");
     let b = run_hpflow(&dir.path().join("b"), &influxd, db, &own_map, "");
 
@@ -430,7 +419,7 @@ fn the_code_option_gives_a_new_database_integer_enums_that_the_panels_map() {
     let influxd = Influxd::start(&dir.path().join("influxd"));
     let db = "fresh";
     influxd.query(db, &format!("CREATE DATABASE {db}"));
-    let own_map = repo().join("config/registers.yml");
+    let own_map = shipped_registers();
     let run = run_hpflow(
         &dir.path().join("run"),
         &influxd,

@@ -2,17 +2,15 @@
 //! copied unchanged from HPManager) and on variants of it built in temporary
 //! folders. Runs the real binary, then checks what it wrote with `hpflow validate`.
 
-#[path = "support/process.rs"]
-mod process_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 
-use process_support::hpflow;
+use support::process::hpflow;
+use support::{repo, shipped_registers};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hpmanager-config")
-        .join(name)
+    repo().join("tests/fixtures/hpmanager-config").join(name)
 }
 
 fn read(path: &Path) -> String {
@@ -416,7 +414,7 @@ fn a_missing_registers_yml_is_replaced_by_the_built_in_map() {
     case.remove("registers.yml");
     let run = case.import(&[]);
     assert_eq!(run.code, Some(0), "{run}");
-    let builtin = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml"));
+    let builtin = read(&shipped_registers());
     assert_eq!(read(&case.copied("registers.yml")), builtin);
     assert!(
         run.stdout

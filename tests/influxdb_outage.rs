@@ -3,26 +3,16 @@
 //! SIGKILL and started again during the outage, InfluxDB back: every polled point
 //! arrives, once, in order. The file sink of the same pipeline is the ground truth.
 
-#[path = "support/influxd.rs"]
-mod influxd_support;
-#[path = "support/process.rs"]
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use influxd_support::{free_port, http_get, Influxd};
 use serde_json::Value as Json;
-use support::{hpflow, simulator, wait_for, Killed};
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()), "kill -{sig}");
-}
+use support::influxd::Influxd;
+use support::process::{hpflow, signal, simulator, wait_for, Killed};
+use support::{free_port, http_get, shipped_registers};
 
 /// (time in ms, outside_temperature) of hp1, in the order InfluxDB returns them.
 fn points(influxd: &Influxd) -> Vec<(i64, f64)> {
@@ -84,7 +74,7 @@ fn influxdb_outage_with_a_sigkill_delivers_every_polled_point_once_in_order() {
     let (sim, modbus_port) = simulator();
     let prom_port = free_port();
     let pipeline = dir.path().join("pipeline.toml");
-    let registers = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let registers = shipped_registers();
     std::fs::write(
         &pipeline,
         format!(

@@ -2,7 +2,6 @@
 //! problem at once, each at its key (or in the file it is in), and HPManager's
 //! `heatpumps.yml` read as it is.
 
-#[path = "support/modbus.rs"]
 mod support;
 
 use std::path::Path;
@@ -10,7 +9,8 @@ use std::time::Duration;
 
 use hpflow::config::{compile, load_str};
 use hpflow::event::Value;
-use support::{run_tcp, serve_fake, shipped_map, write_map, FakeDevice};
+use support::modbus::{run_tcp, serve_fake, write_map, FakeDevice};
+use support::shipped_registers;
 
 /// Every diagnostic of a pipeline (errors and warnings), as `validate` prints them.
 fn diagnostics(dir: &Path, pipeline: &str) -> Vec<String> {
@@ -37,7 +37,7 @@ fn pipeline(source: &str) -> String {
 }
 
 fn registers() -> String {
-    format!("{:?}", shipped_map().display().to_string())
+    format!("{:?}", shipped_registers().display().to_string())
 }
 
 #[test]

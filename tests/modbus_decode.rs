@@ -2,14 +2,13 @@
 //! and byte order, sentinels, split counters, refused requests, busy devices.
 //! Each test runs the real source against an in-process tokio-modbus server.
 
-#[path = "support/modbus.rs"]
 mod support;
 
 use std::time::Duration;
 
 use hpflow::event::Value;
 use hpflow::telemetry::RequestResult;
-use support::{run_tcp, serve_fake, write_map, FakeDevice};
+use support::modbus::{run_tcp, serve_fake, write_map, FakeDevice};
 use tokio_modbus::ExceptionCode;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -1,7 +1,6 @@
 //! Dead, silent and returning devices: the schedule holds for the living, and
 //! a device that comes back is polled again within one interval.
 
-#[path = "support/modbus.rs"]
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -9,12 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
 use hpflow::telemetry::RequestResult;
-use support::{black_hole, dead_port, run_tcp, shipped_map};
+use support::modbus::{black_hole, dead_port, run_tcp};
+use support::shipped_registers;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
 fn simulator() -> Simulator {
-    let map = RegisterMap::load(shipped_map()).unwrap();
+    let map = RegisterMap::load(shipped_registers()).unwrap();
     Simulator::new(SimOptions {
         clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_480_000)),
         ..SimOptions::new(map.model("stiebel_eltron_wpm").unwrap().clone())
@@ -29,7 +29,7 @@ fn device(id: &str, port: u16) -> String {
 fn config(devices: &str) -> String {
     format!(
         "registers = {:?}\ninterval = \"200ms\"\ntimeout = \"1s\"\nphase_spread = false\n{devices}",
-        shipped_map().display().to_string()
+        shipped_registers().display().to_string()
     )
 }
 
@@ -146,7 +146,7 @@ async fn a_new_poll_interval_takes_effect_without_a_restart() {
             control: &control,
         })
         .unwrap();
-    let mut src = support::run("live_interval", source, registry);
+    let mut src = support::modbus::run("live_interval", source, registry);
     let a = src.next(Duration::from_secs(2), "a first poll").await.time;
     let b = src.next(Duration::from_secs(2), "a second poll").await.time;
     assert!(b.duration_since(a).unwrap().abs_diff(INTERVAL) < Duration::from_millis(5));

@@ -2,63 +2,18 @@
 //! a socat pair, the source on the other, two units sharing the bus.
 //! socat is required: a missing socat fails the test, it does not skip it.
 
-#[path = "support/modbus.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
-use support::{run_rtu, shipped_map};
-
-/// A socat pty pair; killed when dropped.
-struct PtyPair {
-    child: Child,
-    a: PathBuf,
-    b: PathBuf,
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn socat_pair() -> PtyPair {
-    let mut child = Command::new("socat")
-        .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("socat is required for the Modbus RTU tests and could not be started ({e}); install it, e.g. `apt-get install socat`")
-        });
-    let stderr = child.stderr.take().expect("socat's stderr is piped");
-    // socat announces each end as "... N PTY is /dev/pts/7" before it starts copying.
-    let mut paths = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("socat's stderr is readable");
-        if let Some(i) = line.find("PTY is ") {
-            paths.push(PathBuf::from(line[i + 7..].trim()));
-        }
-        if paths.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(paths.len(), 2, "socat did not announce two pseudo-terminals");
-    PtyPair {
-        child,
-        b: paths.pop().unwrap(),
-        a: paths.pop().unwrap(),
-    }
-}
+use support::modbus::run_rtu;
+use support::shipped_registers;
+use support::socat::socat_pair;
 
 fn simulator(units: Vec<u8>) -> Simulator {
-    let map = RegisterMap::load(shipped_map()).unwrap();
+    let map = RegisterMap::load(shipped_registers()).unwrap();
     Simulator::new(SimOptions {
         unit_ids: units,
         seed: 3,
@@ -75,12 +30,12 @@ fn config(port: &std::path::Path) -> String {
     format!(
         "port = {:?}\nbaud = 19200\nregisters = {:?}\ninterval = \"300ms\"\ntimeout = \"1s\"\nphase_spread = false\n{devices}",
         port.display().to_string(),
-        shipped_map().display().to_string()
+        shipped_registers().display().to_string()
     )
 }
 
 /// Polls until both units delivered a poll equal to the simulator's truth.
-async fn both_units_match(src: &mut support::Running, sim: &Simulator) {
+async fn both_units_match(src: &mut support::modbus::Running, sim: &Simulator) {
     let mut matched = std::collections::BTreeSet::new();
     for _ in 0..10 {
         let m = src.next(Duration::from_secs(3), "RTU polls").await;

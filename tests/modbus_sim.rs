@@ -2,25 +2,23 @@
 //! exactly what the simulator says it serves, the ISG's start-address rule
 //! holds, and the source copes with the simulator's faults.
 
-#[path = "support/modbus.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hpflow::commands::read::{self, ReadArgs};
-use hpflow::commands::{ParityArg, TargetArgs};
+use hpflow::commands::read;
 use hpflow::registers::RegisterMap;
 use hpflow::registers::{RawData, Table};
 use hpflow::sim::{Clock, Faults, SimOptions, Simulator};
 use hpflow::sources::modbus::{read_once, Reply};
-use support::{run_tcp, shipped_map};
+use support::modbus::{read_args, run_tcp};
+use support::{repo, shipped_registers};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn model() -> Arc<hpflow::registers::Model> {
-    let map = RegisterMap::load(shipped_map()).expect("the shipped map loads");
+    let map = RegisterMap::load(shipped_registers()).expect("the shipped map loads");
     map.model("stiebel_eltron_wpm").expect("the shipped model").clone()
 }
 
@@ -39,29 +37,6 @@ fn frozen(seed: u64, controller: u16, t: SystemTime) -> Simulator {
     .expect("simulator options are valid")
 }
 
-fn read_args(port: u16, unit: u8, registers: Option<PathBuf>) -> ReadArgs {
-    ReadArgs {
-        target: TargetArgs {
-            host: Some("127.0.0.1".into()),
-            port,
-            serial: None,
-            baud: 9600,
-            parity: ParityArg::None,
-            data_bits: 8,
-            stop_bits: 1,
-            unit_id: unit,
-            timeout: Duration::from_secs(2),
-        },
-        model: "stiebel_eltron_wpm".into(),
-        registers,
-        id: "hp1".into(),
-        json: true,
-        plan: false,
-        max_registers: None,
-        max_gap: None,
-    }
-}
-
 #[tokio::test]
 async fn read_json_prints_exactly_the_simulators_truth() {
     // Night, a hot-water charge, a cold morning, an afternoon; both controllers.
@@ -74,9 +49,14 @@ async fn read_json_prints_exactly_the_simulators_truth() {
     for (seed, controller, t) in cases {
         let sim = frozen(seed, controller, t);
         let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let got = read::json(&read_args(server.local_addr().port(), 1, Some(shipped_map())))
-            .await
-            .expect("read succeeds");
+        let got = read::json(&read_args(
+            server.local_addr().port(),
+            1,
+            Some(shipped_registers()),
+            "hp1",
+        ))
+        .await
+        .expect("read succeeds");
         let truth = sim.truth(1).expect("unit 1 exists");
         assert!(truth.len() > 100, "the truth covers the map: {} fields", truth.len());
         for (k, v) in &truth {
@@ -174,8 +154,8 @@ async fn a_read_starting_on_an_undocumented_address_is_refused_like_an_isg() {
 
 #[tokio::test]
 async fn the_hpmanager_map_plans_to_five_requests() {
-    let hpm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/registers/testdata/hpmanager_registers.yml");
-    let mut args = read_args(502, 1, Some(hpm));
+    let hpm = repo().join("src/registers/testdata/hpmanager_registers.yml");
+    let mut args = read_args(502, 1, Some(hpm), "hp1");
     args.plan = true;
     let text = read::plan(&args).expect("plan");
     let first = text.lines().next().unwrap();
@@ -216,7 +196,7 @@ async fn the_source_reads_several_units_behind_one_gateway_despite_dropped_conne
         .collect();
     let toml = format!(
         "registers = {:?}\ninterval = \"300ms\"\ntimeout = \"1s\"\nphase_spread = false\n{devices}",
-        shipped_map().display().to_string()
+        shipped_registers().display().to_string()
     );
     let mut src = run_tcp("gateway", dir.path(), &toml);
     let mut complete = std::collections::BTreeSet::new();
@@ -276,7 +256,7 @@ async fn scan_finds_the_answering_ranges_at_the_rate_asked() {
     let sim = frozen(2, 449, at(12, 0));
     let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let args = ScanArgs {
-        target: read_args(server.local_addr().port(), 1, None).target,
+        target: read_args(server.local_addr().port(), 1, None, "hp1").target,
         table: TableArg::Input,
         range: (495, 615),
         rate: Duration::from_millis(2),

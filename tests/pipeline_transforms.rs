@@ -3,6 +3,8 @@
 //! scripted one that emits raw polls of the shipped Stiebel Eltron model, and
 //! a `file` sink records what leaves the pipeline.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,21 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hpflow::component::{BoxError, Source, SourceContext};
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
-use hpflow::registers::RegisterMap;
 use hpflow::telemetry::Registry;
 use serde_json::Value as Json;
-
-fn registers_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml")
-}
-
-fn wpm_schema() -> Arc<Schema> {
-    let map = RegisterMap::load(registers_path()).expect("the shipped register map loads");
-    map.model("stiebel_eltron_wpm")
-        .expect("the shipped map has the WPM model")
-        .schema()
-        .clone()
-}
+use support::{hp1_pipeline, wpm_schema};
 
 /// A recent whole second: state older than `state_diff`'s `expire_after` is
 /// forgotten on load, so the polls must look current.
@@ -73,40 +63,19 @@ impl Source for Scripted {
     }
 }
 
+/// [`hp1_pipeline`] with `extra` transforms (a `rename` as `renamed`) and a
+/// `file` sink of the last one into `events.jsonl`.
 fn pipeline(dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-data_dir = "state"
-
-[sources.heatpumps]
-type = "modbus_tcp"
-registers = "{registers}"
-
-[[sources.heatpumps.devices]]
-id = "hp1"
-host = "127.0.0.1"
-model = "stiebel_eltron_wpm"
-
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-fields = ["compressor_running"]
-{extra}
+    let rest = format!(
+        r#"{extra}
 [sinks.archive]
 type = "file"
 inputs = ["{last}"]
 path = "events.jsonl"
 "#,
-        registers = registers_path().display(),
         last = if extra.is_empty() { "states" } else { "renamed" },
     );
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    hp1_pipeline(dir, &rest)
 }
 
 /// Loads, compiles, builds and runs the pipeline with the scripted polls until it drains.

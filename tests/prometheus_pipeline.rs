@@ -2,27 +2,17 @@
 //! claims are enforced, a port in use fails the build naming the component, and
 //! a running pipeline serves its scaled polls and stops cleanly.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hpflow::component::{BoxError, Source, SourceContext};
 use hpflow::event::{Event, Metric, Schema, Tags, Value};
-use hpflow::registers::RegisterMap;
 use hpflow::telemetry::Registry;
-
-fn registers_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml")
-}
-
-fn wpm_schema() -> Arc<Schema> {
-    let map = RegisterMap::load(registers_path()).expect("the shipped register map loads");
-    map.model("stiebel_eltron_wpm")
-        .expect("the shipped map has the WPM model")
-        .schema()
-        .clone()
-}
+use support::{free_port, hp1_pipeline as pipeline, wpm_schema};
 
 /// The ```toml block of the sink's module documentation.
 fn documented_sample() -> String {
@@ -37,46 +27,6 @@ fn documented_sample() -> String {
         .collect();
     assert!(!lines.is_empty(), "the module documents a sample config");
     lines.join("\n") + "\n"
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A pipeline: Modbus source → scale → state_diff → `sinks`.
-fn pipeline(dir: &Path, sinks: &str) -> PathBuf {
-    let text = format!(
-        r#"
-data_dir = "state"
-
-[sources.heatpumps]
-type = "modbus_tcp"
-registers = "{registers}"
-
-[[sources.heatpumps.devices]]
-id = "hp1"
-host = "127.0.0.1"
-model = "stiebel_eltron_wpm"
-
-[transforms.scaled]
-type = "scale"
-inputs = ["heatpumps"]
-
-[transforms.states]
-type = "state_diff"
-inputs = ["scaled"]
-fields = ["compressor_running"]
-
-{sinks}"#,
-        registers = registers_path().display(),
-    );
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// The diagnostics of a pipeline that must not load.

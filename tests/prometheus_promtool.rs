@@ -2,9 +2,8 @@
 //! `promtool check metrics` (Debian package `prometheus`). Missing promtool is a
 //! failure, never a skip.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,12 +11,13 @@ use hpflow::event::{Event, Metric, Tags, Value, ValueType};
 use hpflow::registers::RegisterMap;
 use hpflow::sinks::prometheus::{Exporter, Format};
 use hpflow::telemetry::Registry;
+use support::prometheus::promtool_check;
+use support::shipped_registers;
 
 /// An exporter holding one poll of every numeric field of every shipped model,
 /// for a few devices with awkward tags.
 fn exporter(base_units: bool) -> Exporter {
-    let map = RegisterMap::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml"))
-        .expect("the shipped register map loads");
+    let map = RegisterMap::load(shipped_registers()).expect("the shipped register map loads");
     let registry = Arc::new(Registry::default());
     let c = registry.component("heatpumps", "source", "modbus_tcp");
     c.sent(10);
@@ -64,33 +64,6 @@ fn exporter(base_units: bool) -> Exporter {
         }
     }
     ex
-}
-
-fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot run `promtool` ({e}): install the Debian package `prometheus` (scripts/test installs it); \
-             this test does not skip"
-        ),
-    };
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = text.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("promtool runs");
-    writer.join().expect("writer thread").expect("promtool reads its input");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && report.trim().is_empty(), report)
 }
 
 #[test]

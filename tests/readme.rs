@@ -6,15 +6,14 @@
 //! - every TOML example in the README, and every pipeline shipped in
 //!   `pipelines/`, passes `hpflow validate`.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hpflow::component::ComponentConfig;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{repo, shipped_pipelines};
 
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.md")).unwrap()
@@ -247,7 +246,7 @@ fn every_toml_example_in_the_readme_validates() {
 #[test]
 fn the_shipped_pipelines_validate_as_shipped() {
     let mut n = 0;
-    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+    for entry in std::fs::read_dir(shipped_pipelines()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
@@ -259,7 +258,7 @@ fn the_shipped_pipelines_validate_as_shipped() {
         n += 1;
     }
     assert!(n >= 2, "pipelines/ holds demo.toml and heatpump.toml");
-    let (_, out) = validate(&repo().join("pipelines/heatpump.toml"), &[]);
+    let (_, out) = validate(&shipped_pipelines().join("heatpump.toml"), &[]);
     assert!(
         out.contains("1 source, 2 transforms, 3 sinks"),
         "heatpump.toml: modbus → scale → state_diff → influxdb + prometheus + dashboard: {out}"

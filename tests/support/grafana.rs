@@ -1,22 +1,17 @@
 //! The dashboards' queries as Grafana sends them: every query of every dashboard
 //! in `grafana/dashboards/` (panel targets, rows' nested panels, template
 //! variables), interpolated as Grafana's InfluxDB data source does, and the check
-//! that an answer holds data. Included with `#[path]` by `grafana_queries.rs` and
-//! `hpmanager_compat.rs`.
+//! that an answer holds data.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value as Json;
+
+use super::repo;
 
 /// What `$__interval` becomes here: the data source's minimum (`timeInterval`).
 pub const INTERVAL: &str = "10s";
 pub const INTERVAL_MS: u64 = 10_000;
-
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// One query of a dashboard, as written there.
 #[derive(Debug)]

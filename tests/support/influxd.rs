@@ -1,9 +1,12 @@
 //! A real InfluxDB 1.x (`influxd`, Debian package `influxdb`) for the tests that
 //! need one: started on free loopback ports with its data in a folder of the
 //! test's, killed when dropped. Restartable on the same port and data, for tests
-//! that take it away. Included with `#[path]` by `influxdb_outage.rs`,
-//! `grafana_queries.rs` and `demo.rs` (and, for [`config`], by the sink's own
-//! tests). A missing `influxd` fails the test: it is never skipped.
+//! that take it away. A missing `influxd` fails the test: it is never skipped.
+//!
+//! Also holds the loopback helpers every test uses ([`free_port`], [`http_get`]…,
+//! re-exported by `support`): the InfluxDB sink's own tests in
+//! src/sinks/influxdb/tests.rs include this file alone, for [`config`] and
+//! [`free_port`], so it depends on nothing else here.
 
 #![allow(dead_code)]
 

@@ -1,17 +1,17 @@
-//! Shared pieces of the Modbus integration tests (included by each with
-//! `#[path = "support/modbus.rs"] mod support;`): an in-process Modbus TCP
+//! Shared pieces of the Modbus integration tests: an in-process Modbus TCP
 //! device whose answers a test scripts, and a harness that runs a source alone.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hpflow::commands::read::ReadArgs;
+use hpflow::commands::{ParityArg, TargetArgs};
 use hpflow::component::{Output, Source, SourceContext};
 use hpflow::event::{Event, Metric};
 use hpflow::telemetry::{ComponentMetrics, HealthRegistry, Registry};
@@ -253,7 +253,27 @@ pub fn write_map(dir: &Path, yaml: &str) -> &'static str {
     "map.yml"
 }
 
-/// The shipped register map.
-pub fn shipped_map() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml")
+/// `hpflow read --json` of device `id`, a WPM at `unit` on loopback `port`
+/// (`registers`: another map than the built-in one).
+pub fn read_args(port: u16, unit: u8, registers: Option<PathBuf>, id: &str) -> ReadArgs {
+    ReadArgs {
+        target: TargetArgs {
+            host: Some("127.0.0.1".into()),
+            port,
+            serial: None,
+            baud: 9600,
+            parity: ParityArg::None,
+            data_bits: 8,
+            stop_bits: 1,
+            unit_id: unit,
+            timeout: Duration::from_secs(2),
+        },
+        model: "stiebel_eltron_wpm".into(),
+        registers,
+        id: id.into(),
+        json: true,
+        plan: false,
+        max_registers: None,
+        max_gap: None,
+    }
 }

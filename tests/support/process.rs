@@ -1,7 +1,4 @@
-//! Helpers for tests that run the real `hpflow` binary as a user would:
-//! included with `#[path]` by `cli_run.rs` and `influxdb_outage.rs`.
-
-#![allow(dead_code)]
+//! Helpers for tests that run the real `hpflow` binary as a user would.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -53,6 +50,15 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends `sig` (`KILL`, `TERM`…) to `child` with `kill`; fails the test if it cannot.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", child.id());
 }
 
 /// Sends SIGTERM and waits for the process to exit; fails the test if it is still

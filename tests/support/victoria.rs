@@ -1,12 +1,8 @@
 //! A real VictoriaMetrics (Debian package `victoria-metrics`) for the process
 //! tests that need a database speaking the InfluxDB v2 write API: started on a
 //! free loopback port with its storage in a folder of the test's, stopped when
-//! dropped, restartable on the same port and storage. Included with `#[path]` by
-//! `chaos.rs`, beside `influxd.rs` (which it uses as `crate::influxd_support`);
-//! it lives in `tests/support/` so Cargo does not build it as a test of its own. A
-//! missing `victoria-metrics` fails the test: it is never skipped.
-
-#![allow(dead_code)]
+//! dropped, restartable on the same port and storage. A missing
+//! `victoria-metrics` fails the test: it is never skipped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-use crate::influxd_support::{encode, free_port, http_get};
+use super::{encode, free_port, http_get};
 
 /// `victoria-metrics` from the PATH, else where the Debian package puts it.
 fn binary() -> PathBuf {
