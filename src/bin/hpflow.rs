@@ -5,10 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use hpflow::commands::EXIT_CONFIG;
 use hpflow::config::load_pipeline;
-
-/// Exit code for configuration errors (EX_CONFIG from sysexits.h, as Vector uses).
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(

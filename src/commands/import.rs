@@ -12,7 +12,7 @@
 //! written pipeline is then checked as `hpflow validate` does; should that
 //! fail, the files stay so the problems can be fixed where the messages point.
 
-mod hpmanager;
+mod folder;
 mod pipeline;
 
 use std::fmt::Write as _;
@@ -27,7 +27,9 @@ use clap::Args;
 use super::EXIT_CONFIG;
 use crate::config::CheckedPipeline;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use hpmanager::{Folder, Link, DISPLAY, HEATPUMPS, REGISTERS};
+use crate::hpmanager::heatpumps::Link;
+use crate::hpmanager::{DISPLAY, HEATPUMPS, REGISTERS};
+use folder::Folder;
 use pipeline::{EnvNeed, Names, Pipeline};
 
 /// Exit code when the output exists and `--force` was not given (sysexits' EX_CANTCREAT).
@@ -109,7 +111,7 @@ fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let folder = match hpmanager::read(dir) {
+    let folder = match folder::read(dir) {
         Ok(f) => f,
         Err(errors) => return nothing_written(dir, &errors),
     };

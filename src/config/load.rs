@@ -8,10 +8,10 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::interpolate::interpolate;
 use super::{ComponentEntry, PipelineFile, DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::component::{duration, resolve, ComponentConfig, Kind};
 use crate::diagnostic::{Diagnostic, Diagnostics, SourceText};
+use crate::interpolate::interpolate;
 
 const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "shutdown_timeout", "sources", "transforms", "sinks"];
 

@@ -8,7 +8,6 @@
 //! 3. the topology builds and spawns the checked components.
 
 mod graph;
-mod interpolate;
 mod load;
 
 use std::collections::HashMap;
@@ -17,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use graph::{compile, CheckedPipeline, Edge};
-pub use interpolate::interpolate;
 pub use load::{load, load_str};
 
 use crate::component::Kind;

@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value as Yaml};
 
 use crate::diagnostic::{Diagnostic, SourceText};
+use crate::hpmanager::yaml::syntax_error;
 
 use super::locate::Locator;
 use super::model::{Block, ByteOrder, Model, Register, Table};
@@ -35,8 +36,8 @@ impl RegisterMap {
     /// Compiles a register map from its text; `path` is only used in diagnostics.
     pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<RegisterMap, Vec<Diagnostic>> {
         let src = SourceText::new(path.as_ref(), text);
-        let mut doc: Yaml = serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&src, &e)])?;
-        doc.apply_merge().map_err(|e| vec![yaml_error(&src, &e)])?;
+        let mut doc: Yaml = serde_yaml::from_str(text).map_err(|e| vec![syntax_error(&src.path, &e)])?;
+        doc.apply_merge().map_err(|e| vec![syntax_error(&src.path, &e)])?;
         let locator = Locator::new(text);
         let mut c = Compiler {
             src: &src,
@@ -67,19 +68,6 @@ impl RegisterMap {
     /// The models in file order.
     pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
         self.models.values()
-    }
-}
-
-fn yaml_error(src: &SourceText, e: &serde_yaml::Error) -> Diagnostic {
-    let text = e.to_string();
-    match e.location() {
-        Some(l) => {
-            // The location is reported as line/column; don't say it twice.
-            let place = format!(" at line {} column {}", l.line(), l.column());
-            let message = text.replacen(&place, "", 1);
-            Diagnostic::at(&src.path, l.line(), l.column(), format!("invalid YAML: {message}"))
-        }
-        None => Diagnostic::file_error(&src.path, format!("invalid YAML: {text}")),
     }
 }
 

@@ -5,6 +5,8 @@
 
 use serde_yaml::Value as Yaml;
 
+use crate::hpmanager::yaml::scalar;
+
 /// What kind of YAML node `v` is, for "expected …, found …" messages.
 pub(crate) fn kind(v: &Yaml) -> &'static str {
     match v {
@@ -20,12 +22,7 @@ pub(crate) fn kind(v: &Yaml) -> &'static str {
 
 /// Text, or a number or boolean written where text is expected (labels like `1: 2`).
 pub(crate) fn text(v: &Yaml) -> Result<String, String> {
-    match v {
-        Yaml::String(s) => Ok(s.clone()),
-        Yaml::Number(n) => Ok(n.to_string()),
-        Yaml::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("expected text, found {}", kind(other))),
-    }
+    scalar(v).ok_or_else(|| format!("expected text, found {}", kind(v)))
 }
 
 /// An integer written as a YAML number or as text (`"0x8000"`, `"-1"`): HPManager's

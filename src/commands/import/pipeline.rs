@@ -6,9 +6,11 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::hpmanager::{Dropped, Folder, Found, Link, Serial};
-use crate::config::interpolate;
+use super::folder::Folder;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::hpmanager::heatpumps::{entry_path, Link, Serial};
+use crate::hpmanager::{Dropped, Found};
+use crate::interpolate::interpolate;
 use crate::sources::modbus::Parity;
 
 /// HPManager's collector defaults (src/collector/main.py), used for keys its
@@ -373,7 +375,7 @@ fn buses(folder: &Folder) -> Result<Vec<Bus>, Vec<Diagnostic>> {
             Some(b) => {
                 if b.serial != *serial {
                     let first = pump_id(folder, b.pumps[0]).unwrap_or("?");
-                    let path = super::hpmanager::entry_path(p.index, &["modbus"]);
+                    let path = entry_path(p.index, &["modbus"]);
                     errors.push(folder.heatpumps.diag(
                         Severity::Error,
                         &path,

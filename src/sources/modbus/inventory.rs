@@ -1,20 +1,20 @@
 //! The device inventory of a source: inline tables or HPManager's
-//! `heatpumps.yml`, read, checked and turned into [`DeviceSpec`]s. Problems
-//! are reported at the key (`devices[1].port`) or in the file they are in.
+//! `heatpumps.yml` (read by [`crate::hpmanager::heatpumps`]), checked and
+//! turned into [`DeviceSpec`]s. Problems are reported at the key
+//! (`devices[1].port`) or in the file they are in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::config::{default_port, default_true, DeviceConfig, Devices};
+use super::config::{default_port, DeviceConfig, Devices};
 use crate::component::Check;
 use crate::diagnostic::Diagnostic;
 use crate::event::Tags;
+use crate::hpmanager::heatpumps::{self, entry_path, DEFAULT_PORT, DEFAULT_TYPE, DEFAULT_UNIT_ID};
+use crate::hpmanager::yaml::{locate, scalar};
 use crate::registers::RegisterMap;
-use crate::yaml_locate::{locate, Seg};
 
 /// How a device is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -257,44 +257,6 @@ fn tags(id: &str, name: Option<&str>, location: Option<&str>, model: &str, extra
     t
 }
 
-/// HPManager's `heatpumps.yml`, read as it is (unknown keys ignored).
-#[derive(Debug, Deserialize)]
-struct HeatpumpsFile {
-    #[serde(default)]
-    heatpumps: Vec<HeatpumpEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeatpumpEntry {
-    id: serde_yaml::Value,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    location: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default = "default_true")]
-    enabled: bool,
-    #[serde(default)]
-    modbus: Option<HeatpumpModbus>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeatpumpModbus {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    host: Option<String>,
-    /// TCP port number, or the serial device path of an `rtu` entry.
-    #[serde(default)]
-    port: Option<serde_yaml::Value>,
-    #[serde(default)]
-    unit_id: Option<i64>,
-    /// Seconds.
-    #[serde(default)]
-    timeout: Option<f64>,
-}
-
 /// Reads a heatpumps.yml; problems point into that file.
 fn heatpumps_file(
     path: &Path,
@@ -314,24 +276,27 @@ fn heatpumps_file(
             return true;
         }
     };
-    let file: HeatpumpsFile = match serde_yaml::from_str(&text) {
+    let file = match heatpumps::parse(path, &text) {
         Ok(f) => f,
-        Err(e) => {
-            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            r.external(Diagnostic::at(path, line, col, e.to_string()));
+        Err(d) => {
+            r.external(d);
             return true;
         }
     };
-    let ids: Vec<String> = file.heatpumps.iter().map(|h| yaml_scalar(&h.id)).collect();
+    let ids: Vec<String> = file
+        .heatpumps
+        .iter()
+        .map(|h| scalar(&h.id).unwrap_or_default())
+        .collect();
     // Where entry `index`'s `field` is written (`modbus.` keys under `modbus:`),
     // else the entry itself; (0, 0), naming the file alone, when neither is found.
     let err = |r: &mut dyn FnMut(Diagnostic), index: usize, field: &str, msg: String| {
-        let entry = [Seg::Key("heatpumps".into()), Seg::Index(index)];
-        let mut at = entry.to_vec();
-        if !matches!(field, "id" | "model") {
-            at.push(Seg::Key("modbus".into()));
-        }
-        at.push(Seg::Key(field.into()));
+        let entry = entry_path(index, &[]);
+        let at = if matches!(field, "id" | "model") {
+            entry_path(index, &[field])
+        } else {
+            entry_path(index, &["modbus", field])
+        };
         let (line, col) = locate(&text, &at).or_else(|| locate(&text, &entry)).unwrap_or((0, 0));
         r(Diagnostic::at(path, line, col, msg));
     };
@@ -371,13 +336,13 @@ fn heatpumps_file(
             );
             continue;
         };
-        let kind = mb.kind.as_deref().unwrap_or("tcp").to_ascii_lowercase();
+        let kind = mb.kind.as_deref().unwrap_or(DEFAULT_TYPE).to_ascii_lowercase();
         let mine = matches!(
             (kind.as_str(), transport),
             ("tcp", Transport::Tcp) | ("rtu", Transport::Rtu)
         );
         wanted |= mine && h.enabled;
-        let unit_id = mb.unit_id.unwrap_or(1);
+        let unit_id = mb.unit_id.unwrap_or(DEFAULT_UNIT_ID.into());
         if !(0..=247).contains(&unit_id) {
             err(
                 &mut push,
@@ -414,7 +379,7 @@ fn heatpumps_file(
                     ok = false;
                 }
                 let port = match &mb.port {
-                    None => 502,
+                    None => DEFAULT_PORT,
                     Some(v) => match v.as_i64() {
                         Some(p) if (1..=65535).contains(&p) => p as u16,
                         _ => {
@@ -422,10 +387,13 @@ fn heatpumps_file(
                                 &mut push,
                                 index,
                                 "port",
-                                format!("heat pump `{id}`: `port` must be 1-65535, not {}", yaml_scalar(v)),
+                                format!(
+                                    "heat pump `{id}`: `port` must be 1-65535, not {}",
+                                    scalar(v).unwrap_or_default()
+                                ),
                             );
                             ok = false;
-                            502
+                            DEFAULT_PORT
                         }
                     },
                 };
@@ -435,7 +403,7 @@ fn heatpumps_file(
                 }
             }
             ("rtu", Transport::Rtu) => {
-                let p = mb.port.as_ref().map(yaml_scalar).unwrap_or_default();
+                let p = mb.port.as_ref().and_then(scalar).unwrap_or_default();
                 if p.is_empty() {
                     err(
                         &mut push,
@@ -514,15 +482,6 @@ fn heatpumps_file(
         }
     }
     wanted
-}
-
-fn yaml_scalar(v: &serde_yaml::Value) -> String {
-    match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Bool(b) => b.to_string(),
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,64 @@
-//! Finds the line of a key in block-style YAML, since serde_yaml keeps no
-//! spans for values: `collector.yml:17:3` for `logging.file`,
+//! YAML helpers for HPManager's files (the register map's too): scalars as
+//! text, syntax errors at their line, and the line of a key.
+//!
+//! serde_yaml keeps no spans for values, so `locate` finds the line of a key
+//! path in block-style YAML: `collector.yml:17:3` for `logging.file`,
 //! `heatpumps.yml:10:5` for `heatpumps[1].modbus.port`. Used by the device
 //! inventory's checks and by `hpflow import`. Flow style (`{a: 1}`) and other
 //! rarities are not followed; the caller then names the file alone.
+
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use crate::diagnostic::Diagnostic;
+
+/// A YAML syntax error at its line and column: `invalid YAML: …`.
+pub(crate) fn syntax_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
+    let text = e.to_string();
+    match e.location() {
+        Some(l) => {
+            // The location is reported as line/column; don't say it twice.
+            let place = format!(" at line {} column {}", l.line(), l.column());
+            let message = text.replacen(&place, "", 1);
+            Diagnostic::at(path, l.line(), l.column(), format!("invalid YAML: {message}"))
+        }
+        None => Diagnostic::file_error(path, format!("invalid YAML: {text}")),
+    }
+}
+
+/// A scalar as text: strings as they are, numbers and bools as YAML writes them.
+pub(crate) fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A mapping key as text, for messages.
+pub(crate) fn key_text(k: &Value) -> String {
+    scalar(k).unwrap_or_else(|| format!("{k:?}"))
+}
 
 /// One step of a key path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Seg {
     Key(String),
     Index(usize),
+}
+
+/// A mapping key as a path step.
+pub(crate) fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+/// `path` and one more step.
+pub(crate) fn with(path: &[Seg], seg: Seg) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(seg);
+    p
 }
 
 /// `a.b[2].c` for messages.

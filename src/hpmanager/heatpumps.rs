@@ -1,23 +1,137 @@
-//! heatpumps.yml: the inventory, read for what import needs to know (which
-//! pumps, how each is reached, the serial line of `rtu` entries) and checked
-//! where that goes beyond hpflow's own reading of the file.
+//! `heatpumps.yml`: HPManager's inventory of heat pumps, read two ways.
+//!
+//! - `parse` is hpflow's own reading, typed, of the file a Modbus source
+//!   polls as it is (`devices = "heatpumps.yml"`); the source's inventory
+//!   checks the values. Unknown keys are ignored, as HPManager ignored them.
+//! - `Reader::pumps` is `hpflow import`'s reading, key by key: which pumps,
+//!   how each is reached, the keys only HPManager used (the serial line of
+//!   `rtu` entries, `retries`), unknown keys warned about, each problem at its
+//!   key.
+//!
+//! Both take HPManager's defaults from here and name an entry's keys with
+//! `entry_path`, so their messages point at the same lines.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::{entry_path, key, scalar, with, Dropped, Link, Pump, Reader, Serial, Text, HEATPUMPS, SERIAL_DEFAULTS};
+use super::yaml::{key, scalar, with, Seg};
+use super::{Dropped, Reader, Text, HEATPUMPS};
+use crate::diagnostic::Diagnostic;
 use crate::registers::{Model, RegisterMap};
 use crate::sources::modbus::Parity;
-use crate::yaml_locate::Seg;
+
+/// HPManager's `modbus.type` when an entry leaves it out.
+pub(crate) const DEFAULT_TYPE: &str = "tcp";
+/// HPManager's `modbus.port` of a `tcp` entry that leaves it out.
+pub(crate) const DEFAULT_PORT: u16 = 502;
+/// HPManager's `modbus.unit_id` when an entry leaves it out.
+pub(crate) const DEFAULT_UNIT_ID: u8 = 1;
+
+/// The key path of entry `index` of heatpumps.yml, then `keys`.
+pub(crate) fn entry_path(index: usize, keys: &[&str]) -> Vec<Seg> {
+    let mut p = vec![key("heatpumps"), Seg::Index(index)];
+    p.extend(keys.iter().map(|k| key(k)));
+    p
+}
+
+/// HPManager's `heatpumps.yml`, read as it is (unknown keys ignored).
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeatpumpsFile {
+    #[serde(default)]
+    pub heatpumps: Vec<HeatpumpEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeatpumpEntry {
+    pub id: serde_yaml::Value,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub modbus: Option<HeatpumpModbus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeatpumpModbus {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// TCP port number, or the serial device path of an `rtu` entry.
+    #[serde(default)]
+    pub port: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub unit_id: Option<i64>,
+    /// Seconds.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// HPManager polled an entry that does not say `enabled`.
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Reads a heatpumps.yml typed; a syntax error, or a value of the wrong type,
+/// is reported at its line and column in `path`.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<HeatpumpsFile, Diagnostic> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        Diagnostic::at(path, line, col, e.to_string())
+    })
+}
+
+/// How an entry is reached, as import read it.
+pub(crate) enum Link {
+    Tcp { host: String, port: String },
+    Rtu { port: String, serial: Serial },
+}
+
+/// The serial line of an `rtu` entry, as HPManager passed it to pymodbus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Serial {
+    pub baud: u32,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+}
+
+/// pymodbus' defaults, which HPManager used for keys left out (and hpflow's).
+const SERIAL_DEFAULTS: Serial = Serial {
+    baud: 9600,
+    data_bits: 8,
+    parity: Parity::None,
+    stop_bits: 1,
+};
+
+/// One entry of the file, as import read it.
+pub(crate) struct Pump {
+    pub index: usize,
+    pub id: String,
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub model: String,
+    pub enabled: bool,
+    pub unit_id: String,
+    /// Whether the entry sets `modbus.timeout` (else HPManager used 5 s).
+    pub has_timeout: bool,
+    pub link: Link,
+}
 
 /// Keys of an entry that neither HPManager nor hpflow reads stay in the copy.
 const IGNORED: &str = "neither HPManager nor hpflow reads it; left in the copy";
 
 impl Reader {
-    pub(super) fn pumps(&mut self, t: &Text, doc: &Value, map: &RegisterMap) -> Vec<Pump> {
+    pub(crate) fn pumps(&mut self, t: &Text, doc: &Value, map: &RegisterMap) -> Vec<Pump> {
         let Some(root) = self.mapping(t, doc, &[], HEATPUMPS) else {
             return Vec::new();
         };
@@ -112,7 +226,7 @@ impl Reader {
         let kind = mb
             .get("type")
             .and_then(scalar)
-            .unwrap_or_else(|| "tcp".into())
+            .unwrap_or_else(|| DEFAULT_TYPE.into())
             .to_ascii_lowercase();
         let mut known = vec!["type", "host", "port", "unit_id", "timeout", "retries", "retry_delay"];
         if kind == "rtu" {
@@ -137,7 +251,7 @@ impl Reader {
                 }
                 Link::Tcp {
                     host,
-                    port: port.unwrap_or_else(|| "502".into()),
+                    port: port.unwrap_or_else(|| DEFAULT_PORT.to_string()),
                 }
             }
             "rtu" => {
@@ -181,7 +295,10 @@ impl Reader {
             location: m.get("location").and_then(scalar),
             model,
             enabled,
-            unit_id: mb.get("unit_id").and_then(scalar).unwrap_or_else(|| "1".into()),
+            unit_id: mb
+                .get("unit_id")
+                .and_then(scalar)
+                .unwrap_or_else(|| DEFAULT_UNIT_ID.to_string()),
             has_timeout: mb.get("timeout").is_some_and(|v| !v.is_null()),
             link,
         })
