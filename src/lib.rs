@@ -4,8 +4,10 @@
 pub mod commands;
 pub mod config;
 pub mod diagnostic;
+pub mod display;
 pub mod event;
 pub mod fsutil;
+pub mod modbus;
 pub mod registers;
 pub mod sim;
 pub mod sinks;

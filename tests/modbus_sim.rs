@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use hpflow::commands::read::{self, ReadArgs};
 use hpflow::commands::{ParityArg, TargetArgs};
+use hpflow::modbus::{read_once, Reply};
 use hpflow::registers::RegisterMap;
 use hpflow::registers::{RawData, Table};
 use hpflow::sim::{Clock, Faults, SimOptions, Simulator};
-use hpflow::sources::modbus::{read_once, Reply};
 use support::{run_tcp, shipped_map};
 
 const WAIT: Duration = Duration::from_secs(5);

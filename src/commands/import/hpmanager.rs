@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::modbus::Parity;
 use crate::registers::RegisterMap;
 use crate::sinks::dashboard::settings;
-use crate::sources::modbus::Parity;
 use crate::yaml_locate::{dotted, locate, Seg};
 
 mod heatpumps;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::hpmanager::{Dropped, Folder, Found, Link, Serial};
 use crate::config::interpolate;
 use crate::diagnostic::{Diagnostic, Severity};
-use crate::sources::modbus::Parity;
+use crate::modbus::Parity;
 
 /// HPManager's collector defaults (src/collector/main.py), used for keys its
 /// collector.yml leaves out or when there is no collector.yml.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde_yaml::{Mapping, Value};
 
 use super::{entry_path, key, scalar, with, Dropped, Link, Pump, Reader, Serial, Text, HEATPUMPS, SERIAL_DEFAULTS};
+use crate::modbus::Parity;
 use crate::registers::{Model, RegisterMap};
-use crate::sources::modbus::Parity;
 use crate::yaml_locate::Seg;
 
 /// Keys of an entry that neither HPManager nor hpflow reads stay in the copy.
