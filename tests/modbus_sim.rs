@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hpflow::commands::read;
+use hpflow::modbus::{read_once, Reply};
 use hpflow::registers::RegisterMap;
 use hpflow::registers::{RawData, Table};
 use hpflow::sim::{Clock, Faults, SimOptions, Simulator};
-use hpflow::sources::modbus::{read_once, Reply};
 use support::modbus::{read_args, run_tcp};
 use support::{repo, shipped_registers};
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::modbus::{inter_frame_gap, Connector, Parity, RtuConnector, TcpConnector};
 use crate::registers::{Model, RegisterMap};
-use crate::sources::modbus::{Connector, Parity};
 
 pub use demo::DemoArgs;
 pub use healthcheck::HealthcheckArgs;
@@ -132,23 +132,15 @@ impl TargetArgs {
     /// The connector for this target.
     pub fn connector(&self) -> Box<dyn Connector> {
         match (&self.serial, &self.host) {
-            (Some(path), _) => {
-                let bits = 1
-                    + u32::from(self.data_bits)
-                    + u32::from(self.parity != ParityArg::None)
-                    + u32::from(self.stop_bits);
-                let gap = Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(self.baud.max(1)))
-                    .max(Duration::from_millis(2));
-                Box::new(crate::sources::modbus::RtuConnector {
-                    path: path.clone(),
-                    baud: self.baud,
-                    parity: self.parity.into(),
-                    data_bits: self.data_bits,
-                    stop_bits: self.stop_bits,
-                    gap,
-                })
-            }
-            (None, host) => Box::new(crate::sources::modbus::TcpConnector {
+            (Some(path), _) => Box::new(RtuConnector {
+                path: path.clone(),
+                baud: self.baud,
+                parity: self.parity.into(),
+                data_bits: self.data_bits,
+                stop_bits: self.stop_bits,
+                gap: inter_frame_gap(self.baud, self.data_bits, self.parity.into(), self.stop_bits),
+            }),
+            (None, host) => Box::new(TcpConnector {
                 host: host.clone().unwrap_or_default(),
                 port: self.port,
             }),

@@ -6,15 +6,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
 use super::{find_model, load_map, TargetArgs, EXIT_UNAVAILABLE};
+use crate::display::{engineering_json, engineering_value, scale_metric};
 use crate::event::{Metric, Tags};
-use crate::sources::modbus::{
-    engineering_json, engineering_value, poll_device, scale_metric, Device, Link, PollConfig, PollOutcome, Reply,
-};
+use crate::modbus::{plan_options, poll_device, Device, Link, PollOutcome, Reply};
 
 /// `hpflow read`: poll a device once and print its decoded values.
 #[derive(Debug, Clone, Args)]
@@ -135,36 +134,16 @@ async fn poll(args: &ReadArgs, model: &Arc<crate::registers::Model>, device: &mu
 }
 
 fn device(args: &ReadArgs, model: &Arc<crate::registers::Model>) -> Device {
-    let poll = PollConfig {
-        interval: std::time::Duration::from_secs(3600),
-        max_registers: args.max_registers,
-        max_gap: args.max_gap,
-        reprobe_interval: std::time::Duration::from_secs(3600),
-        phase_spread: false,
-        reconnect_min: None,
-        reconnect_max: None,
-    };
-    let spec = crate::sources::modbus::DeviceSpec {
-        id: args.id.as_str().into(),
-        model: model.name().into(),
-        endpoint: match &args.target.serial {
-            Some(p) => crate::sources::modbus::Endpoint::Rtu { path: p.clone() },
-            None => crate::sources::modbus::Endpoint::Tcp {
-                host: args.target.host.clone().unwrap_or_default(),
-                port: args.target.port,
-            },
-        },
-        unit_id: args.target.unit_id,
-        timeout: Some(args.target.timeout),
-        tags: Arc::new(Tags::new()),
-    };
+    let hour = Duration::from_secs(3600);
+    let options = plan_options(args.max_registers, args.max_gap, hour);
     Device::new(
         "read",
-        spec,
-        model,
-        &poll,
+        &args.id.as_str().into(),
+        args.target.unit_id,
+        model.plan(&options),
+        // What a source polling every hour backs off between.
+        (Duration::from_secs(1), hour / 2),
         args.target.timeout,
-        tokio::time::Instant::now(),
         &Default::default(),
     )
 }

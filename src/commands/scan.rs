@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{TargetArgs, EXIT_UNAVAILABLE};
+use crate::modbus::{read_once, Reply};
 use crate::registers::{RawData, Table};
-use crate::sources::modbus::{read_once, Reply};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TableArg {

@@ -142,7 +142,7 @@ pub(crate) struct Inner {
     clock: Mutex<ClockState>,
     pub(crate) faults: Faults,
     pub(crate) requests: AtomicU64,
-    pub(crate) rng: Mutex<crate::sources::modbus::Rng>,
+    pub(crate) rng: Mutex<crate::modbus::Rng>,
     /// `Some` once [`Simulator::log_requests`] turned the request log on.
     pub(crate) log: Mutex<Option<Vec<AnsweredRead>>>,
 }
@@ -236,7 +236,7 @@ impl Simulator {
                 }),
                 faults: opts.faults,
                 requests: AtomicU64::new(0),
-                rng: Mutex::new(crate::sources::modbus::Rng::new(opts.seed ^ 0x5eed)),
+                rng: Mutex::new(crate::modbus::Rng::new(opts.seed ^ 0x5eed)),
                 log: Mutex::new(None),
             }),
         })
@@ -339,7 +339,7 @@ impl Simulator {
     /// What `hpflow read --json` against `unit` prints right now: field →
     /// engineering value (scaled, rounded, bools, enum labels as text).
     pub fn truth(&self, unit: u8) -> Option<Map<String, Json>> {
-        self.truth_raw(unit).map(crate::sources::modbus::engineering_json)
+        self.truth_raw(unit).map(crate::display::engineering_json)
     }
 
     /// The truth of every device: the flat object of [`truth`](Self::truth) for a

@@ -11,7 +11,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::hpmanager::heatpumps::{entry_path, Link, Serial};
 use crate::hpmanager::{Dropped, Found};
 use crate::interpolate::interpolate;
-use crate::sources::modbus::Parity;
+use crate::modbus::Parity;
 
 /// HPManager's collector defaults (src/collector/main.py), used for keys its
 /// collector.yml leaves out or when there is no collector.yml.

@@ -54,6 +54,7 @@ use serde::Deserialize;
 
 use super::inventory::{load_map, resolve_devices, DeviceSpec, Endpoint, Report, Transport};
 use crate::component::{Check, Claim};
+use crate::modbus::{inter_frame_gap, Parity};
 use crate::registers::{Model, RegisterMap};
 
 /// The Modbus spec's limit on registers in one read.
@@ -170,15 +171,6 @@ pub struct PollConfig {
     pub phase_spread: bool,
     pub reconnect_min: Option<Duration>,
     pub reconnect_max: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
 }
 
 fn default_interval() -> Duration {
@@ -398,9 +390,7 @@ impl ModbusRtuConfig {
         if let Some(g) = self.inter_frame_gap {
             return g;
         }
-        let bits = 1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits);
-        let secs = 3.5 * f64::from(bits) / f64::from(self.baud.max(1));
-        Duration::from_secs_f64(secs).max(Duration::from_millis(2))
+        inter_frame_gap(self.baud, self.data_bits, self.parity, self.stop_bits)
     }
 
     pub(crate) fn check_into(

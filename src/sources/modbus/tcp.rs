@@ -2,48 +2,21 @@
 //! share its connection and are polled in turn; every other device has a task
 //! and a connection of its own.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use indexmap::IndexMap;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_modbus::client::Context;
-use tokio_modbus::Slave;
 
 use super::inventory::{Endpoint, Errors};
-use super::{forward, run_link, Connector, Device, DeviceSpec, Link, ModbusTcpConfig, PollConfig};
+use super::{forward, run_link, DeviceSpec, ModbusTcpConfig, PollConfig, Scheduled};
 use crate::component::BuildContext;
 use crate::component::{BoxError, Source, SourceContext};
+use crate::modbus::{Link, TcpConnector};
 use crate::registers::RegisterMap;
 use crate::telemetry::Registry;
-
-/// Connects to a Modbus TCP server or gateway.
-#[derive(Debug, Clone)]
-pub struct TcpConnector {
-    pub host: String,
-    pub port: u16,
-}
-
-#[async_trait]
-impl Connector for TcpConnector {
-    async fn connect(&mut self, timeout: Duration) -> io::Result<Context> {
-        let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        // Requests are small and answered one at a time: do not wait to batch.
-        let _ = stream.set_nodelay(true);
-        Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(1)))
-    }
-
-    fn describe(&self) -> String {
-        format!("tcp {}:{}", self.host, self.port)
-    }
-}
 
 /// The running `modbus_tcp` source.
 pub struct ModbusTcp {
@@ -112,11 +85,11 @@ impl Source for ModbusTcp {
         let (tx, rx) = mpsc::channel(256);
         let mut tasks = Vec::new();
         for ((host, port), specs) in self.groups() {
-            let devices: Vec<Device> = specs
+            let devices: Vec<Scheduled> = specs
                 .into_iter()
                 .filter_map(|spec| {
                     let model = self.map.model(&spec.model)?.clone();
-                    Some(Device::new(
+                    Some(Scheduled::new(
                         &cx.id,
                         spec,
                         &model,

@@ -1,0 +1,213 @@
+//! Running a device's adaptive read plan once over a link: busy retries,
+//! exceptions, reconnects and backoff.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::backoff::{Backoff, Rng};
+use super::link::Link;
+use super::reply::Reply;
+use crate::event::Value;
+use crate::registers::{Change, Outcome, PlanOptions, PlanState, RawData, ReadPlan, ReadRequest};
+use crate::telemetry::{HealthHandle, HealthRegistry};
+
+/// Waits before retrying a request the device answered "busy" (06), per attempt.
+const BUSY_WAIT: Duration = Duration::from_millis(200);
+/// Retries of a busy request within one poll.
+const BUSY_RETRIES: u32 = 2;
+
+/// A device as a poll holds it: its unit behind the link, its adaptive read
+/// plan, its reconnect backoff and its health counters.
+pub struct Device {
+    pub id: Arc<str>,
+    pub unit_id: u8,
+    pub plan: PlanState,
+    pub backoff: Backoff,
+    pub health: HealthHandle,
+    pub timeout: Duration,
+}
+
+impl Device {
+    /// The poll state of device `id` (unit `unit_id`) of `component`, reading
+    /// `plan`; reconnects back off between the `reconnect` bounds, jittered per
+    /// device; health is counted in `health`.
+    pub fn new(
+        component: &str,
+        id: &Arc<str>,
+        unit_id: u8,
+        plan: ReadPlan,
+        reconnect: (Duration, Duration),
+        timeout: Duration,
+        health: &HealthRegistry,
+    ) -> Device {
+        let key = format!("{component}/{id}");
+        Device {
+            id: id.clone(),
+            unit_id,
+            plan: PlanState::new(plan),
+            backoff: {
+                let (min, max) = reconnect;
+                Backoff::new(min, max, Rng::from_key(&key))
+            },
+            health: health.register(component, id),
+            timeout,
+        }
+    }
+}
+
+/// The planner's options with these overrides of its defaults.
+pub fn plan_options(max_registers: Option<u16>, max_gap: Option<u16>, reprobe_after: Duration) -> PlanOptions {
+    let mut options = PlanOptions {
+        reprobe_after,
+        ..PlanOptions::default()
+    };
+    if let Some(m) = max_registers {
+        options.max_registers = m;
+    }
+    if let Some(g) = max_gap {
+        options.max_gap = g;
+    }
+    options
+}
+
+/// What one poll of one device produced.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub fields: BTreeMap<Arc<str>, Value>,
+    /// Every request sent, with its reply, in order.
+    pub requests: Vec<(ReadRequest, Reply)>,
+    /// Why the poll stopped early (unreachable device, broken link), if it did.
+    pub error: Option<String>,
+}
+
+impl PollOutcome {
+    pub fn succeeded(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    /// The first failure worth telling a user about.
+    pub fn first_error(&self) -> Option<String> {
+        self.error.clone().or_else(|| {
+            self.requests
+                .iter()
+                .find(|(_, r)| !matches!(r, Reply::Data(_)))
+                .map(|(q, r)| format!("{q}: {r}"))
+        })
+    }
+}
+
+/// Polls one device once over `link`.
+pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
+    let started = Instant::now().into_std();
+    let mut out = PollOutcome::default();
+    let mut results: Vec<(ReadRequest, Option<RawData>)> = Vec::new();
+    let mut queue: VecDeque<ReadRequest> = dev.plan.requests(started).into();
+    let mut reconnected = false;
+    let id = dev.id.clone();
+
+    'requests: while let Some(req) = queue.pop_front() {
+        let mut busy = 0;
+        loop {
+            if let Err(e) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
+                out.error = Some(e);
+                break 'requests;
+            }
+            let sent = Instant::now();
+            let reply = link.read(dev.unit_id, &req, dev.timeout).await;
+            dev.health.request_done(reply.result(), sent.elapsed());
+            if reply.link_ok() {
+                dev.backoff.succeeded();
+            }
+            let now = Instant::now().into_std();
+            match &reply {
+                Reply::Data(d) => {
+                    reconnected = false;
+                    note_change(&id, dev.plan.record(&req, Outcome::Ok, now));
+                    results.push((req.clone(), Some(d.clone())));
+                }
+                Reply::Busy if busy < BUSY_RETRIES => {
+                    busy += 1;
+                    debug!(device = %id, request = %req, attempt = busy, "Device busy; retrying");
+                    out.requests.push((req.clone(), reply));
+                    tokio::time::sleep(BUSY_WAIT * busy).await;
+                    continue;
+                }
+                Reply::Busy | Reply::Refused(_) => {
+                    debug!(device = %id, request = %req, reply = %reply, "Request refused; its fields are absent");
+                    dev.plan.record(&req, Outcome::Failed, now);
+                }
+                Reply::IllegalAddress => {
+                    let change = dev.plan.record(&req, Outcome::IllegalAddress, now);
+                    if let Some(Change::BlockDropped { block, .. }) = &change {
+                        // The rest of a block that is not fitted would only be refused too.
+                        queue.retain(|q| !(q.optional && q.block.as_ref() == Some(block)));
+                    }
+                    note_change(&id, change);
+                    queue.extend(dev.plan.follow_ups());
+                }
+                Reply::Unreachable(_) => {
+                    dev.plan.record(&req, Outcome::Failed, now);
+                    out.error = Some(format!("{req}: {reply}"));
+                    out.requests.push((req, reply));
+                    break 'requests;
+                }
+                Reply::Timeout => {
+                    dev.plan.record(&req, Outcome::Failed, now);
+                    let wait = dev.backoff.failed(Instant::now());
+                    out.error = Some(format!(
+                        "{req}: {reply} after {}",
+                        humantime::format_duration(dev.timeout)
+                    ));
+                    debug!(device = %id, request = %req, backoff = ?wait, "Request timed out");
+                    out.requests.push((req, reply));
+                    break 'requests;
+                }
+                Reply::Broken(e) => {
+                    if !reconnected {
+                        // A gateway may have closed an idle connection: one fresh
+                        // connection per request before giving up.
+                        reconnected = true;
+                        debug!(device = %id, request = %req, error = %e, "Link broken; reconnecting once");
+                        out.requests.push((req.clone(), reply));
+                        continue;
+                    }
+                    dev.plan.record(&req, Outcome::Failed, now);
+                    dev.backoff.failed(Instant::now());
+                    out.error = Some(format!("{req}: {reply}"));
+                    out.requests.push((req, reply));
+                    break 'requests;
+                }
+            }
+            out.requests.push((req, reply));
+            break;
+        }
+    }
+    out.fields = dev.plan.decode(&results);
+    out
+}
+
+fn note_change(device: &str, change: Option<Change>) {
+    let Some(change) = change else { return };
+    match change {
+        Change::Split { request, into } => {
+            let into: Vec<String> = into.iter().map(ToString::to_string).collect();
+            info!(device = %device, request = %request, into = %into.join(", "), "Device refused a request (exception 02); splitting it");
+        }
+        Change::Skipped { request, .. } => {
+            info!(device = %device, request = %request, "Device refused a single value (exception 02); skipping it until the re-probe");
+        }
+        Change::BlockDropped { block, .. } => {
+            info!(device = %device, block = %block, "Optional block not served by the device (exception 02); dropped until the re-probe");
+        }
+        Change::Restored { request } => {
+            info!(device = %device, request = %request, "Device answers a previously refused request again");
+        }
+        Change::BlockRestored { block } => {
+            info!(device = %device, block = %block, "Optional block answered its re-probe; polling it again");
+        }
+    }
+}
