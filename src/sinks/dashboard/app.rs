@@ -1,5 +1,7 @@
-//! The running dashboard's shared state: store, settings, authentication and
-//! templates, behind one `Arc` that the sink feeds and the router reads.
+//! The running dashboard's shared state: store, settings, authentication,
+//! the handle on the sources' poll intervals, and the parsed templates and
+//! rendered cards the views keep, behind one `Arc` that the sink feeds and the
+//! router reads. The bottom layer: it imports neither handlers nor views.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -10,6 +12,7 @@ use minijinja::Environment;
 use tracing::info;
 
 use super::auth::Auth;
+use super::card_cache::CardCache;
 use super::settings::{self, Invalid, Settings};
 use super::store::Store;
 use crate::event::{Event, Schema};
@@ -51,6 +54,8 @@ pub struct Parts {
     pub fault_field: String,
     pub mode_field: String,
     pub max_pumps: usize,
+    /// The parsed templates (`views::templates::templates`).
+    pub templates: Environment<'static>,
 }
 
 pub struct App {
@@ -69,7 +74,7 @@ pub struct App {
     /// The input models, so pumps restored from the history file have units and labels.
     schemas: Vec<Arc<Schema>>,
     pub(super) templates: Environment<'static>,
-    pub(super) cards: super::pages::CardCache,
+    pub(super) cards: CardCache,
     clock: Clock,
     pub(super) tz: TimeZone,
     offline_after: Option<Duration>,
@@ -78,7 +83,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(parts: Parts) -> Result<App, minijinja::Error> {
+    pub fn new(parts: Parts) -> App {
         let initial_intervals = parts.control.poll_intervals();
         let store = Store::new(parts.max_pumps);
         let auth = Auth::new(parts.token, &parts.id, parts.trusted_origins);
@@ -94,7 +99,7 @@ impl App {
             control: parts.control,
             initial_intervals,
             schemas: parts.schemas,
-            templates: super::routes::templates()?,
+            templates: parts.templates,
             cards: Default::default(),
             clock: Arc::new(SystemTime::now),
             tz: TimeZone::system(),
@@ -105,7 +110,7 @@ impl App {
         if app.settings().poll_interval_seconds.is_some() {
             app.apply_poll_interval(&app.settings());
         }
-        Ok(app)
+        app
     }
 
     /// Pins the clock and time zone (tests, benchmarks).
@@ -148,18 +153,6 @@ impl App {
             .get(pump)
             .map(|d| d.metric.schema.clone())
             .filter(|s| !s.fields.is_empty())
-    }
-
-    /// Ids of every pump the page should offer settings for: seen or configured.
-    pub fn pump_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.read_store().devices.keys().map(|k| k.to_string()).collect();
-        for k in self.settings().pumps.keys() {
-            if !ids.contains(k) {
-                ids.push(k.clone());
-            }
-        }
-        ids.sort_by(|a, b| super::pages::natural_cmp(a, b));
-        ids
     }
 
     /// How long without a poll before a pump shows as offline.
