@@ -3,6 +3,7 @@
 //! rendered cards the views keep, behind one `Arc` that the sink feeds and the
 //! router reads. The bottom layer: it imports neither handlers nor views.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
@@ -70,7 +71,9 @@ pub struct App {
     pub(super) auth: Auth,
     pub(super) control: Arc<Control>,
     /// The sources' own intervals, restored when the override is cleared.
-    initial_intervals: Vec<(String, Duration)>,
+    /// Read through `control` when an override is about to replace them, not
+    /// when the dashboard is built: sources may register after it.
+    own_intervals: Mutex<BTreeMap<String, Duration>>,
     /// The input models, so pumps restored from the history file have units and labels.
     schemas: Vec<Arc<Schema>>,
     pub(super) templates: Environment<'static>,
@@ -84,7 +87,6 @@ pub struct App {
 
 impl App {
     pub fn new(parts: Parts) -> App {
-        let initial_intervals = parts.control.poll_intervals();
         let store = Store::new(parts.max_pumps);
         let auth = Auth::new(parts.token, &parts.id, parts.trusted_origins);
         let app = App {
@@ -97,7 +99,7 @@ impl App {
             history_path: parts.history_path,
             auth,
             control: parts.control,
-            initial_intervals,
+            own_intervals: Mutex::new(BTreeMap::new()),
             schemas: parts.schemas,
             templates: parts.templates,
             cards: Default::default(),
@@ -210,17 +212,23 @@ impl App {
     /// Sets every polling source's interval to the override, or back to its
     /// own when the override is cleared. Returns how many sources follow it.
     fn apply_poll_interval(&self, s: &Settings) -> usize {
+        let mut own = self.own_intervals.lock().unwrap_or_else(|p| p.into_inner());
         match s.poll_interval_seconds {
             Some(p) => {
+                // A source not seen yet has never followed an override, so
+                // it runs at its own interval now: remember that one.
+                for (source, d) in self.control.poll_intervals() {
+                    own.entry(source).or_insert(d);
+                }
                 let n = self.control.set_poll_interval(Duration::from_secs(u64::from(p)));
                 info!(component = %self.id, seconds = p, sources = n, "Poll interval set from the dashboard settings");
                 n
             }
             None => {
-                for (source, d) in &self.initial_intervals {
+                for (source, d) in own.iter() {
                     self.control.set_source_poll_interval(source, *d);
                 }
-                self.initial_intervals.len()
+                own.len()
             }
         }
     }
