@@ -1,6 +1,9 @@
-//! The running dashboard's shared state: store, settings, authentication and
-//! templates, behind one `Arc` that the sink feeds and the router reads.
+//! The running dashboard's shared state: store, settings, authentication,
+//! the handle on the sources' poll intervals, and the parsed templates and
+//! rendered cards the views keep, behind one `Arc` that the sink feeds and the
+//! router reads. The bottom layer: it imports neither handlers nor views.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
@@ -10,6 +13,7 @@ use minijinja::Environment;
 use tracing::info;
 
 use super::auth::Auth;
+use super::card_cache::CardCache;
 use super::settings::{self, Invalid, Settings};
 use super::store::Store;
 use crate::component::Control;
@@ -51,6 +55,8 @@ pub struct Parts {
     pub fault_field: String,
     pub mode_field: String,
     pub max_pumps: usize,
+    /// The parsed templates (`views::templates::templates`).
+    pub templates: Environment<'static>,
 }
 
 pub struct App {
@@ -65,11 +71,13 @@ pub struct App {
     pub(super) auth: Auth,
     pub(super) control: Arc<Control>,
     /// The sources' own intervals, restored when the override is cleared.
-    initial_intervals: Vec<(String, Duration)>,
+    /// Read through `control` when an override is about to replace them, not
+    /// when the dashboard is built: sources may register after it.
+    own_intervals: Mutex<BTreeMap<String, Duration>>,
     /// The input models, so pumps restored from the history file have units and labels.
     schemas: Vec<Arc<Schema>>,
     pub(super) templates: Environment<'static>,
-    pub(super) cards: super::pages::CardCache,
+    pub(super) cards: CardCache,
     clock: Clock,
     pub(super) tz: TimeZone,
     offline_after: Option<Duration>,
@@ -78,8 +86,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(parts: Parts) -> Result<App, minijinja::Error> {
-        let initial_intervals = parts.control.poll_intervals();
+    pub fn new(parts: Parts) -> App {
         let store = Store::new(parts.max_pumps);
         let auth = Auth::new(parts.token, &parts.id, parts.trusted_origins);
         let app = App {
@@ -92,9 +99,9 @@ impl App {
             history_path: parts.history_path,
             auth,
             control: parts.control,
-            initial_intervals,
+            own_intervals: Mutex::new(BTreeMap::new()),
             schemas: parts.schemas,
-            templates: super::routes::templates()?,
+            templates: parts.templates,
             cards: Default::default(),
             clock: Arc::new(SystemTime::now),
             tz: TimeZone::system(),
@@ -105,7 +112,7 @@ impl App {
         if app.settings().poll_interval_seconds.is_some() {
             app.apply_poll_interval(&app.settings());
         }
-        Ok(app)
+        app
     }
 
     /// Pins the clock and time zone (tests, benchmarks).
@@ -148,18 +155,6 @@ impl App {
             .get(pump)
             .map(|d| d.metric.schema.clone())
             .filter(|s| !s.fields.is_empty())
-    }
-
-    /// Ids of every pump the page should offer settings for: seen or configured.
-    pub fn pump_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.read_store().devices.keys().map(|k| k.to_string()).collect();
-        for k in self.settings().pumps.keys() {
-            if !ids.contains(k) {
-                ids.push(k.clone());
-            }
-        }
-        ids.sort_by(|a, b| super::pages::natural_cmp(a, b));
-        ids
     }
 
     /// How long without a poll before a pump shows as offline.
@@ -217,17 +212,23 @@ impl App {
     /// Sets every polling source's interval to the override, or back to its
     /// own when the override is cleared. Returns how many sources follow it.
     fn apply_poll_interval(&self, s: &Settings) -> usize {
+        let mut own = self.own_intervals.lock().unwrap_or_else(|p| p.into_inner());
         match s.poll_interval_seconds {
             Some(p) => {
+                // A source not seen yet has never followed an override, so
+                // it runs at its own interval now: remember that one.
+                for (source, d) in self.control.poll_intervals() {
+                    own.entry(source).or_insert(d);
+                }
                 let n = self.control.set_poll_interval(Duration::from_secs(u64::from(p)));
                 info!(component = %self.id, seconds = p, sources = n, "Poll interval set from the dashboard settings");
                 n
             }
             None => {
-                for (source, d) in &self.initial_intervals {
+                for (source, d) in own.iter() {
                     self.control.set_source_poll_interval(source, *d);
                 }
-                self.initial_intervals.len()
+                own.len()
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::event::Schema;
 use super::app::{App, Parts};
 use super::server::Dashboard;
 use super::settings::{self, Settings};
+use super::views::templates::templates;
 
 /// The environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "HPFLOW_ADMIN_TOKEN";
@@ -238,8 +239,9 @@ impl DashboardConfig {
             fault_field: self.fault_field.clone(),
             mode_field: self.mode_field.clone(),
             max_pumps: self.max_pumps,
+            templates: templates().map_err(|e| format!("dashboard templates: {e}"))?,
         };
-        Ok(App::new(parts).map_err(|e| format!("dashboard templates: {e}"))?)
+        Ok(App::new(parts))
     }
 }
 

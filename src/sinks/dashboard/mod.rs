@@ -77,24 +77,24 @@
 //! `<data_dir>/dashboard/<id>/history.bin` every `persist_interval` and at
 //! shutdown, and reloaded at start (older than 24 h is dropped).
 
-mod api;
+// Layers, each importing only those below it:
+// config, server (the sink) → handlers (HTTP) → views (rendering) → app,
+// card_cache, store, history, settings, auth (state).
 mod app;
 pub mod auth;
+mod card_cache;
 mod config;
-mod format;
+mod handlers;
 pub mod history;
-mod pages;
-mod routes;
 mod server;
 pub mod settings;
-mod settings_page;
-mod sparkline;
 mod store;
+mod views;
 
 #[cfg(test)]
 mod tests;
 
 pub use app::{App, Clock, Parts, SaveError};
 pub use config::{state_dir, DashboardConfig, TOKEN_ENV};
-pub use routes::{router, BODY_LIMIT, CSP};
+pub use handlers::{router, BODY_LIMIT, CSP};
 pub use server::Dashboard;

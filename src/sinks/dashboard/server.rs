@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 
 use super::app::App;
-use super::routes::router;
+use super::handlers::router;
 
 /// How long open requests may take to finish once the input has closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -706,6 +706,37 @@ async fn a_saved_form_persists_atomically_keeps_comments_and_sets_the_poll_inter
 }
 
 #[tokio::test]
+async fn a_source_registered_after_the_dashboard_is_built_is_shown_and_gets_its_own_interval_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Arc::new(Control::default());
+    // The dashboard first, the source after it: the other order than `harness`.
+    let app = Arc::new(build(dir.path(), &control, Some(TOKEN), DashboardConfig::default()));
+    let _rx = control.poll_interval("heatpumps", Duration::from_secs(10));
+    let ten = serde_json::json!([{ "source": "heatpumps", "seconds": 10.0 }]);
+    let r = get(&app, "/api/settings").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["poll_intervals"], ten);
+    assert!(get(&app, "/settings").await.body.contains("Now: heatpumps every 10 s."));
+
+    // An override, then clearing it: the source gets the interval it registered back.
+    let cookie = login(&app).await;
+    for (version, poll, now) in [(0, "30", 30), (1, "", 10)] {
+        let body = settings_form(version, poll, "10");
+        let r = send(&app, form("/settings", &body, &[(COOKIE, &cookie), (ORIGIN, SAME)])).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        let page = get(&app, "/settings").await.body;
+        assert!(page.contains(&format!("Now: heatpumps every {now} s.")), "{page}");
+    }
+    assert_eq!(
+        control.poll_intervals(),
+        vec![("heatpumps".to_string(), Duration::from_secs(10))]
+    );
+    let r = get(&app, "/api/settings").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["poll_intervals"], ten);
+}
+
+#[tokio::test]
 async fn invalid_settings_are_explained_and_nothing_is_saved() {
     let h = harness(Some(TOKEN));
     let cookie = login(&h.app).await;

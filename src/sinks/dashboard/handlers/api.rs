@@ -13,14 +13,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
 
-use super::app::{App, SaveError};
-use super::auth::Refusal;
-use super::format::{field_label, is_on, is_state, value_text, Group};
-use super::history::secs;
-use super::routes::parse_window;
-use super::settings::Settings;
-use super::store::Device;
+use super::query::parse_window;
 use crate::event::{rfc3339, FieldMeta, Metric, Value};
+use crate::sinks::dashboard::app::{App, SaveError};
+use crate::sinks::dashboard::auth::Refusal;
+use crate::sinks::dashboard::history::secs;
+use crate::sinks::dashboard::settings::Settings;
+use crate::sinks::dashboard::store::Device;
+use crate::sinks::dashboard::views::format::{field_label, is_on, is_state, value_text, Group};
 
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()

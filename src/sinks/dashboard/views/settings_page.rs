@@ -1,34 +1,30 @@
-//! The settings page (`GET`/`POST /settings`) and logging in and out.
-//! Every `POST /settings` is checked in this order: is a token configured
-//! (403), is it authenticated (401), does it come from our own origin (403), is
-//! it valid (422), was it based on the current version (409).
+//! The settings form and the login form as the pages show them: the form
+//! filled from the settings (or from what was typed, when it was refused), the
+//! messages next to their inputs, and both pages rendered in the layout.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::extract::{Form, Query, State};
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
-use super::app::{App, SaveError};
-use super::auth::Refusal;
 use super::format::field_label;
-use super::routes::{layout, render};
-use super::settings::{self, Invalid, Settings, POLL_SECONDS, REFRESH_SECONDS, WINDOW_MINUTES};
+use super::templates::{layout, render};
+use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::auth::Refusal;
+use crate::sinks::dashboard::settings::{Invalid, Settings, POLL_SECONDS, REFRESH_SECONDS, WINDOW_MINUTES};
 
 #[derive(Serialize, Default)]
-struct View {
-    version: String,
+pub struct View {
+    pub version: String,
     poll: String,
     refresh: String,
     window: String,
     /// Messages by input name (`refresh_interval_seconds`, `pumps.hp1.visible_fields`).
     errors: BTreeMap<String, Vec<String>>,
     /// All messages, for the summary at the top.
-    all_errors: Vec<String>,
-    notice: Option<String>,
+    pub all_errors: Vec<String>,
+    pub notice: Option<String>,
     can_edit: bool,
     read_only: Option<String>,
     sources: Vec<Source>,
@@ -77,7 +73,7 @@ fn range(r: &std::ops::RangeInclusive<u32>) -> String {
 
 /// The form filled from `s`, then overwritten by what was `submitted` (so a
 /// rejected form shows what the person typed).
-fn view(app: &App, headers: &HeaderMap, s: &Settings, submitted: Option<&[(String, String)]>) -> View {
+pub fn view(app: &App, headers: &HeaderMap, s: &Settings, submitted: Option<&[(String, String)]>) -> View {
     let can_edit = app.auth.enabled() && app.auth.logged_in(headers);
     let read_only = if !app.auth.enabled() {
         Some(Refusal::NoToken.to_string())
@@ -181,7 +177,7 @@ fn view(app: &App, headers: &HeaderMap, s: &Settings, submitted: Option<&[(Strin
     v
 }
 
-fn with_errors(mut v: View, errors: &[Invalid]) -> View {
+pub fn with_errors(mut v: View, errors: &[Invalid]) -> View {
     for e in errors {
         // Per-pump messages are shown once per pump, whichever input they concern.
         let key = match e
@@ -198,71 +194,10 @@ fn with_errors(mut v: View, errors: &[Invalid]) -> View {
     v
 }
 
-fn page(app: &App, headers: &HeaderMap, status: StatusCode, v: View) -> Response {
+/// The settings page showing `v`, answered with `status`.
+pub fn page(app: &App, headers: &HeaderMap, status: StatusCode, v: View) -> Response {
     let l = layout(app, headers, "Settings".into(), "settings", false);
     (status, render(app, l, "settings.html", &v, false)).into_response()
-}
-
-#[derive(Deserialize)]
-pub struct ShowQuery {
-    saved: Option<String>,
-}
-
-/// `GET /settings`.
-pub async fn show(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ShowQuery>) -> Response {
-    let mut v = view(&app, &headers, &app.settings(), None);
-    if q.saved.is_some() {
-        v.notice = Some(format!("Saved (version {}).", v.version));
-    }
-    page(&app, &headers, StatusCode::OK, v)
-}
-
-/// `POST /settings`: the form.
-pub async fn save(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
-    let refuse = |status, text: String| {
-        let mut v = view(&app, &headers, &app.settings(), Some(&pairs));
-        v.all_errors.push(text);
-        page(&app, &headers, status, v)
-    };
-    if !app.auth.enabled() {
-        return refuse(StatusCode::FORBIDDEN, Refusal::NoToken.to_string());
-    }
-    let credential = app.auth.credential(&headers).ok();
-    if credential.is_none() {
-        return refuse(StatusCode::UNAUTHORIZED, Refusal::NotLoggedIn.to_string());
-    }
-    if let Err(r) = app.auth.same_origin(&headers, &uri, credential) {
-        return refuse(StatusCode::FORBIDDEN, r.to_string());
-    }
-    let current = app.settings();
-    let (version, next) = match settings::from_form(&pairs, &current) {
-        Ok(x) => x,
-        Err(errors) => {
-            let v = with_errors(view(&app, &headers, &current, Some(&pairs)), &errors);
-            return page(&app, &headers, StatusCode::UNPROCESSABLE_ENTITY, v);
-        }
-    };
-    let app2 = app.clone();
-    match tokio::task::spawn_blocking(move || app2.save_settings(version, next)).await {
-        Ok(Ok(_)) => Redirect::to("/settings?saved=1").into_response(),
-        Ok(Err(SaveError::Invalid(errors))) => {
-            let v = with_errors(view(&app, &headers, &current, Some(&pairs)), &errors);
-            page(&app, &headers, StatusCode::UNPROCESSABLE_ENTITY, v)
-        }
-        Ok(Err(e @ SaveError::Conflict { .. })) => {
-            // Show what is saved now: the other person's change must not be overwritten blindly.
-            let mut v = view(&app, &headers, &app.settings(), None);
-            v.all_errors.push(e.to_string());
-            page(&app, &headers, StatusCode::CONFLICT, v)
-        }
-        Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("Not saved: {e}")),
-    }
 }
 
 #[derive(Serialize)]
@@ -272,7 +207,8 @@ struct LoginView {
     help: String,
 }
 
-fn login_page(app: &App, headers: &HeaderMap, status: StatusCode, error: Option<String>) -> Response {
+/// The login page, with `error` above the form.
+pub fn login_page(app: &App, headers: &HeaderMap, status: StatusCode, error: Option<String>) -> Response {
     let l = layout(app, headers, "Log in".into(), "login", false);
     let v = LoginView {
         enabled: app.auth.enabled(),
@@ -280,51 +216,4 @@ fn login_page(app: &App, headers: &HeaderMap, status: StatusCode, error: Option<
         help: Refusal::NoToken.to_string(),
     };
     (status, render(app, l, "login.html", &v, false)).into_response()
-}
-
-/// `GET /login`.
-pub async fn login_form(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    login_page(&app, &headers, StatusCode::OK, None)
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    token: String,
-}
-
-/// `POST /login`: the admin token in, a session cookie out.
-pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri, Form(f): Form<LoginForm>) -> Response {
-    if let Err(r) = app.auth.same_origin(&headers, &uri, None) {
-        return login_page(&app, &headers, StatusCode::FORBIDDEN, Some(r.to_string()));
-    }
-    match app.auth.login(&f.token) {
-        Ok(session) => {
-            let mut r = Redirect::to("/settings").into_response();
-            if let Ok(v) = app.auth.session_cookie(&session).parse() {
-                r.headers_mut().insert(SET_COOKIE, v);
-            }
-            r
-        }
-        Err(e) => {
-            let status = match e {
-                Refusal::NoToken => StatusCode::FORBIDDEN,
-                Refusal::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            login_page(&app, &headers, status, Some(e.to_string()))
-        }
-    }
-}
-
-/// `POST /logout`.
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = app.auth.same_origin(&headers, &uri, None) {
-        return login_page(&app, &headers, StatusCode::FORBIDDEN, Some(r.to_string()));
-    }
-    app.auth.logout(&headers);
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = app.auth.clear_cookie().parse() {
-        r.headers_mut().insert(SET_COOKIE, v);
-    }
-    r
 }

@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::history::Point;
+use crate::sinks::dashboard::history::Point;
 
 /// The drawing area, in SVG user units of the `viewBox`.
 #[derive(Debug, Clone, Copy)]

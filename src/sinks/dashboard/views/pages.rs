@@ -2,21 +2,21 @@
 //! tiles with sparklines, grouped fields, charts. Built under the store's read
 //! lock, rendered after it is released.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::app::App;
 use super::format::{
     clock_text, duration_text, field_label, is_chartable, is_on, is_state, number_text, path_segment, since_text,
     unit_symbol, value_text, window_label, Group,
 };
-use super::history::secs;
 use super::sparkline::{draw, Frame, CHART, SPARKLINE};
-use super::store::Device;
 use crate::event::{FieldMeta, Metric, Value};
+use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::card_cache::CardKey;
+use crate::sinks::dashboard::history::secs;
+use crate::sinks::dashboard::store::Device;
 
 /// The status rows of a card: label and the state field behind it (Stiebel
 /// Eltron's `operating_status` bits). Rows whose field the model lacks are left out.
@@ -155,36 +155,6 @@ pub struct ChangeRow {
     pub held: Option<String>,
 }
 
-/// What a rendered card depends on besides the templates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardKey {
-    generation: u64,
-    settings: u64,
-    second: u32,
-    offline: u64,
-}
-
-/// A rendered card and the key it was rendered for.
-type CachedCard = (CardKey, Arc<str>);
-
-/// The last rendered card of each pump.
-#[derive(Default)]
-pub struct CardCache {
-    cards: Mutex<HashMap<Arc<str>, CachedCard>>,
-}
-
-impl CardCache {
-    fn get(&self, id: &Arc<str>, key: &CardKey) -> Option<Arc<str>> {
-        let cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
-        cards.get(id).filter(|(k, _)| k == key).map(|(_, html)| html.clone())
-    }
-
-    fn put(&self, id: &Arc<str>, key: CardKey, html: Arc<str>) {
-        let mut cards = self.cards.lock().unwrap_or_else(|p| p.into_inner());
-        cards.insert(id.clone(), (key, html));
-    }
-}
-
 /// Compares with runs of digits as numbers, so `hp2` sorts before `hp10`.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut a, mut b) = (a, b);
@@ -222,7 +192,7 @@ impl App {
     ///
     /// A card changes only with its pump's data, the settings or the second
     /// on the clock (ages, sparkline x axis), so each is rendered at most once
-    /// per second and pump and then served from [`CardCache`]: what makes the
+    /// per second and pump and then served from the `CardCache`: what makes the
     /// overview cheap enough for thousands of requests a second.
     pub fn overview_html(&self, now: SystemTime) -> Result<Vec<Arc<str>>, minijinja::Error> {
         let settings = self.settings();
@@ -483,6 +453,18 @@ impl App {
             min: number_text(meta, f64::from(line.min)),
             max: number_text(meta, f64::from(line.max)),
         })
+    }
+
+    /// Ids of every pump the page should offer settings for: seen or configured.
+    pub fn pump_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.read_store().devices.keys().map(|k| k.to_string()).collect();
+        for k in self.settings().pumps.keys() {
+            if !ids.contains(k) {
+                ids.push(k.clone());
+            }
+        }
+        ids.sort_by(|a, b| natural_cmp(a, b));
+        ids
     }
 
     /// The configured tiles of a pump, else the default list (or, for a model
