@@ -1,8 +1,13 @@
 //! Runtime knobs that one component turns and another obeys, without a restart:
 //! the dashboard's settings page changes the poll interval of running sources.
+//!
+//! Control keeps each source's own interval and the override, if any, so the
+//! order in which components are built does not matter: a source registered
+//! after the override was set starts at the override, and clearing the
+//! override gives every source its own interval back.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -10,26 +15,43 @@ use tokio::sync::watch;
 /// Shared by every component of one running pipeline.
 #[derive(Debug, Default)]
 pub struct Control {
-    intervals: Mutex<BTreeMap<String, watch::Sender<Duration>>>,
+    intervals: Mutex<Intervals>,
+}
+
+#[derive(Debug, Default)]
+struct Intervals {
+    /// Per polling source: its own interval (from its config) and the channel
+    /// it watches.
+    sources: BTreeMap<String, (Duration, watch::Sender<Duration>)>,
+    /// Replaces every source's own interval while set.
+    all: Option<Duration>,
 }
 
 impl Control {
-    /// Called by a polling source when it is built: registers its interval and
-    /// returns the receiver it must watch for changes.
-    pub fn poll_interval(&self, source: &str, initial: Duration) -> watch::Receiver<Duration> {
-        let mut map = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = map
+    fn lock(&self) -> MutexGuard<'_, Intervals> {
+        self.intervals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by a polling source when it is built: registers its own interval
+    /// and returns the receiver it must watch for changes (holding the override
+    /// when one is set).
+    pub fn poll_interval(&self, source: &str, own: Duration) -> watch::Receiver<Duration> {
+        let mut i = self.lock();
+        let current = i.all.unwrap_or(own);
+        let entry = i
+            .sources
             .entry(source.to_string())
-            .or_insert_with(|| watch::channel(initial).0);
-        tx.send_replace(initial);
-        tx.subscribe()
+            .or_insert_with(|| (own, watch::channel(current).0));
+        entry.0 = own;
+        entry.1.send_replace(current);
+        entry.1.subscribe()
     }
 
     /// Sets the poll interval of one source; false when no such source polls.
     pub fn set_source_poll_interval(&self, source: &str, interval: Duration) -> bool {
-        let map = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(source) {
-            Some(tx) => {
+        let i = self.lock();
+        match i.sources.get(source) {
+            Some((_, tx)) => {
                 tx.send_replace(interval);
                 true
             }
@@ -37,19 +59,21 @@ impl Control {
         }
     }
 
-    /// Sets the poll interval of every polling source; returns how many.
-    pub fn set_poll_interval(&self, interval: Duration) -> usize {
-        let map = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
-        for tx in map.values() {
-            tx.send_replace(interval);
+    /// Sets every polling source, now and later registered, to `interval`, or
+    /// back to its own when `None`; returns how many sources poll now.
+    pub fn set_poll_interval_override(&self, interval: Option<Duration>) -> usize {
+        let mut i = self.lock();
+        i.all = interval;
+        for (own, tx) in i.sources.values() {
+            tx.send_replace(interval.unwrap_or(*own));
         }
-        map.len()
+        i.sources.len()
     }
 
     /// The current interval of every polling source.
     pub fn poll_intervals(&self) -> Vec<(String, Duration)> {
-        let map = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, tx)| (k.clone(), *tx.borrow())).collect()
+        let i = self.lock();
+        i.sources.iter().map(|(k, (_, tx))| (k.clone(), *tx.borrow())).collect()
     }
 }
 
@@ -65,10 +89,27 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), Duration::from_secs(30));
         assert!(!c.set_source_poll_interval("other", Duration::from_secs(5)));
-        assert_eq!(c.set_poll_interval(Duration::from_secs(5)), 1);
+        assert_eq!(c.set_poll_interval_override(Some(Duration::from_secs(5))), 1);
         assert_eq!(
             c.poll_intervals(),
             vec![("heatpumps".to_string(), Duration::from_secs(5))]
+        );
+    }
+
+    #[test]
+    fn the_override_reaches_sources_registered_later_and_clearing_it_restores_their_own() {
+        let c = Control::default();
+        let _a = c.poll_interval("a", Duration::from_secs(10));
+        assert_eq!(c.set_poll_interval_override(Some(Duration::from_secs(60))), 1);
+        let b = c.poll_interval("b", Duration::from_secs(20));
+        assert_eq!(*b.borrow(), Duration::from_secs(60));
+        assert_eq!(c.set_poll_interval_override(None), 2);
+        assert_eq!(
+            c.poll_intervals(),
+            vec![
+                ("a".to_string(), Duration::from_secs(10)),
+                ("b".to_string(), Duration::from_secs(20))
+            ]
         );
     }
 }

@@ -3,7 +3,6 @@
 //! rendered cards the views keep, behind one `Arc` that the sink feeds and the
 //! router reads. The bottom layer: it imports neither handlers nor views.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
@@ -70,10 +69,6 @@ pub struct App {
     pub(super) history_path: PathBuf,
     pub(super) auth: Auth,
     pub(super) control: Arc<Control>,
-    /// The sources' own intervals, restored when the override is cleared.
-    /// Read through `control` when an override is about to replace them, not
-    /// when the dashboard is built: sources may register after it.
-    own_intervals: Mutex<BTreeMap<String, Duration>>,
     /// The input models, so pumps restored from the history file have units and labels.
     schemas: Vec<Arc<Schema>>,
     pub(super) templates: Environment<'static>,
@@ -99,7 +94,6 @@ impl App {
             history_path: parts.history_path,
             auth,
             control: parts.control,
-            own_intervals: Mutex::new(BTreeMap::new()),
             schemas: parts.schemas,
             templates: parts.templates,
             cards: Default::default(),
@@ -210,27 +204,15 @@ impl App {
     }
 
     /// Sets every polling source's interval to the override, or back to its
-    /// own when the override is cleared. Returns how many sources follow it.
+    /// own when the override is cleared (Control keeps both, so sources built
+    /// after the dashboard follow too). Returns how many sources poll now.
     fn apply_poll_interval(&self, s: &Settings) -> usize {
-        let mut own = self.own_intervals.lock().unwrap_or_else(|p| p.into_inner());
-        match s.poll_interval_seconds {
-            Some(p) => {
-                // A source not seen yet has never followed an override, so
-                // it runs at its own interval now: remember that one.
-                for (source, d) in self.control.poll_intervals() {
-                    own.entry(source).or_insert(d);
-                }
-                let n = self.control.set_poll_interval(Duration::from_secs(u64::from(p)));
-                info!(component = %self.id, seconds = p, sources = n, "Poll interval set from the dashboard settings");
-                n
-            }
-            None => {
-                for (source, d) in own.iter() {
-                    self.control.set_source_poll_interval(source, *d);
-                }
-                own.len()
-            }
+        let interval = s.poll_interval_seconds.map(|p| Duration::from_secs(u64::from(p)));
+        let n = self.control.set_poll_interval_override(interval);
+        if let Some(p) = s.poll_interval_seconds {
+            info!(component = %self.id, seconds = p, sources = n, "Poll interval set from the dashboard settings");
         }
+        n
     }
 
     /// Writes the history file (blocking).
