@@ -18,3 +18,4 @@ pub mod sources;
 pub mod telemetry;
 pub mod topology;
 pub mod transforms;
+pub(crate) mod yaml;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::yaml::{dotted, key, scalar, with, Seg};
 use super::{read_optional, Dropped, Found, Reader, Text, COLLECTOR};
+use crate::yaml::{dotted, key, scalar, with, Seg};
 
 /// What import takes from collector.yml, each value with where it was written.
 #[derive(Default)]

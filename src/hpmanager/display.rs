@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::heatpumps::Pump;
-use super::yaml::{key, key_text, scalar, Seg};
 use super::{read_optional, Dropped, Reader, Text, DISPLAY};
 use crate::event::Schema;
 use crate::registers::RegisterMap;
+use crate::yaml::{key, key_text, scalar, Seg};
 
 /// HPManager's ranges.
 pub const POLL_SECONDS: RangeInclusive<u32> = 5..=120;

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::yaml::{key, scalar, with, Seg};
 use super::{Dropped, Reader, Text, HEATPUMPS};
 use crate::diagnostic::Diagnostic;
 use crate::modbus::Parity;
 use crate::registers::{Model, RegisterMap};
+use crate::yaml::{key, scalar, with, Seg};
 
 /// HPManager's `modbus.type` when an entry leaves it out.
 pub(crate) const DEFAULT_TYPE: &str = "tcp";

@@ -16,19 +16,18 @@
 //! Leniency is HPManager's: a missing key takes HPManager's default and an
 //! unknown key is ignored (`import` warns about it; its copy keeps it).
 //! Problems are reported with file, line and column; serde_yaml keeps no
-//! spans, so `yaml::locate` finds the line of a key path.
+//! spans, so `crate::yaml::locate` finds the line of a key path.
 
 pub mod collector;
 pub mod display;
 pub mod heatpumps;
-pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
 use crate::diagnostic::{Diagnostic, Severity};
-use yaml::{dotted, key_text, locate, syntax_error, with, Seg};
+use crate::yaml::{dotted, key_text, locate, syntax_error, with, Seg};
 
 /// The files of HPManager's config folder.
 pub(crate) const HEATPUMPS: &str = "heatpumps.yml";

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value as Yaml};
 
 use crate::diagnostic::{Diagnostic, SourceText};
-use crate::hpmanager::yaml::syntax_error;
+use crate::yaml::syntax_error;
 
 use super::locate::Locator;
 use super::model::{Block, ByteOrder, Model, Register, Table};

@@ -5,7 +5,7 @@
 
 use serde_yaml::Value as Yaml;
 
-use crate::hpmanager::yaml::scalar;
+use crate::yaml::scalar;
 
 /// What kind of YAML node `v` is, for "expected …, found …" messages.
 pub(crate) fn kind(v: &Yaml) -> &'static str {

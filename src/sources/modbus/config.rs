@@ -43,16 +43,14 @@
 //! unit_id = 2
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::inventory::{load_map, resolve_devices, DeviceSpec, Endpoint, Report, Transport};
+use super::inventory::{default_true, load_map, resolve_devices, DeviceSpec, Devices, Endpoint, Report, Transport};
 use crate::component::{Check, Claim};
 use crate::modbus::{inter_frame_gap, Parity};
 use crate::registers::{Model, RegisterMap};
@@ -185,9 +183,6 @@ fn default_rtu_timeout() -> Duration {
 fn default_reprobe() -> Duration {
     Duration::from_secs(3600)
 }
-pub(crate) fn default_true() -> bool {
-    true
-}
 fn default_baud() -> u32 {
     9600
 }
@@ -197,85 +192,6 @@ fn default_data_bits() -> u8 {
 fn default_stop_bits() -> u8 {
     1
 }
-pub(crate) fn default_port() -> i64 {
-    502
-}
-fn default_unit_id() -> i64 {
-    1
-}
-
-/// `devices = "heatpumps.yml"` or `[[sources.x.devices]]` tables.
-#[derive(Debug, Clone)]
-pub enum Devices {
-    File(PathBuf),
-    Inline(Vec<DeviceConfig>),
-}
-
-// Written by hand rather than `#[serde(untagged)]`, which would swallow the
-// element's own error (and its location) into "data did not match any variant".
-impl<'de> Deserialize<'de> for Devices {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Devices;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a path to a heatpumps.yml file, or an array of device tables ([[sources.ID.devices]])")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Devices, E> {
-                if v.is_empty() {
-                    return Err(E::custom("`devices` path is empty"));
-                }
-                Ok(Devices::File(PathBuf::from(v)))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Devices, A::Error> {
-                let mut out = Vec::new();
-                while let Some(d) = seq.next_element::<DeviceConfig>()? {
-                    out.push(d);
-                }
-                Ok(Devices::Inline(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// One device written inline.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceConfig {
-    /// Unique within the source; the `heat_pump_id` tag.
-    pub id: String,
-    /// Display name (`name` tag); defaults to the id.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `location` tag.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// A model of the register map.
-    pub model: String,
-    /// Host name or IP address (TCP only).
-    #[serde(default)]
-    pub host: Option<String>,
-    /// TCP port (1-65535, TCP only).
-    #[serde(default = "default_port")]
-    pub port: i64,
-    /// Modbus unit (slave) id, 0-247.
-    #[serde(default = "default_unit_id")]
-    pub unit_id: i64,
-    /// Overrides the source's `timeout` for this device.
-    #[serde(default, with = "crate::component::duration")]
-    pub timeout: Option<Duration>,
-    /// Extra tags on every event of the device.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// `false` keeps the device in the file without polling it.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-}
-
 /// Common checks of the poll keys.
 pub(crate) fn check_poll(p: &PollConfig, timeout: Duration, r: &mut impl Report) {
     if p.interval.is_zero() {

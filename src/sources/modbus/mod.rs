@@ -24,8 +24,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use config::{DeviceConfig, Devices, ModbusRtuConfig, ModbusTcpConfig, PollConfig};
-pub use inventory::{DeviceSpec, Endpoint};
+pub use config::{ModbusRtuConfig, ModbusTcpConfig, PollConfig};
+pub use inventory::{DeviceConfig, DeviceSpec, Devices, Endpoint};
 pub use rtu::ModbusRtu;
 pub use tcp::ModbusTcp;
 

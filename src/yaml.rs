@@ -1,4 +1,4 @@
-//! YAML helpers for HPManager's files (the register map's too): scalars as
+//! YAML helpers for the register map and HPManager's files: scalars as
 //! text, syntax errors at their line, and the line of a key.
 //!
 //! serde_yaml keeps no spans for values, so `locate` finds the line of a key
