@@ -29,6 +29,7 @@ pub fn scale_metric(m: Metric) -> Metric {
         input_schemas: &schemas,
         registry: &registry,
         control: &control,
+        prepared: None,
     };
     let mut scale = match ScaleConfig::default().build(&cx) {
         Ok(s) => s,

@@ -144,6 +144,7 @@ async fn a_new_poll_interval_takes_effect_without_a_restart() {
             input_schemas: &[],
             registry: &registry,
             control: &control,
+            prepared: None,
         })
         .unwrap();
     let mut src = support::modbus::run("live_interval", source, registry);

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::EXIT_CONFIG;
+use crate::component::Kind;
 use crate::config::{compile, load_str, CheckedPipeline};
 use crate::registers::Model;
 use crate::sim::{Clock, SimOptions, Simulator, TcpServer};
 use crate::sinks::SinkConfig;
-use crate::sources::modbus::{DeviceSpec, Endpoint};
+use crate::sources::modbus::{DeviceSpec, Endpoint, Inventory};
 use crate::sources::SourceConfig;
 
 /// `hpflow demo [PIPELINE]`.
@@ -199,25 +200,20 @@ fn toml_string(s: &str) -> String {
 fn gateways(pipeline: &CheckedPipeline) -> Result<Vec<Gateway>, Vec<String>> {
     let mut problems = Vec::new();
     let mut by_addr: BTreeMap<SocketAddr, Gateway> = BTreeMap::new();
-    for entry in &pipeline.file.sources {
-        let tcp = match &entry.config {
-            SourceConfig::ModbusTcp(c) => c,
-            SourceConfig::ModbusRtu(_) => {
-                problems.push(format!(
-                    "source `{}`: the demo simulates Modbus TCP devices only (for RTU: `hpflow simulate --pty`)",
-                    entry.id
-                ));
-                continue;
-            }
+    for (i, entry) in pipeline.file.sources.iter().enumerate() {
+        if let SourceConfig::ModbusRtu(_) = &entry.config {
+            problems.push(format!(
+                "source `{}`: the demo simulates Modbus TCP devices only (for RTU: `hpflow simulate --pty`)",
+                entry.id
+            ));
+            continue;
+        }
+        // What the source's check read; the compile pass that kept it passed.
+        let Some(Inventory { map, devices, .. }) = pipeline.prepared::<Inventory>((Kind::Source, i)) else {
+            problems.push(format!("source `{}`: its devices were not checked", entry.id));
+            continue;
         };
-        let (map, devices) = match tcp.devices(&pipeline.file.dir) {
-            Ok(found) => found,
-            Err(errs) => {
-                problems.extend(errs.into_iter().map(|e| format!("source `{}`: {e}", entry.id)));
-                continue;
-            }
-        };
-        for d in devices {
+        for d in devices.iter().cloned() {
             let Endpoint::Tcp { host, port } = &d.endpoint else {
                 continue;
             };

@@ -1,6 +1,7 @@
 //! What a component sees while the pipeline is checked ([`Check`]) and built
 //! ([`BuildContext`]), and the resources it may claim ([`Claim`]).
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +54,12 @@ pub struct Check<'a> {
     pub(crate) problems: Vec<Problem>,
     pub(crate) claims: Vec<(Claim, Option<String>)>,
     pub(crate) outputs: Vec<Arc<Schema>>,
+    pub(crate) prepared: Option<Prepared>,
 }
+
+/// What a component loaded while it was checked (a register map, a device
+/// list), kept for its build so nothing is read twice.
+pub type Prepared = Arc<dyn Any + Send + Sync>;
 
 impl<'a> Check<'a> {
     pub fn new(id: &'a str, pipeline_dir: &'a Path, data_dir: &'a Path, input_schemas: &'a [Arc<Schema>]) -> Self {
@@ -65,6 +71,7 @@ impl<'a> Check<'a> {
             problems: Vec::new(),
             claims: Vec::new(),
             outputs: Vec::new(),
+            prepared: None,
         }
     }
 
@@ -100,6 +107,12 @@ impl<'a> Check<'a> {
     /// Declares a description of events the component emits.
     pub fn output(&mut self, schema: Arc<Schema>) {
         self.outputs.push(schema);
+    }
+
+    /// Keeps what the check loaded for the component's build, which finds it
+    /// with [`BuildContext::prepared`].
+    pub fn keep<T: Any + Send + Sync>(&mut self, loaded: T) {
+        self.prepared = Some(Arc::new(loaded));
     }
 
     /// Outputs are the inputs unchanged (for components that pass events through).
@@ -138,9 +151,17 @@ pub struct BuildContext<'a> {
     pub registry: &'a Arc<Registry>,
     /// Runtime knobs shared by the pipeline's components (live poll interval).
     pub control: &'a Arc<Control>,
+    /// What the component's check kept ([`Check::keep`]); `None` when it was
+    /// built without a check pass.
+    pub prepared: Option<&'a Prepared>,
 }
 
 impl BuildContext<'_> {
+    /// What the check kept, if it kept a `T`.
+    pub fn prepared<T: Any>(&self) -> Option<&T> {
+        self.prepared?.downcast_ref()
+    }
+
     pub fn resolve(&self, path: &Path) -> PathBuf {
         resolve(self.pipeline_dir, path)
     }

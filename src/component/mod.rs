@@ -22,7 +22,7 @@ mod output;
 mod traits;
 
 pub(crate) use check::Problem;
-pub use check::{parse_listen_address, resolve, BuildContext, Check, Claim};
+pub use check::{parse_listen_address, resolve, BuildContext, Check, Claim, Prepared};
 pub use control::Control;
 pub use output::{Output, WhenFull};
 pub use traits::{BoxError, Input, Sink, SinkContext, Source, SourceContext, Transform};

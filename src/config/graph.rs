@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{ComponentEntry, PipelineFile};
-use crate::component::{Check, Claim, ComponentConfig, Kind, Problem};
+use crate::component::{Check, Claim, ComponentConfig, Kind, Prepared, Problem};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::event::Schema;
 
@@ -28,9 +28,16 @@ pub struct CheckedPipeline {
     pub transform_order: Vec<usize>,
     /// What reaches each transform and sink.
     pub input_schemas: HashMap<Node, Vec<Arc<Schema>>>,
+    /// What each component's check loaded and kept for its build.
+    pub prepared: HashMap<Node, Prepared>,
 }
 
 impl CheckedPipeline {
+    /// What the check of a component kept, if it is a `T`.
+    pub fn prepared<T: std::any::Any>(&self, node: Node) -> Option<&T> {
+        self.prepared.get(&node)?.downcast_ref()
+    }
+
     pub fn id(&self, node: Node) -> &str {
         match node.0 {
             Kind::Source => &self.file.sources[node.1].id,
@@ -238,6 +245,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
     let mut outputs: HashMap<Node, Vec<Arc<Schema>>> = HashMap::new();
     let mut input_schemas: HashMap<Node, Vec<Arc<Schema>>> = HashMap::new();
     let mut claims: Vec<(Claim, Node, Option<String>)> = Vec::new();
+    let mut prepared: HashMap<Node, Prepared> = HashMap::new();
     let gather = |to: Node, outputs: &HashMap<Node, Vec<Arc<Schema>>>| -> Vec<Arc<Schema>> {
         let mut v: Vec<Arc<Schema>> = Vec::new();
         for e in edges.iter().filter(|e| e.to == to) {
@@ -251,7 +259,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
     };
     for (i, c) in file.sources.iter().enumerate() {
         let node = (Kind::Source, i);
-        let out = check_one(&file, c, node, &[], &mut diags, &mut claims);
+        let out = check_one(&file, c, node, &[], &mut diags, &mut claims, &mut prepared);
         outputs.insert(node, out);
     }
     for &i in &transform_order {
@@ -261,7 +269,15 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
             continue;
         }
         let inputs = gather(node, &outputs);
-        let out = check_one(&file, &file.transforms[i], node, &inputs, &mut diags, &mut claims);
+        let out = check_one(
+            &file,
+            &file.transforms[i],
+            node,
+            &inputs,
+            &mut diags,
+            &mut claims,
+            &mut prepared,
+        );
         outputs.insert(node, out);
         input_schemas.insert(node, inputs);
     }
@@ -282,7 +298,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
                 .in_component(format!("sinks.{}", c.id)),
             );
         }
-        check_one(&file, c, node, &inputs, &mut diags, &mut claims);
+        check_one(&file, c, node, &inputs, &mut diags, &mut claims, &mut prepared);
         input_schemas.insert(node, inputs);
     }
 
@@ -330,6 +346,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
             edges,
             transform_order,
             input_schemas,
+            prepared,
         },
         diags,
     ))
@@ -359,6 +376,7 @@ fn check_one<C: ComponentConfig>(
     inputs: &[Arc<Schema>],
     diags: &mut Diagnostics,
     claims: &mut Vec<(Claim, Node, Option<String>)>,
+    prepared: &mut HashMap<Node, Prepared>,
 ) -> Vec<Arc<Schema>> {
     let mut cx = Check::new(&entry.id, &file.dir, &file.data_dir, inputs);
     entry.config.check(&mut cx);
@@ -384,6 +402,9 @@ fn check_one<C: ComponentConfig>(
         }
     }
     claims.extend(cx.claims.into_iter().map(|(c, k)| (c, node, k)));
+    if let Some(p) = cx.prepared {
+        prepared.insert(node, p);
+    }
     cx.outputs
 }
 

@@ -71,7 +71,7 @@ pub struct Pieces {
 /// Builds every component of a checked pipeline. Errors here are problems the
 /// compile pass cannot see (a data folder that cannot be created, a state file
 /// that cannot be read); all are reported at once.
-pub fn build(p: &CheckedPipeline, registry: Arc<Registry>) -> Result<Pieces, Diagnostics> {
+pub fn build<'a>(p: &'a CheckedPipeline, registry: Arc<Registry>) -> Result<Pieces, Diagnostics> {
     let mut diags = Diagnostics::default();
     let file = &p.file;
     let control = Arc::new(Control::default());
@@ -88,47 +88,34 @@ pub fn build(p: &CheckedPipeline, registry: Arc<Registry>) -> Result<Pieces, Dia
             Diagnostic::file_error(&file.source.path, e.to_string()).in_component(format!("{}.{id}", kind.table())),
         );
     };
+    // What every component is built with; `node` finds its inputs and what its
+    // check kept.
+    let context = |node: Node, id: &'a str| BuildContext {
+        id,
+        pipeline_dir: &file.dir,
+        data_dir: &file.data_dir,
+        input_schemas: p.input_schemas.get(&node).unwrap_or(&empty),
+        registry: &registry,
+        control: &control,
+        prepared: p.prepared.get(&node),
+    };
     let mut sources = Vec::new();
-    for c in &file.sources {
-        let bcx = BuildContext {
-            id: &c.id,
-            pipeline_dir: &file.dir,
-            data_dir: &file.data_dir,
-            input_schemas: &empty,
-            registry: &registry,
-            control: &control,
-        };
-        match c.config.build(&bcx) {
+    for (i, c) in file.sources.iter().enumerate() {
+        match c.config.build(&context((Kind::Source, i), &c.id)) {
             Ok(s) => sources.push(Slot::new(&c.id, c.config.type_name(), s, 0)),
             Err(e) => fail(Kind::Source, &c.id, e),
         }
     }
     let mut transforms = Vec::new();
     for (i, c) in file.transforms.iter().enumerate() {
-        let bcx = BuildContext {
-            id: &c.id,
-            pipeline_dir: &file.dir,
-            data_dir: &file.data_dir,
-            input_schemas: p.input_schemas.get(&(Kind::Transform, i)).unwrap_or(&empty),
-            registry: &registry,
-            control: &control,
-        };
-        match c.config.build(&bcx) {
+        match c.config.build(&context((Kind::Transform, i), &c.id)) {
             Ok(t) => transforms.push(Slot::new(&c.id, c.config.type_name(), t, TRANSFORM_QUEUE)),
             Err(e) => fail(Kind::Transform, &c.id, e),
         }
     }
     let mut sinks = Vec::new();
     for (i, c) in file.sinks.iter().enumerate() {
-        let bcx = BuildContext {
-            id: &c.id,
-            pipeline_dir: &file.dir,
-            data_dir: &file.data_dir,
-            input_schemas: p.input_schemas.get(&(Kind::Sink, i)).unwrap_or(&empty),
-            registry: &registry,
-            control: &control,
-        };
-        match c.config.build(&bcx) {
+        match c.config.build(&context((Kind::Sink, i), &c.id)) {
             Ok(s) => sinks.push(Slot::new(&c.id, c.config.type_name(), s, c.queue_size)),
             Err(e) => fail(Kind::Sink, &c.id, e),
         }

@@ -181,3 +181,41 @@ async fn fan_out_shares_one_event_between_sinks() {
         _ => panic!("metrics expected"),
     }
 }
+
+#[test]
+fn the_build_uses_what_the_check_read_and_reads_no_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("registers.yml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml"),
+        &map,
+    )
+    .unwrap();
+    let text = format!(
+        r#"data_dir = "{data}"
+[sources.hp]
+type = "modbus_tcp"
+registers = "registers.yml"
+[[sources.hp.devices]]
+id = "hp1"
+model = "stiebel_eltron_wpm"
+host = "127.0.0.1"
+[sinks.out]
+type = "console"
+inputs = ["hp"]
+"#,
+        data = dir.path().join("data").display()
+    );
+    let path = dir.path().join("pipeline.toml");
+    let (file, diags) = crate::config::load_str(&path, &text, &|_| None).unwrap();
+    let (checked, _) = crate::config::compile(file, diags).unwrap();
+    let kept = checked.prepared::<crate::sources::modbus::Inventory>((Kind::Source, 0));
+    assert_eq!(
+        kept.map(|i| i.devices.len()),
+        Some(1),
+        "the check keeps the map and the devices"
+    );
+    // The register map is gone by build time: only what the check read can build the source.
+    std::fs::remove_file(&map).unwrap();
+    assert!(build(&checked, Arc::default()).is_ok());
+}

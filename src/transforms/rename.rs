@@ -340,6 +340,7 @@ mod tests {
         let dir = Path::new(".");
         let cx = BuildContext {
             control: &Default::default(),
+            prepared: None,
             id: "renamed",
             pipeline_dir: dir,
             data_dir: dir,

@@ -252,6 +252,7 @@ fn start_checked(id: &str, cfg: InfluxdbConfig, data_dir: &Path) -> RunningSink 
     let registry = Arc::new(Registry::default());
     let bcx = BuildContext {
         control: &Default::default(),
+        prepared: None,
         id,
         pipeline_dir: data_dir,
         data_dir,

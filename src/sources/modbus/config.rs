@@ -50,7 +50,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::inventory::{default_true, load_map, resolve_devices, DeviceSpec, Devices, Endpoint, Report, Transport};
+use super::inventory::{
+    default_true, load_map, resolve_devices, DeviceSpec, Devices, Endpoint, Inventory, Report, Transport,
+};
 use crate::component::{Check, Claim};
 use crate::modbus::{inter_frame_gap, Parity};
 use crate::registers::{Model, RegisterMap};
@@ -280,16 +282,11 @@ impl ModbusTcpConfig {
         let dir = cx.pipeline_dir.to_path_buf();
         if let Some((map, devices)) = self.check_into(&dir, cx) {
             declare_outputs(&map, &devices, cx);
-        }
-    }
-
-    /// The register map and the enabled devices, for a pipeline in `dir` that
-    /// passed its checks (`hpflow demo` simulates them); the problems as text otherwise.
-    pub fn devices(&self, dir: &Path) -> Result<(Arc<RegisterMap>, Vec<DeviceSpec>), Vec<String>> {
-        let mut errors = super::inventory::Errors::default();
-        match self.check_into(dir, &mut errors) {
-            Some(found) if errors.0.is_empty() => Ok(found),
-            _ => Err(errors.0),
+            cx.keep(Inventory {
+                map,
+                devices,
+                bus: None,
+            });
         }
     }
 }
@@ -381,8 +378,13 @@ impl ModbusRtuConfig {
         let dir = cx.pipeline_dir.to_path_buf();
         if let Some((map, devices, bus)) = self.check_into(&dir, cx) {
             let key = self.port.as_ref().map(|_| "port");
-            cx.claim(key, Claim::SerialPort(bus));
+            cx.claim(key, Claim::SerialPort(bus.clone()));
             declare_outputs(&map, &devices, cx);
+            cx.keep(Inventory {
+                map,
+                devices,
+                bus: Some(bus),
+            });
         }
     }
 }

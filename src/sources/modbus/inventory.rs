@@ -101,6 +101,16 @@ pub struct DeviceConfig {
     pub enabled: bool,
 }
 
+/// What a Modbus source's check read: its register map, its checked devices
+/// and (RTU) the bus they share. The check keeps it for the build and for
+/// `hpflow demo`, so neither reads the files again.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub map: Arc<RegisterMap>,
+    pub devices: Vec<DeviceSpec>,
+    pub bus: Option<PathBuf>,
+}
+
 /// How a device is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {

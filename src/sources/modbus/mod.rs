@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use config::{ModbusRtuConfig, ModbusTcpConfig, PollConfig};
-pub use inventory::{DeviceConfig, DeviceSpec, Devices, Endpoint};
+pub use inventory::{DeviceConfig, DeviceSpec, Devices, Endpoint, Inventory};
 pub use rtu::ModbusRtu;
 pub use tcp::ModbusTcp;
 

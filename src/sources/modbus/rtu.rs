@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::inventory::Errors;
+use super::inventory::{Errors, Inventory};
 use super::{forward, run_link, DeviceSpec, ModbusRtuConfig, PollConfig, Scheduled};
 use crate::component::BuildContext;
 use crate::component::{BoxError, Source, SourceContext};
@@ -32,7 +32,11 @@ pub struct ModbusRtu {
 
 impl ModbusRtuConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BoxError> {
-        let mut source = self.build_source(cx.pipeline_dir)?;
+        let checked = cx.prepared::<Inventory>().and_then(|c| Some((c, c.bus.clone()?)));
+        let mut source = match checked {
+            Some((checked, bus)) => self.source(checked.map.clone(), checked.devices.clone(), bus),
+            None => self.build_source(cx.pipeline_dir)?,
+        };
         source.interval = Some(cx.control.poll_interval(cx.id, self.interval));
         source.telemetry = cx.registry.clone();
         Ok(Box::new(source))
@@ -46,7 +50,11 @@ impl ModbusRtuConfig {
             return Err(errors.0.join("; ").into());
         }
         let (map, devices, bus) = checked.ok_or("register map or serial port missing")?;
-        Ok(ModbusRtu {
+        Ok(self.source(map, devices, bus))
+    }
+
+    fn source(&self, map: Arc<RegisterMap>, devices: Vec<DeviceSpec>, bus: PathBuf) -> ModbusRtu {
+        ModbusRtu {
             map,
             devices,
             connector: self.connector(bus),
@@ -54,7 +62,7 @@ impl ModbusRtuConfig {
             timeout: self.timeout,
             interval: None,
             telemetry: Arc::default(),
-        })
+        }
     }
 
     /// The line settings of this config, for the port at `path`.

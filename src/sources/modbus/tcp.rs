@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::inventory::{Endpoint, Errors};
+use super::inventory::{Endpoint, Errors, Inventory};
 use super::{forward, run_link, DeviceSpec, ModbusTcpConfig, PollConfig, Scheduled};
 use crate::component::BuildContext;
 use crate::component::{BoxError, Source, SourceContext};
@@ -32,7 +32,10 @@ pub struct ModbusTcp {
 
 impl ModbusTcpConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BoxError> {
-        let mut source = self.build_source(cx.pipeline_dir)?;
+        let mut source = match cx.prepared::<Inventory>() {
+            Some(checked) => self.source(checked.map.clone(), checked.devices.clone()),
+            None => self.build_source(cx.pipeline_dir)?,
+        };
         source.interval = Some(cx.control.poll_interval(cx.id, self.interval));
         source.telemetry = cx.registry.clone();
         Ok(Box::new(source))
@@ -46,14 +49,18 @@ impl ModbusTcpConfig {
             return Err(errors.0.join("; ").into());
         }
         let (map, devices) = checked.ok_or("register map could not be loaded")?;
-        Ok(ModbusTcp {
+        Ok(self.source(map, devices))
+    }
+
+    fn source(&self, map: Arc<RegisterMap>, devices: Vec<DeviceSpec>) -> ModbusTcp {
+        ModbusTcp {
             map,
             devices,
             poll: self.poll(),
             timeout: self.timeout,
             interval: None,
             telemetry: Arc::default(),
-        })
+        }
     }
 }
 

@@ -46,6 +46,7 @@ fn build(c: &ScaleConfig, schema: &Arc<Schema>) -> Box<dyn Transform> {
     let dir = Path::new(".");
     let cx = BuildContext {
         control: &Default::default(),
+        prepared: None,
         id: "scaled",
         pipeline_dir: dir,
         data_dir: dir,

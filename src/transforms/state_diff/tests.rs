@@ -44,6 +44,7 @@ fn build_in(c: &StateDiffConfig, dir: &Path, registry: &Arc<Registry>) -> Result
     let schemas = [wpm()];
     let cx = BuildContext {
         control: &Default::default(),
+        prepared: None,
         id: "states",
         pipeline_dir: dir,
         data_dir: dir,
