@@ -13,7 +13,7 @@
 //!
 //! `cargo bench --bench dashboard_overview`. Targets: ≥ 2,000 req/s, p99 < 20 ms.
 
-#[path = "../tests/dashboard_support/fixture.rs"]
+#[path = "../tests/support/dashboard.rs"]
 mod fixture;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,6 @@ use serde_json::{Map, Number};
 
 use crate::component::BuildContext;
 use crate::event::{Event, FieldMeta, Metric, Value};
-use crate::telemetry::Registry;
 use crate::transforms::scale::ScaleConfig;
 
 /// Runs a raw poll through a default `scale` transform (the register map's
@@ -19,19 +18,11 @@ pub fn scale_metric(m: Metric) -> Metric {
     if m.schema.scaled {
         return m;
     }
-    let registry = Arc::new(Registry::default());
-    let control = Arc::default();
     let schemas = [m.schema.clone()];
-    let cx = BuildContext {
-        id: "display",
-        pipeline_dir: Path::new("."),
-        data_dir: Path::new("."),
-        input_schemas: &schemas,
-        registry: &registry,
-        control: &control,
-        prepared: None,
-    };
-    let mut scale = match ScaleConfig::default().build(&cx) {
+    let built = BuildContext::alone("display", Path::new("."), &schemas, &Arc::default(), |cx| {
+        ScaleConfig::default().build(cx)
+    });
+    let mut scale = match built {
         Ok(s) => s,
         // A default `scale` has nothing that can fail to build; if it ever
         // does, raw values are still honest values.

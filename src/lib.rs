@@ -19,3 +19,9 @@ pub mod telemetry;
 pub mod topology;
 pub mod transforms;
 pub(crate) mod yaml;
+
+/// The integration tests' loopback helpers (tests/support/net.rs), for the
+/// sinks' own tests that start the same real servers.
+#[cfg(test)]
+#[path = "../tests/support/net.rs"]
+mod test_net;

@@ -120,6 +120,18 @@ impl<'a> Check<'a> {
         self.outputs.extend(self.input_schemas.iter().cloned());
     }
 
+    /// The errors found so far as (key, message), for tests.
+    #[cfg(test)]
+    pub(crate) fn errors(&self) -> Vec<(Option<String>, String)> {
+        self.problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Error { key, message } => Some((key.clone(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(|p| !matches!(p, Problem::Warning { .. }))
     }
@@ -157,6 +169,28 @@ pub struct BuildContext<'a> {
 }
 
 impl BuildContext<'_> {
+    /// Builds one component alone, with no pipeline around it: `dir` as both
+    /// folders, its own telemetry and knobs, nothing kept by a check. For
+    /// `hpflow read`'s scaling and the components' tests.
+    pub fn alone<R>(
+        id: &str,
+        dir: &Path,
+        input_schemas: &[Arc<Schema>],
+        registry: &Arc<Registry>,
+        f: impl FnOnce(&BuildContext<'_>) -> R,
+    ) -> R {
+        let control = Arc::default();
+        f(&BuildContext {
+            id,
+            pipeline_dir: dir,
+            data_dir: dir,
+            input_schemas,
+            registry,
+            control: &control,
+            prepared: None,
+        })
+    }
+
     /// What the check kept, if it kept a `T`.
     pub fn prepared<T: Any>(&self) -> Option<&T> {
         self.prepared?.downcast_ref()

@@ -297,9 +297,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::component::Problem;
     use crate::event::{Metric, StateChange, Value, ValueType};
-    use crate::telemetry::Registry;
 
     type Errors = Vec<(Option<String>, String)>;
 
@@ -323,31 +321,12 @@ mod tests {
         let dir = Path::new(".");
         let mut cx = Check::new("renamed", dir, dir, schemas);
         c.check(&mut cx);
-        let errors = cx
-            .problems
-            .iter()
-            .filter_map(|p| match p {
-                Problem::Error { key, message } => Some((key.clone(), message.clone())),
-                _ => None,
-            })
-            .collect();
-        (errors, cx.outputs.clone())
+        (cx.errors(), cx.outputs.clone())
     }
 
     fn build(c: &RenameConfig, schema: &Arc<Schema>) -> Box<dyn Transform> {
         let schemas = std::slice::from_ref(schema);
-        let registry = Arc::new(Registry::default());
-        let dir = Path::new(".");
-        let cx = BuildContext {
-            control: &Default::default(),
-            prepared: None,
-            id: "renamed",
-            pipeline_dir: dir,
-            data_dir: dir,
-            input_schemas: schemas,
-            registry: &registry,
-        };
-        c.build(&cx).unwrap()
+        BuildContext::alone("renamed", Path::new("."), schemas, &Arc::default(), |cx| c.build(cx)).unwrap()
     }
 
     fn tags() -> Arc<Tags> {

@@ -3,52 +3,18 @@
 //! test's, killed when dropped. Restartable on the same port and data, for tests
 //! that take it away. A missing `influxd` fails the test: it is never skipped.
 //!
-//! Also holds the loopback helpers every test uses ([`free_port`], [`http_get`]…,
-//! re-exported by `support`): the InfluxDB sink's own tests in
-//! src/sinks/influxdb/tests.rs include this file alone, for [`config`] and
-//! [`free_port`], so it depends on nothing else here.
+//! The InfluxDB sink's own tests (src/sinks/influxdb/tests.rs) include this file
+//! and `net.rs` beside it, so it uses nothing else of `support`.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A plain HTTP/1.0 GET on loopback (the server closes the connection after the
-/// body): the body of a 2xx answer, `None` when nobody listens or on any other status.
-pub fn http_get(port: u16, path_and_query: &str) -> Option<String> {
-    http_get_any(port, path_and_query).and_then(|(status, body)| (200..300).contains(&status).then_some(body))
-}
-
-/// As `http_get`, with the status and the body of any answer.
-pub fn http_get_any(port: u16, path_and_query: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// Percent-encodes a query-string value.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use super::net::{encode, free_port, http_get, http_get_any};
 
 /// `influxd` from the PATH, else where the Debian package puts it.
 fn influxd_binary() -> PathBuf {

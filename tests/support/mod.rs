@@ -21,23 +21,23 @@ pub mod chromium;
 pub mod dashboard;
 /// The Grafana dashboards' queries as Grafana sends them.
 pub mod grafana;
-/// A real InfluxDB 1.x (`influxd`), and the loopback HTTP helpers.
+/// A real InfluxDB 1.x (`influxd`).
 pub mod influxd;
 /// In-process Modbus devices and a harness that runs a source alone.
 pub mod modbus;
+/// Loopback helpers: a free port, a plain HTTP GET.
+pub mod net;
 /// The real `hpflow` binary and `hpflow simulate` as processes.
 pub mod process;
-/// `promtool check metrics` (`prometheus`).
+/// A real Prometheus, and `promtool check metrics` (`prometheus`).
 pub mod prometheus;
 /// A pair of pseudo-terminals joined by `socat`.
 pub mod socat;
 /// A real VictoriaMetrics (`victoria-metrics`).
 pub mod victoria;
 
-// Defined in influxd.rs because the InfluxDB sink's own tests
-// (src/sinks/influxdb/tests.rs) include that file alone.
 #[allow(unused_imports)]
-pub use influxd::{encode, free_port, http_get, http_get_any};
+pub use net::{encode, free_port, http_get, http_get_any};
 
 /// The repository's root.
 pub fn repo() -> &'static Path {

@@ -13,9 +13,10 @@ use serde_json::Value as Json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-// The integration tests' influxd configuration, shared rather than written twice.
+// The integration tests' influxd starter, shared rather than written twice.
 #[path = "../../../tests/support/influxd.rs"]
 mod influxd_support;
+use crate::test_net as net;
 
 use super::*;
 use crate::component::BuildContext;
@@ -23,7 +24,7 @@ use crate::component::Input;
 use crate::event::{Metric, Schema, StateChange, Tags, Value};
 use crate::telemetry::{DeliverySnapshot, Registry};
 
-use influxd_support::free_port;
+use net::free_port;
 
 fn binary(path: &str, package: &str) -> PathBuf {
     let p = PathBuf::from(path);

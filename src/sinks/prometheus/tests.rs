@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,11 +8,18 @@ use axum::http::{header, Request, StatusCode};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
+// The integration tests' Prometheus starter, shared rather than written twice.
+use crate::test_net as net;
+#[path = "../../../tests/support/prometheus.rs"]
+mod prometheus_support;
+
 use super::*;
 use crate::component::{Check, Claim};
 use crate::component::{Input, Sink, SinkContext};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
 use crate::telemetry::Registry;
+
+use prometheus_support::start_prometheus;
 
 /// Prometheus' own Accept header (2.4x).
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
@@ -808,56 +814,6 @@ async fn the_sink_serves_its_input_and_stops_when_the_input_closes() {
 
 // ---------------------------------------------------------------------------
 // A real Prometheus server scrapes the sink.
-
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(dir: &Path, target: std::net::SocketAddr) -> (Server, u16) {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hpflow\n    \
-             static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let log = dir.join("prometheus.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start `prometheus` ({e}): install the Debian package `prometheus` \
-                 (scripts/test installs it)"
-            )
-        });
-    (Server { child, log }, port)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_sink() {

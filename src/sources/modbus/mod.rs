@@ -29,8 +29,10 @@ pub use inventory::{DeviceConfig, DeviceSpec, Devices, Endpoint, Inventory};
 pub use rtu::ModbusRtu;
 pub use tcp::ModbusTcp;
 
+use crate::component::{BoxError, BuildContext, SourceContext};
 use crate::event::{Event, Metric};
 use crate::modbus::{plan_options, poll_device, Device, Link};
+use crate::registers::RegisterMap;
 use crate::telemetry::{HealthRegistry, Registry, Transition};
 use schedule::{phase_offset, Schedule};
 
@@ -103,9 +105,89 @@ async fn interval_change(rx: &mut Option<watch::Receiver<Duration>>) -> Option<D
     }
 }
 
+/// What both Modbus sources run: the checked devices, how to poll them and,
+/// once built in a pipeline, its knobs and telemetry. The sources differ only
+/// in how they group devices onto links.
+pub(crate) struct Polling {
+    map: Arc<RegisterMap>,
+    devices: Vec<DeviceSpec>,
+    poll: PollConfig,
+    timeout: Duration,
+    /// Live poll interval changes (the dashboard's settings), when run in a pipeline.
+    interval: Option<watch::Receiver<Duration>>,
+    /// Where the devices' health is counted: the pipeline's, or the source's own.
+    telemetry: Arc<Registry>,
+}
+
+impl Polling {
+    pub(crate) fn new(map: Arc<RegisterMap>, devices: Vec<DeviceSpec>, poll: PollConfig, timeout: Duration) -> Self {
+        Polling {
+            map,
+            devices,
+            poll,
+            timeout,
+            interval: None,
+            telemetry: Arc::default(),
+        }
+    }
+
+    /// Joins the pipeline being built: the source's live interval (its own is
+    /// the configured one) and the pipeline's telemetry.
+    pub(crate) fn attach(&mut self, cx: &BuildContext<'_>) {
+        self.interval = Some(cx.control.poll_interval(cx.id, self.poll.interval));
+        self.telemetry = cx.registry.clone();
+    }
+
+    /// Polls each link's devices in a task of its own until shutdown, or until
+    /// no downstream is left, forwarding every event.
+    pub(crate) async fn run(&self, cx: &mut SourceContext, links: Vec<(Link, Vec<DeviceSpec>)>) {
+        let start = Instant::now();
+        // The component's own token: a source with no downstream left stops
+        // itself without touching the pipeline's shutdown.
+        let stop = cx.shutdown.child_token();
+        let (tx, rx) = mpsc::channel(256);
+        let mut tasks = Vec::new();
+        for (link, specs) in links {
+            let devices: Vec<Scheduled> = specs
+                .into_iter()
+                .filter_map(|spec| {
+                    let model = self.map.model(&spec.model)?.clone();
+                    Some(Scheduled::new(
+                        &cx.id,
+                        spec,
+                        &model,
+                        &self.poll,
+                        self.timeout,
+                        start,
+                        self.telemetry.devices(),
+                    ))
+                })
+                .collect();
+            tasks.push(tokio::spawn(run_link(
+                link,
+                devices,
+                tx.clone(),
+                stop.clone(),
+                cx.metrics.clone(),
+                self.interval.clone(),
+            )));
+        }
+        drop(tx);
+        forward(rx, cx, stop, tasks, &self.telemetry).await;
+    }
+}
+
+/// A source from what its check found: the first error, or what was found.
+fn found<T>(found: Option<T>, errors: inventory::Errors, missing: &str) -> Result<T, BoxError> {
+    if !errors.0.is_empty() {
+        return Err(errors.0.join("; ").into());
+    }
+    found.ok_or_else(|| missing.into())
+}
+
 /// Polls the devices behind one link until `shutdown`, sending one event per
 /// successful poll to `tx`.
-pub(crate) async fn run_link(
+async fn run_link(
     mut link: Link,
     mut devices: Vec<Scheduled>,
     tx: mpsc::Sender<Event>,
@@ -186,9 +268,9 @@ pub(crate) async fn run_link(
 
 /// Forwards what the link tasks produce to the component's output until they
 /// have all stopped; `stop` ends them early when no downstream is left.
-pub(crate) async fn forward(
+async fn forward(
     mut rx: mpsc::Receiver<Event>,
-    cx: &mut crate::component::SourceContext,
+    cx: &mut SourceContext,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     telemetry: &Registry,

@@ -2,9 +2,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::*;
-use crate::component::Problem;
 use crate::event::{Metric, StateChange};
-use crate::telemetry::Registry;
 
 type Errors = Vec<(Option<String>, String)>;
 
@@ -42,18 +40,7 @@ fn config(toml_text: &str) -> ScaleConfig {
 
 fn build(c: &ScaleConfig, schema: &Arc<Schema>) -> Box<dyn Transform> {
     let schemas = std::slice::from_ref(schema);
-    let registry = Arc::new(Registry::default());
-    let dir = Path::new(".");
-    let cx = BuildContext {
-        control: &Default::default(),
-        prepared: None,
-        id: "scaled",
-        pipeline_dir: dir,
-        data_dir: dir,
-        input_schemas: schemas,
-        registry: &registry,
-    };
-    c.build(&cx).unwrap()
+    BuildContext::alone("scaled", Path::new("."), schemas, &Arc::default(), |cx| c.build(cx)).unwrap()
 }
 
 fn poll(schema: &Arc<Schema>, fields: &[(&str, Value)]) -> Event {
@@ -75,13 +62,7 @@ fn run(t: &mut dyn Transform, e: Event) -> Arc<Metric> {
 }
 
 fn errors(cx: &Check<'_>) -> Errors {
-    cx.problems
-        .iter()
-        .filter_map(|p| match p {
-            Problem::Error { key, message } => Some((key.clone(), message.clone())),
-            _ => None,
-        })
-        .collect()
+    cx.errors()
 }
 
 fn check(c: &ScaleConfig, schema: &Arc<Schema>) -> (Errors, Vec<Arc<Schema>>) {

@@ -2,7 +2,6 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::*;
-use crate::component::Problem;
 use crate::telemetry::Registry;
 
 /// A poll time `secs` after a fixed instant a day ago (recent, so the default
@@ -41,17 +40,7 @@ fn config(text: &str) -> StateDiffConfig {
 }
 
 fn build_in(c: &StateDiffConfig, dir: &Path, registry: &Arc<Registry>) -> Result<Box<dyn Transform>, BoxError> {
-    let schemas = [wpm()];
-    let cx = BuildContext {
-        control: &Default::default(),
-        prepared: None,
-        id: "states",
-        pipeline_dir: dir,
-        data_dir: dir,
-        input_schemas: &schemas,
-        registry,
-    };
-    c.build(&cx)
+    BuildContext::alone("states", dir, &[wpm()], registry, |cx| c.build(cx))
 }
 
 fn build(c: &StateDiffConfig, dir: &Path) -> Box<dyn Transform> {
@@ -93,13 +82,7 @@ fn check(c: &StateDiffConfig) -> Vec<(Option<String>, String)> {
     let mut cx = Check::new("states", dir, dir, &schemas);
     c.check(&mut cx);
     assert_eq!(cx.outputs, schemas, "passes its inputs through");
-    cx.problems
-        .iter()
-        .filter_map(|p| match p {
-            Problem::Error { key, message } => Some((key.clone(), message.clone())),
-            _ => None,
-        })
-        .collect()
+    cx.errors()
 }
 
 #[test]
