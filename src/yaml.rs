@@ -78,26 +78,60 @@ pub(crate) fn dotted(path: &[Seg]) -> String {
     out
 }
 
-struct Line<'a> {
-    indent: usize,
+/// A line that holds YAML: not blank, not a comment, not a document marker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Line<'a> {
+    /// 0-based line number in the text.
+    pub(crate) number: usize,
+    /// Byte offset of the first non-blank character.
+    pub(crate) at: usize,
+    pub(crate) indent: usize,
     /// The text after the indentation.
-    body: &'a str,
+    pub(crate) content: &'a str,
+}
+
+/// The lines of `text` that hold YAML, with their indentation.
+pub(crate) fn lines(text: &str) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (number, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let content = line.trim_start_matches(' ');
+        let indent = line.len() - content.len();
+        let blank = content.trim().is_empty();
+        let marker = indent == 0 && (content.starts_with("---") || content.starts_with("..."));
+        if !blank && !content.starts_with('#') && !marker {
+            out.push(Line {
+                number,
+                at: offset + indent,
+                indent,
+                content,
+            });
+        }
+        offset += raw.len();
+    }
+    out
+}
+
+/// The key of a `key: value` or `key:` line, unquoted.
+pub(crate) fn key_of(content: &str) -> Option<String> {
+    let (key, rest) = if let Some(q) = content.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        let end = content[1..].find(q)? + 1;
+        (&content[1..end], &content[end + 1..])
+    } else {
+        let colon = content
+            .char_indices()
+            .find(|&(i, c)| c == ':' && content[i + 1..].chars().next().is_none_or(|n| n == ' ' || n == '\t'))?
+            .0;
+        (content[..colon].trim_end(), &content[colon..])
+    };
+    rest.trim_start().starts_with(':').then(|| key.to_string())
 }
 
 /// 1-based line and column of the last key of `path`, or `None` when it
 /// cannot be followed.
 pub(crate) fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
-    let lines: Vec<Option<Line<'_>>> = text
-        .lines()
-        .map(|l| {
-            let body = l.trim_start_matches(' ');
-            let meaningful = !(body.is_empty() || body.starts_with('#') || body.starts_with("---"));
-            meaningful.then(|| Line {
-                indent: l.len() - body.len(),
-                body,
-            })
-        })
-        .collect();
+    let lines = lines(text);
     let mut range = 0..lines.len();
     let mut found = None;
     for seg in path {
@@ -105,48 +139,41 @@ pub(crate) fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
             Seg::Key(k) => find_key(&lines, range.clone(), k)?,
             Seg::Index(i) => find_item(&lines, range.clone(), *i)?,
         };
-        found = Some((at + 1, col + 1));
+        found = Some((lines[at].number + 1, col + 1));
         range = next;
     }
     found
 }
 
 /// Column and name of the key a line starts with, after any `- ` item markers.
-fn key_of(line: &Line<'_>) -> Option<(usize, String)> {
+fn item_key(line: &Line<'_>) -> Option<(usize, String)> {
     let mut col = line.indent;
-    let mut body = line.body;
+    let mut body = line.content;
     while let Some(rest) = body.strip_prefix("- ") {
         let rest_trim = rest.trim_start_matches(' ');
         col += body.len() - rest_trim.len();
         body = rest_trim;
     }
-    let end = body.find(':')?;
-    let after = &body[end + 1..];
-    if !(after.is_empty() || after.starts_with(' ')) {
-        return None;
-    }
-    let key = body[..end].trim().trim_matches(['"', '\'']);
-    Some((col, key.to_string()))
+    Some((col, key_of(body)?))
 }
 
 /// The key's line, its column and the range of its value's lines.
 fn find_key(
-    lines: &[Option<Line<'_>>],
+    lines: &[Line<'_>],
     range: std::ops::Range<usize>,
     key: &str,
 ) -> Option<(usize, usize, std::ops::Range<usize>)> {
     let keys: Vec<(usize, usize, String)> = range
         .clone()
-        .filter_map(|i| lines[i].as_ref().and_then(key_of).map(|(c, k)| (i, c, k)))
+        .filter_map(|i| item_key(&lines[i]).map(|(c, k)| (i, c, k)))
         .collect();
     let level = keys.iter().map(|(_, c, _)| *c).min()?;
     let (at, col, _) = keys.into_iter().find(|(_, c, k)| *c == level && k == key)?;
     let end = (at + 1..range.end)
         .find(|&i| {
-            lines[i].as_ref().is_some_and(|l| {
-                // A sequence may sit at its key's own indentation.
-                l.indent < col || (l.indent == col && !l.body.starts_with('-'))
-            })
+            let l = &lines[i];
+            // A sequence may sit at its key's own indentation.
+            l.indent < col || (l.indent == col && !l.content.starts_with('-'))
         })
         .unwrap_or(range.end);
     Some((at, col, at + 1..end))
@@ -154,26 +181,26 @@ fn find_key(
 
 /// The `index`th item of the sequence in `range`: its line, column and lines.
 fn find_item(
-    lines: &[Option<Line<'_>>],
+    lines: &[Line<'_>],
     range: std::ops::Range<usize>,
     index: usize,
 ) -> Option<(usize, usize, std::ops::Range<usize>)> {
-    let is_item = |l: &Line<'_>| l.body == "-" || l.body.starts_with("- ");
+    let is_item = |l: &Line<'_>| l.content == "-" || l.content.starts_with("- ");
     let level = range
         .clone()
-        .filter_map(|i| lines[i].as_ref())
+        .map(|i| &lines[i])
         .filter(|l| is_item(l))
         .map(|l| l.indent)
         .min()?;
     let items: Vec<usize> = range
         .clone()
-        .filter(|&i| lines[i].as_ref().is_some_and(|l| is_item(l) && l.indent == level))
+        .filter(|&i| is_item(&lines[i]) && lines[i].indent == level)
         .collect();
     let at = *items.get(index)?;
     let end = items
         .get(index + 1)
         .copied()
-        .or_else(|| (at + 1..range.end).find(|&i| lines[i].as_ref().is_some_and(|l| l.indent < level)))
+        .or_else(|| (at + 1..range.end).find(|&i| lines[i].indent < level))
         .unwrap_or(range.end);
     Some((at, level, at..end))
 }

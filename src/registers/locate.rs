@@ -6,6 +6,8 @@
 //! still loaded correctly; its diagnostics just point at a coarser place.
 
 /// Byte offsets of models, their keys, blocks and register items.
+use crate::yaml::{key_of, lines, Line};
+
 #[derive(Debug, Default)]
 pub(crate) struct Locator {
     models: Vec<ModelLoc>,
@@ -26,50 +28,6 @@ struct Item {
     keys: Vec<(String, usize)>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Line<'a> {
-    /// Offset of the first non-blank character.
-    at: usize,
-    indent: usize,
-    content: &'a str,
-}
-
-fn significant_lines(text: &str) -> Vec<Line<'_>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for raw in text.split_inclusive('\n') {
-        let line = raw.trim_end_matches(['\n', '\r']);
-        let content = line.trim_start_matches(' ');
-        let indent = line.len() - content.len();
-        let blank = content.trim().is_empty();
-        let marker = indent == 0 && (content.starts_with("---") || content.starts_with("..."));
-        if !blank && !content.starts_with('#') && !marker {
-            out.push(Line {
-                at: offset + indent,
-                indent,
-                content,
-            });
-        }
-        offset += raw.len();
-    }
-    out
-}
-
-/// The key of a `key: value` or `key:` line, unquoted.
-fn key_of(content: &str) -> Option<String> {
-    let (key, rest) = if let Some(q) = content.chars().next().filter(|c| *c == '"' || *c == '\'') {
-        let end = content[1..].find(q)? + 1;
-        (&content[1..end], &content[end + 1..])
-    } else {
-        let colon = content
-            .char_indices()
-            .find(|&(i, c)| c == ':' && content[i + 1..].chars().next().is_none_or(|n| n == ' ' || n == '\t'))?
-            .0;
-        (content[..colon].trim_end(), &content[colon..])
-    };
-    rest.trim_start().starts_with(':').then(|| key.to_string())
-}
-
 /// The text after a sequence dash and the offset it starts at.
 fn after_dash<'a>(line: &Line<'a>) -> Option<(usize, &'a str)> {
     let rest = line.content.strip_prefix('-')?;
@@ -82,7 +40,7 @@ fn after_dash<'a>(line: &Line<'a>) -> Option<(usize, &'a str)> {
 
 impl Locator {
     pub(crate) fn new(text: &str) -> Locator {
-        let lines = significant_lines(text);
+        let lines = lines(text);
         let Some(start) = lines
             .iter()
             .position(|l| key_of(l.content).as_deref() == Some("models"))
