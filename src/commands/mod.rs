@@ -7,6 +7,7 @@ pub mod demo;
 pub mod healthcheck;
 pub mod import;
 pub mod read;
+pub mod reload;
 pub mod run;
 pub mod scan;
 pub mod simulate;

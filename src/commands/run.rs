@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use super::reload::{reload, FileWatch};
 use super::{EXIT_CONFIG, EXIT_IN_USE};
 use crate::config::{load_pipeline, CheckedPipeline};
 use crate::diagnostic::Diagnostics;
@@ -56,11 +57,31 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
         }
     };
     info!(pipeline = %path.display(), graph = %pipeline.summary(), data_dir = %pipeline.file.data_dir.display(), "Starting hpflow {}", env!("CARGO_PKG_VERSION"));
+    let control = pieces.control().clone();
     let running = pieces.start();
     let done = running.shutdown_token();
-    tokio::select! {
-        sig = signals.recv() => info!(signal = sig, "Shutting down: stopping sources, draining and flushing sinks"),
-        _ = done.cancelled() => {}
+    let mut signals = signals;
+    let mut current = pipeline;
+    let mut files = FileWatch::new(&current.files());
+    loop {
+        let reason = tokio::select! {
+            sig = signals.recv() => match sig {
+                Signal::Stop(name) => {
+                    info!(signal = name, "Shutting down: stopping sources, draining and flushing sinks");
+                    break;
+                }
+                Signal::Reload => "SIGHUP",
+            },
+            _ = done.cancelled() => break,
+            _ = files.changed() => "a configuration file changed",
+        };
+        info!(reason, "Reloading the configuration");
+        if let Some(next) = reload(path, &current, &control, running.registry()) {
+            if next.files() != current.files() {
+                files = FileWatch::new(&next.files());
+            }
+            current = next;
+        }
     }
     if running.stop().await {
         ExitCode::SUCCESS
@@ -70,10 +91,15 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
     }
 }
 
-/// SIGINT and SIGTERM, listened for from the moment this is made.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), listened for from the
+/// moment this is made.
 struct ShutdownSignals {
     #[cfg(unix)]
-    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    unix: Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
 }
 
 impl ShutdownSignals {
@@ -81,23 +107,37 @@ impl ShutdownSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let unix = signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+            let unix = (|| {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ))
+            })();
             ShutdownSignals { unix: unix.ok() }
         }
         #[cfg(not(unix))]
         ShutdownSignals {}
     }
 
-    /// Resolves on SIGINT or SIGTERM with the signal's name.
-    async fn recv(self) -> &'static str {
+    /// The next signal.
+    async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
-        if let Some((mut int, mut term)) = self.unix {
+        if let Some((int, term, hup)) = &mut self.unix {
             return tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => Signal::Stop("SIGINT"),
+                _ = term.recv() => Signal::Stop("SIGTERM"),
+                _ = hup.recv() => Signal::Reload,
             };
         }
         let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        Signal::Stop("SIGINT")
     }
+}
+
+enum Signal {
+    /// SIGINT or SIGTERM, by name.
+    Stop(&'static str),
+    /// SIGHUP.
+    Reload,
 }

@@ -55,6 +55,7 @@ pub struct Check<'a> {
     pub(crate) claims: Vec<(Claim, Option<String>)>,
     pub(crate) outputs: Vec<Arc<Schema>>,
     pub(crate) prepared: Option<Prepared>,
+    pub(crate) reads: Vec<PathBuf>,
 }
 
 /// What a component loaded while it was checked (a register map, a device
@@ -72,6 +73,7 @@ impl<'a> Check<'a> {
             claims: Vec::new(),
             outputs: Vec::new(),
             prepared: None,
+            reads: Vec::new(),
         }
     }
 
@@ -107,6 +109,14 @@ impl<'a> Check<'a> {
     /// Declares a description of events the component emits.
     pub fn output(&mut self, schema: Arc<Schema>) {
         self.outputs.push(schema);
+    }
+
+    /// Declares a file the component reads besides the pipeline file (a register
+    /// map, a device inventory): `hpflow run` reloads when it changes.
+    pub fn reads(&mut self, path: &Path) {
+        if !self.reads.iter().any(|p| p == path) {
+            self.reads.push(path.to_path_buf());
+        }
     }
 
     /// Keeps what the check loaded for the component's build, which finds it

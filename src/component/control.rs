@@ -1,5 +1,7 @@
 //! Runtime knobs that one component turns and another obeys, without a restart:
-//! the dashboard's settings page changes the poll interval of running sources.
+//! the dashboard's settings page changes the poll interval of running sources,
+//! and a reload hands a running component what its check read anew (a source's
+//! changed device inventory).
 //!
 //! Control keeps each source's own interval and the override, if any, so the
 //! order in which components are built does not matter: a source registered
@@ -12,10 +14,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::Prepared;
+
 /// Shared by every component of one running pipeline.
 #[derive(Debug, Default)]
 pub struct Control {
     intervals: Mutex<Intervals>,
+    /// Per component that follows reloads: the latest of what its check read.
+    prepared: Mutex<BTreeMap<String, watch::Sender<Prepared>>>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +74,30 @@ impl Control {
             tx.send_replace(interval.unwrap_or(*own));
         }
         i.sources.len()
+    }
+
+    /// Called by a component that applies reloads itself when it is built:
+    /// returns the receiver on which each reload's check result arrives.
+    pub fn follow_reloads(&self, component: &str, current: Prepared) -> watch::Receiver<Prepared> {
+        let mut map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = map
+            .entry(component.to_string())
+            .or_insert_with(|| watch::channel(current.clone()).0);
+        tx.send_replace(current);
+        tx.subscribe()
+    }
+
+    /// Hands a running component what a reload's check read; false when the
+    /// component does not follow reloads (it must be rebuilt to change).
+    pub fn reload(&self, component: &str, prepared: Prepared) -> bool {
+        let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(component) {
+            Some(tx) if tx.receiver_count() > 0 => {
+                tx.send_replace(prepared);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The current interval of every polling source.

@@ -88,7 +88,7 @@ macro_rules! components {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, PartialEq)]
         pub enum $name {
             $( $(#[$vmeta])* $variant($config), )+
         }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{ComponentEntry, PipelineFile};
@@ -30,9 +31,19 @@ pub struct CheckedPipeline {
     pub input_schemas: HashMap<Node, Vec<Arc<Schema>>>,
     /// What each component's check loaded and kept for its build.
     pub prepared: HashMap<Node, Prepared>,
+    /// Files the components read besides the pipeline file.
+    pub reads: Vec<PathBuf>,
 }
 
 impl CheckedPipeline {
+    /// Every file the pipeline is made of: the pipeline file and what the
+    /// components read.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.file.source.path.clone()];
+        v.extend(self.reads.iter().cloned());
+        v
+    }
+
     /// What the check of a component kept, if it is a `T`.
     pub fn prepared<T: std::any::Any>(&self, node: Node) -> Option<&T> {
         self.prepared.get(&node)?.downcast_ref()
@@ -244,8 +255,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
     // Let every component check itself, in data-flow order so each knows its inputs.
     let mut outputs: HashMap<Node, Vec<Arc<Schema>>> = HashMap::new();
     let mut input_schemas: HashMap<Node, Vec<Arc<Schema>>> = HashMap::new();
-    let mut claims: Vec<(Claim, Node, Option<String>)> = Vec::new();
-    let mut prepared: HashMap<Node, Prepared> = HashMap::new();
+    let mut found = Found::default();
     let gather = |to: Node, outputs: &HashMap<Node, Vec<Arc<Schema>>>| -> Vec<Arc<Schema>> {
         let mut v: Vec<Arc<Schema>> = Vec::new();
         for e in edges.iter().filter(|e| e.to == to) {
@@ -259,7 +269,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
     };
     for (i, c) in file.sources.iter().enumerate() {
         let node = (Kind::Source, i);
-        let out = check_one(&file, c, node, &[], &mut diags, &mut claims, &mut prepared);
+        let out = check_one(&file, c, node, &[], &mut diags, &mut found);
         outputs.insert(node, out);
     }
     for &i in &transform_order {
@@ -269,15 +279,7 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
             continue;
         }
         let inputs = gather(node, &outputs);
-        let out = check_one(
-            &file,
-            &file.transforms[i],
-            node,
-            &inputs,
-            &mut diags,
-            &mut claims,
-            &mut prepared,
-        );
+        let out = check_one(&file, &file.transforms[i], node, &inputs, &mut diags, &mut found);
         outputs.insert(node, out);
         input_schemas.insert(node, inputs);
     }
@@ -298,13 +300,13 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
                 .in_component(format!("sinks.{}", c.id)),
             );
         }
-        check_one(&file, c, node, &inputs, &mut diags, &mut claims, &mut prepared);
+        check_one(&file, c, node, &inputs, &mut diags, &mut found);
         input_schemas.insert(node, inputs);
     }
 
     // Two components may not hold one port, serial line or file.
     let mut holders: HashMap<&Claim, Node> = HashMap::new();
-    for (claim, node, key) in &claims {
+    for (claim, node, key) in &found.claims {
         match holders.get(claim) {
             Some(first) if first != node => {
                 let (span, name) = entry_span(&file, *node, key.as_deref());
@@ -346,7 +348,8 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
             edges,
             transform_order,
             input_schemas,
-            prepared,
+            prepared: found.prepared,
+            reads: found.reads,
         },
         diags,
     ))
@@ -369,14 +372,21 @@ fn entry_span(file: &PipelineFile, node: Node, key: Option<&str>) -> (Range<usiz
     (span, format!("{}.{}", node.0.table(), id_of(file, node)))
 }
 
+/// What the components' checks declared besides their outputs.
+#[derive(Default)]
+struct Found {
+    claims: Vec<(Claim, Node, Option<String>)>,
+    prepared: HashMap<Node, Prepared>,
+    reads: Vec<PathBuf>,
+}
+
 fn check_one<C: ComponentConfig>(
     file: &PipelineFile,
     entry: &ComponentEntry<C>,
     node: Node,
     inputs: &[Arc<Schema>],
     diags: &mut Diagnostics,
-    claims: &mut Vec<(Claim, Node, Option<String>)>,
-    prepared: &mut HashMap<Node, Prepared>,
+    found: &mut Found,
 ) -> Vec<Arc<Schema>> {
     let mut cx = Check::new(&entry.id, &file.dir, &file.data_dir, inputs);
     entry.config.check(&mut cx);
@@ -401,9 +411,14 @@ fn check_one<C: ComponentConfig>(
             }
         }
     }
-    claims.extend(cx.claims.into_iter().map(|(c, k)| (c, node, k)));
+    found.claims.extend(cx.claims.into_iter().map(|(c, k)| (c, node, k)));
     if let Some(p) = cx.prepared {
-        prepared.insert(node, p);
+        found.prepared.insert(node, p);
+    }
+    for path in cx.reads {
+        if !found.reads.contains(&path) {
+            found.reads.push(path);
+        }
     }
     cx.outputs
 }

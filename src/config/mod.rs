@@ -36,6 +36,11 @@ pub struct ComponentEntry<C> {
 }
 
 impl<C> ComponentEntry<C> {
+    /// The ids in `inputs`, without their places in the file.
+    pub fn inputs_ids(&self) -> Vec<&str> {
+        self.inputs.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
     /// The best span for a key path: the key itself, else its nearest parent,
     /// else the component.
     pub fn span_of(&self, key: Option<&str>) -> Range<usize> {

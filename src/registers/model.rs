@@ -391,6 +391,17 @@ pub struct Model {
     schema: Arc<Schema>,
 }
 
+/// Two models are the same when their definitions are: what is derived from
+/// them (the index, the schema) follows.
+impl PartialEq for Model {
+    fn eq(&self, other: &Model) -> bool {
+        self.name == other.name
+            && self.description == other.description
+            && self.registers == other.registers
+            && self.blocks == other.blocks
+    }
+}
+
 impl Model {
     pub(crate) fn new(name: &str, description: Option<String>, registers: Vec<Register>, blocks: Vec<Block>) -> Model {
         let fields = registers.iter().flat_map(Register::fields).collect();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::component::{BuildContext, Check};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// `stdout` (default) or `stderr`.

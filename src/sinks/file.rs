@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::component::{BuildContext, Check, Claim};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file to append to; relative to the pipeline file's folder.

@@ -254,6 +254,12 @@ impl HealthRegistry {
         map.retain(|(c, _), _| &**c != component);
     }
 
+    /// Forgets one device of a component (taken out of its inventory).
+    pub fn remove(&self, component: &str, device: &str) {
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(c, d), _| !(&**c == component && &**d == device));
+    }
+
     pub fn get(&self, component: &str, device: &str) -> Option<DeviceHealth> {
         let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(Arc::from(component), Arc::from(device)))

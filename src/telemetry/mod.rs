@@ -6,6 +6,7 @@
 mod components;
 mod delivery;
 mod devices;
+mod reloads;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,14 +16,16 @@ pub use delivery::{DeliverySnapshot, DeliveryStats};
 pub use devices::{
     on_time, DeviceHealth, HealthHandle, HealthRegistry, Histogram, RequestResult, Transition, DURATION_BUCKETS,
 };
+pub use reloads::{ReloadSnapshot, ReloadStats};
 
 /// Everything one pipeline counts: per-component event counters, per-device
-/// health and per-sink delivery counters.
+/// health, per-sink delivery counters and its configuration reloads.
 #[derive(Debug, Default)]
 pub struct Registry {
     components: Mutex<BTreeMap<String, Arc<ComponentMetrics>>>,
     devices: HealthRegistry,
     deliveries: Mutex<BTreeMap<String, Arc<DeliveryStats>>>,
+    reloads: ReloadStats,
 }
 
 impl Registry {
@@ -49,6 +52,11 @@ impl Registry {
     /// The health of every device the pipeline's sources poll.
     pub fn devices(&self) -> &HealthRegistry {
         &self.devices
+    }
+
+    /// The configuration reloads of the running pipeline.
+    pub fn reloads(&self) -> &ReloadStats {
+        &self.reloads
     }
 
     /// Fresh delivery counters for the sink with this id (replacing those of an

@@ -37,7 +37,7 @@ const MAX_CACHED_SCHEMAS: usize = 256;
 const MAX_CACHED_TAGS: usize = 16_384;
 
 /// `[transforms.<id>]` with `type = "rename"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenameConfig {
     /// Field renames, old name = new name.

@@ -20,7 +20,7 @@ use super::views::templates::templates;
 /// The environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "HPFLOW_ADMIN_TOKEN";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DashboardConfig {
     /// Where the pages are served (IP:PORT).

@@ -71,7 +71,7 @@ pub enum EnumValues {
 /// The `influxdb` sink: writes every event as line protocol to InfluxDB 1.x
 /// (`api = "v1"`), InfluxDB 2.x/3.x or VictoriaMetrics (`api = "v2"`), through a
 /// durable disk buffer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxdbConfig {
     /// Base URL of the server, e.g. `http://localhost:8086` (a path prefix is kept).
@@ -141,7 +141,7 @@ pub struct InfluxdbConfig {
 }
 
 /// The `buffer` table: where events wait until the server has accepted them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// Keep events on disk (`<data_dir>/influxdb/<id>/`) instead of in memory.

@@ -13,7 +13,7 @@ use super::names::is_valid_prefix;
 use super::render::{system_clock, Exporter};
 use super::server::Prometheus;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// Where `/metrics` is served (IP:PORT).

@@ -47,18 +47,22 @@ impl Format {
     }
 }
 
-/// Appends one sample line: `name{labels[,extra]} value`.
+/// Appends one sample line: `name{labels[,extra]} value`, or `name value`
+/// without labels.
 pub(super) fn write_line(buf: &mut String, name: &str, labels: &str, extra: Option<&str>, v: Num) {
     buf.push_str(name);
-    buf.push('{');
-    buf.push_str(labels);
-    if let Some(extra) = extra {
-        if !labels.is_empty() {
-            buf.push(',');
+    if !labels.is_empty() || extra.is_some() {
+        buf.push('{');
+        buf.push_str(labels);
+        if let Some(extra) = extra {
+            if !labels.is_empty() {
+                buf.push(',');
+            }
+            buf.push_str(extra);
         }
-        buf.push_str(extra);
+        buf.push('}');
     }
-    buf.push_str("} ");
+    buf.push(' ');
     push_num(buf, v);
     buf.push('\n');
 }

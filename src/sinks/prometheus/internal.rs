@@ -7,6 +7,8 @@
 //! | `hpflow_component_events_in_total`, `…_events_out_total`, `…_events_dropped_total`, `hpflow_component_errors_total` | counter | `component_id`, `component_kind`, `component_type` |
 //! | `hpflow_influxdb_buffer_points`, `hpflow_influxdb_buffer_bytes` | gauge | `component_id` |
 //! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_dead_letter_dropped_points_total`, `…_dead_letter_dropped_bytes_total`, `…_dead_letter_write_failures_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
+//! | `hpflow_config_reloads_total` | counter | `result` (`applied`, `refused`) |
+//! | `hpflow_config_last_reload_successful`, `hpflow_config_restart_required` | gauge | |
 //! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`) |
 //! | `hpflow_modbus_polls_total`, `…_polls_failed_total`, `…_polls_skipped_total` (ticks missed while a poll ran), `…_connect_failures_total` | counter | `component_id`, `device` |
 //! | `hpflow_modbus_polls_on_time_total`, `…_polls_late_total` (a poll is on time when it began within a tenth of its interval, or within 1 s, of its scheduled instant) | counter | `component_id`, `device` |
@@ -91,6 +93,49 @@ pub fn render(out: &mut String, format: Format, registry: &Arc<Registry>, health
             .collect();
         family(out, format, &fam(name, Kind::Counter, help, None), &rows);
     }
+
+    let reloads = registry.reloads().snapshot();
+    let result = |r: &str| {
+        let mut l = String::new();
+        push_label(&mut l, "result", r);
+        l
+    };
+    family(
+        out,
+        format,
+        &fam(
+            "hpflow_config_reloads",
+            Kind::Counter,
+            "Configuration reloads (SIGHUP or a changed file), by result: applied, refused (errors)",
+            None,
+        ),
+        &[
+            (result("applied"), int(reloads.applied)),
+            (result("refused"), int(reloads.refused)),
+        ],
+    );
+    family(
+        out,
+        format,
+        &fam(
+            "hpflow_config_last_reload_successful",
+            Kind::Gauge,
+            "1 when the last configuration reload was applied (or none was tried), 0 when it was refused",
+            None,
+        ),
+        &[(String::new(), Num::Int(reloads.last_ok.into()))],
+    );
+    family(
+        out,
+        format,
+        &fam(
+            "hpflow_config_restart_required",
+            Kind::Gauge,
+            "1 when a reloaded change waits for a restart (a component added, removed or reconfigured)",
+            None,
+        ),
+        &[(String::new(), Num::Int(reloads.restart_needed.into()))],
+    );
 
     let influx: Vec<(String, DeliverySnapshot)> = registry
         .deliveries()

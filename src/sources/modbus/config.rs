@@ -62,7 +62,7 @@ pub const MAX_REGISTERS: u16 = 125;
 
 /// `type = "modbus_tcp"`: polls devices over Modbus TCP, one task per device, or
 /// per gateway when several unit ids sit behind one host:port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusTcpConfig {
     /// The register map file (`registers.yml`); each device names one of its models.
@@ -103,7 +103,7 @@ pub struct ModbusTcpConfig {
 
 /// `type = "modbus_rtu"`: polls the devices on one serial bus, in turn, from the
 /// single task that owns the port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusRtuConfig {
     /// The serial device (`/dev/ttyUSB0`). May be left out when `devices` is a

@@ -30,7 +30,7 @@ fn default_unit_id() -> i64 {
 }
 
 /// `devices = "heatpumps.yml"` or `[[sources.x.devices]]` tables.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Devices {
     File(PathBuf),
     Inline(Vec<DeviceConfig>),
@@ -68,7 +68,7 @@ impl<'de> Deserialize<'de> for Devices {
 }
 
 /// One device written inline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// Unique within the source; the `heat_pump_id` tag.
@@ -111,6 +111,16 @@ pub struct Inventory {
     pub bus: Option<PathBuf>,
 }
 
+/// The same devices, on the same bus, reading the same definitions of their
+/// models (the rest of the map does not matter to the source).
+impl PartialEq for Inventory {
+    fn eq(&self, other: &Inventory) -> bool {
+        self.devices == other.devices
+            && self.bus == other.bus
+            && (self.devices.iter()).all(|d| self.map.model(&d.model) == other.map.model(&d.model))
+    }
+}
+
 /// How a device is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -119,7 +129,7 @@ pub enum Endpoint {
 }
 
 /// A device after the inventory was read and checked: everything the poll loop needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceSpec {
     pub id: Arc<str>,
     pub model: Arc<str>,
@@ -134,6 +144,8 @@ pub(crate) trait Report {
     fn error(&mut self, key: Option<&str>, msg: String);
     fn warn(&mut self, key: Option<&str>, msg: String);
     fn external(&mut self, d: Diagnostic);
+    /// A file the source reads (the pipeline reloads when it changes).
+    fn reads(&mut self, _path: &Path) {}
 }
 
 impl Report for Check<'_> {
@@ -145,6 +157,9 @@ impl Report for Check<'_> {
     }
     fn external(&mut self, d: Diagnostic) {
         Check::external(self, d)
+    }
+    fn reads(&mut self, path: &Path) {
+        Check::reads(self, path)
     }
 }
 
@@ -177,6 +192,7 @@ pub(crate) enum Transport {
 
 /// Loads the register map, reporting its problems as diagnostics in its own file.
 pub(crate) fn load_map(path: &Path, r: &mut impl Report) -> Option<Arc<RegisterMap>> {
+    r.reads(path);
     match RegisterMap::load(path) {
         Ok(m) => Some(Arc::new(m)),
         Err(diags) => {
@@ -220,6 +236,7 @@ pub(crate) fn resolve_devices(
         }
         Devices::File(path) => {
             let path = crate::component::resolve(dir, path);
+            r.reads(&path);
             heatpumps_file(&path, transport, bus, map, r, &mut out)
         }
     };

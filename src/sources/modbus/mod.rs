@@ -29,7 +29,7 @@ pub use inventory::{DeviceConfig, DeviceSpec, Devices, Endpoint, Inventory};
 pub use rtu::ModbusRtu;
 pub use tcp::ModbusTcp;
 
-use crate::component::{BoxError, BuildContext, SourceContext};
+use crate::component::{BoxError, BuildContext, Prepared, SourceContext};
 use crate::event::{Event, Metric};
 use crate::modbus::{plan_options, poll_device, Device, Link};
 use crate::registers::RegisterMap;
@@ -117,6 +117,8 @@ pub(crate) struct Polling {
     interval: Option<watch::Receiver<Duration>>,
     /// Where the devices' health is counted: the pipeline's, or the source's own.
     telemetry: Arc<Registry>,
+    /// Each reload's inventory, when built in a pipeline that reloads.
+    reloads: Option<watch::Receiver<Prepared>>,
 }
 
 impl Polling {
@@ -128,6 +130,7 @@ impl Polling {
             timeout,
             interval: None,
             telemetry: Arc::default(),
+            reloads: None,
         }
     }
 
@@ -136,44 +139,230 @@ impl Polling {
     pub(crate) fn attach(&mut self, cx: &BuildContext<'_>) {
         self.interval = Some(cx.control.poll_interval(cx.id, self.poll.interval));
         self.telemetry = cx.registry.clone();
+        self.follow_reloads(cx);
     }
 
     /// Polls each link's devices in a task of its own until shutdown, or until
-    /// no downstream is left, forwarding every event.
-    pub(crate) async fn run(&self, cx: &mut SourceContext, links: Vec<(Link, Vec<DeviceSpec>)>) {
-        let start = Instant::now();
+    /// no downstream is left, forwarding every event. `links` groups an
+    /// inventory's devices onto links, each under a key naming it (its address);
+    /// a reload that changes the inventory (see [`Polling::follow_reloads`]) is
+    /// applied here without stopping what it leaves unchanged.
+    pub(crate) async fn run(mut self, cx: &mut SourceContext, links: impl Fn(&Inventory) -> Vec<LinkGroup>) {
         // The component's own token: a source with no downstream left stops
         // itself without touching the pipeline's shutdown.
         let stop = cx.shutdown.child_token();
-        let (tx, rx) = mpsc::channel(256);
-        let mut tasks = Vec::new();
-        for (link, specs) in links {
-            let devices: Vec<Scheduled> = specs
-                .into_iter()
-                .filter_map(|spec| {
-                    let model = self.map.model(&spec.model)?.clone();
-                    Some(Scheduled::new(
-                        &cx.id,
-                        spec,
+        let (tx, mut rx) = mpsc::channel(256);
+        // What the check kept, when built in a pipeline: what reloads compare with.
+        let kept = (self.reloads.as_mut()).and_then(|r| r.borrow_and_update().downcast_ref::<Inventory>().cloned());
+        let mut inventory = kept.unwrap_or_else(|| Inventory {
+            map: self.map.clone(),
+            devices: self.devices.clone(),
+            bus: None,
+        });
+        let mut running = LinkTasks::default();
+        let start = Instant::now();
+        for group in links(&inventory) {
+            let devices = self.scheduled(&cx.id, &group.specs, start, &mut Vec::new(), None);
+            running.spawn(group, devices, &tx, &stop, &cx.metrics, &self.interval);
+        }
+        let mut tx = Some(tx);
+        loop {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => {
+                        if !cx.out.send(e).await {
+                            // Every downstream is gone: nothing left to poll for.
+                            stop.cancel();
+                        }
+                    }
+                    None => break,
+                },
+                _ = stop.cancelled(), if tx.is_some() => {
+                    // The link tasks stop; the queue closes when the last one has.
+                    tx = None;
+                }
+                next = next_inventory(&mut self.reloads), if tx.is_some() => {
+                    let (Some(next), Some(sender)) = (next, tx.as_ref()) else { continue };
+                    if next == inventory {
+                        continue;
+                    }
+                    let groups = links(&next);
+                    let old_map = std::mem::replace(&mut inventory, next.clone()).map;
+                    self.map = next.map.clone();
+                    self.devices = next.devices.clone();
+                    let changed = running.changed(&groups, |specs| {
+                        specs.iter().all(|s| old_map.model(&s.model) == self.map.model(&s.model))
+                    });
+                    let mut retired = LinkTasks::retire(changed).await;
+                    let now = Instant::now();
+                    for group in groups {
+                        if running.has(&group.key) {
+                            continue;
+                        }
+                        let devices = self.scheduled(&cx.id, &group.specs, now, &mut retired, Some(&old_map));
+                        running.spawn(group, devices, sender, &stop, &cx.metrics, &self.interval);
+                    }
+                    for gone in retired {
+                        self.telemetry.devices().remove(&cx.id, &gone.spec.id);
+                    }
+                    info!(component = %cx.id, devices = self.devices.len(), links = running.len(), "Device inventory reloaded");
+                }
+            }
+        }
+        running.join().await;
+        self.telemetry.devices().remove_component(&cx.id);
+    }
+
+    /// Follows reloads of the source's inventory, from what its check kept.
+    fn follow_reloads(&mut self, cx: &BuildContext<'_>) {
+        if let Some(p) = cx.prepared {
+            self.reloads = Some(cx.control.follow_reloads(cx.id, p.clone()));
+        }
+    }
+
+    /// The poll state of `specs` from `start`. A device whose entry is unchanged
+    /// takes over its state from `reuse` (schedule and all; its plan anew when
+    /// its model changed, as judged against `old_map`).
+    fn scheduled(
+        &self,
+        component: &str,
+        specs: &[DeviceSpec],
+        start: Instant,
+        reuse: &mut Vec<Scheduled>,
+        old_map: Option<&RegisterMap>,
+    ) -> Vec<Scheduled> {
+        specs
+            .iter()
+            .filter_map(|spec| {
+                let model = self.map.model(&spec.model)?.clone();
+                let old = reuse.iter().position(|d| d.spec == *spec).map(|i| reuse.swap_remove(i));
+                match old {
+                    Some(d) if old_map.and_then(|m| m.model(&spec.model)) == Some(&model) => Some(d),
+                    Some(d) => {
+                        // Same device, changed model: a new plan, the same schedule.
+                        let mut fresh = Scheduled::new(
+                            component,
+                            spec.clone(),
+                            &model,
+                            &self.poll,
+                            self.timeout,
+                            start,
+                            self.telemetry.devices(),
+                        );
+                        fresh.schedule = d.schedule;
+                        Some(fresh)
+                    }
+                    None => Some(Scheduled::new(
+                        component,
+                        spec.clone(),
                         &model,
                         &self.poll,
                         self.timeout,
                         start,
                         self.telemetry.devices(),
-                    ))
-                })
-                .collect();
-            tasks.push(tokio::spawn(run_link(
-                link,
-                devices,
-                tx.clone(),
-                stop.clone(),
-                cx.metrics.clone(),
-                self.interval.clone(),
-            )));
+                    )),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The devices an inventory puts behind one link.
+pub(crate) struct LinkGroup {
+    /// Names the link (its address); a link keeps its task across a reload
+    /// when its key and its devices stay the same.
+    pub(crate) key: String,
+    pub(crate) link: Link,
+    pub(crate) specs: Vec<DeviceSpec>,
+}
+
+/// The running link tasks of a source.
+#[derive(Default)]
+struct LinkTasks {
+    tasks: Vec<LinkTask>,
+}
+
+struct LinkTask {
+    key: String,
+    specs: Vec<DeviceSpec>,
+    retire: CancellationToken,
+    task: tokio::task::JoinHandle<Vec<Scheduled>>,
+}
+
+impl LinkTasks {
+    fn spawn(
+        &mut self,
+        group: LinkGroup,
+        devices: Vec<Scheduled>,
+        tx: &mpsc::Sender<Event>,
+        stop: &CancellationToken,
+        metrics: &Arc<crate::telemetry::ComponentMetrics>,
+        interval: &Option<watch::Receiver<Duration>>,
+    ) {
+        let retire = CancellationToken::new();
+        let task = tokio::spawn(run_link(
+            group.link,
+            devices,
+            tx.clone(),
+            stop.clone(),
+            retire.clone(),
+            metrics.clone(),
+            interval.clone(),
+        ));
+        self.tasks.push(LinkTask {
+            key: group.key,
+            specs: group.specs,
+            retire,
+            task,
+        });
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.tasks.iter().any(|t| t.key == key)
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Takes out every task whose link is gone or whose devices changed (or
+    /// whose models did not stay `same`).
+    fn changed(&mut self, groups: &[LinkGroup], same: impl Fn(&[DeviceSpec]) -> bool) -> Vec<LinkTask> {
+        let (keep, changed): (Vec<LinkTask>, Vec<LinkTask>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|t| groups.iter().any(|g| g.key == t.key && g.specs == t.specs) && same(&t.specs));
+        self.tasks = keep;
+        changed
+    }
+
+    /// Retires tasks once the poll each has under way is done; returns their devices.
+    async fn retire(tasks: Vec<LinkTask>) -> Vec<Scheduled> {
+        let mut devices = Vec::new();
+        for t in tasks {
+            t.retire.cancel();
+            devices.extend(t.task.await.unwrap_or_default());
         }
-        drop(tx);
-        forward(rx, cx, stop, tasks, &self.telemetry).await;
+        devices
+    }
+
+    async fn join(self) {
+        for t in self.tasks {
+            let _ = t.task.await;
+        }
+    }
+}
+
+/// The next inventory a reload hands over; never resolves without reloads.
+async fn next_inventory(rx: &mut Option<watch::Receiver<Prepared>>) -> Option<Inventory> {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    match r.changed().await {
+        Ok(()) => r.borrow_and_update().downcast_ref::<Inventory>().cloned(),
+        Err(_) => {
+            *rx = None;
+            None
+        }
     }
 }
 
@@ -185,28 +374,32 @@ fn found<T>(found: Option<T>, errors: inventory::Errors, missing: &str) -> Resul
     found.ok_or_else(|| missing.into())
 }
 
-/// Polls the devices behind one link until `shutdown`, sending one event per
-/// successful poll to `tx`.
+/// Polls the devices behind one link until `shutdown` (which abandons a poll
+/// under way) or `retire` (which waits for it), sending one event per
+/// successful poll to `tx`. Returns the devices with their schedules, so a
+/// reload can hand them to the link's next task.
 async fn run_link(
     mut link: Link,
     mut devices: Vec<Scheduled>,
     tx: mpsc::Sender<Event>,
     shutdown: CancellationToken,
+    retire: CancellationToken,
     metrics: Arc<crate::telemetry::ComponentMetrics>,
     mut interval: Option<watch::Receiver<Duration>>,
-) {
+) -> Vec<Scheduled> {
     if devices.is_empty() {
-        return;
+        return devices;
     }
     loop {
         // The device due first; ties go to the earlier one in the list.
         let Some(i) = (0..devices.len()).min_by_key(|&i| devices[i].schedule.due()) else {
-            return;
+            return devices;
         };
         let due = devices[i].schedule.due();
         let sleep: Sleep = tokio::time::sleep_until(due);
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return devices,
+            _ = retire.cancelled() => return devices,
             _ = sleep => {}
             changed = interval_change(&mut interval) => {
                 if let Some(iv) = changed.filter(|iv| !iv.is_zero()) {
@@ -229,7 +422,7 @@ async fn run_link(
             .health
             .poll_started(began.saturating_duration_since(tick), dev.schedule.interval());
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return devices,
             o = poll_device(&mut link, &mut dev.device) => o,
         };
         let took = began.elapsed();
@@ -260,29 +453,8 @@ async fn run_link(
             );
             m.fields = outcome.fields;
             if tx.send(Event::from(m)).await.is_err() {
-                return;
+                return devices;
             }
         }
     }
-}
-
-/// Forwards what the link tasks produce to the component's output until they
-/// have all stopped; `stop` ends them early when no downstream is left.
-async fn forward(
-    mut rx: mpsc::Receiver<Event>,
-    cx: &mut SourceContext,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    telemetry: &Registry,
-) {
-    while let Some(e) = rx.recv().await {
-        if !cx.out.send(e).await {
-            // Every downstream is gone: nothing left to poll for.
-            stop.cancel();
-        }
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    telemetry.devices().remove_component(&cx.id);
 }

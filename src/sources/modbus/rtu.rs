@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::inventory::{Errors, Inventory};
-use super::{found, DeviceSpec, ModbusRtuConfig, Polling};
+use super::{found, DeviceSpec, LinkGroup, ModbusRtuConfig, Polling};
 use crate::component::{BoxError, BuildContext, Source, SourceContext};
 use crate::modbus::{Link, RtuConnector};
 use crate::registers::RegisterMap;
@@ -69,9 +69,21 @@ impl ModbusRtu {
 #[async_trait]
 impl Source for ModbusRtu {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), BoxError> {
-        let link = Link::new(Box::new(self.connector.clone()));
-        let devices = self.polling.devices.clone();
-        self.polling.run(&mut cx, vec![(link, devices)]).await;
+        let this = *self;
+        let connector = this.connector;
+        // One link: the bus. A reload may move it to another port.
+        let links = move |inventory: &Inventory| {
+            let mut connector = connector.clone();
+            if let Some(bus) = &inventory.bus {
+                connector.path = bus.clone();
+            }
+            vec![LinkGroup {
+                key: connector.path.display().to_string(),
+                link: Link::new(Box::new(connector)),
+                specs: inventory.devices.clone(),
+            }]
+        };
+        this.polling.run(&mut cx, links).await;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use indexmap::IndexMap;
 
 use super::inventory::{Endpoint, Errors, Inventory};
-use super::{found, DeviceSpec, ModbusTcpConfig, Polling};
+use super::{found, DeviceSpec, LinkGroup, ModbusTcpConfig, Polling};
 use crate::component::{BoxError, BuildContext, Source, SourceContext};
 use crate::modbus::{Link, TcpConnector};
 use crate::registers::RegisterMap;
@@ -50,25 +50,28 @@ impl ModbusTcp {
     pub fn telemetry(&self) -> Arc<Registry> {
         self.polling.telemetry.clone()
     }
+}
 
-    /// Device groups by host:port, in inventory order.
-    fn groups(&self) -> IndexMap<(String, u16), Vec<DeviceSpec>> {
-        let mut groups: IndexMap<(String, u16), Vec<DeviceSpec>> = IndexMap::new();
-        for d in &self.polling.devices {
-            if let Endpoint::Tcp { host, port } = &d.endpoint {
-                groups.entry((host.clone(), *port)).or_default().push(d.clone());
-            }
+/// The links of an inventory: one per host:port, its devices in inventory order.
+fn links(inventory: &Inventory) -> Vec<LinkGroup> {
+    let mut groups: IndexMap<(String, u16), Vec<DeviceSpec>> = IndexMap::new();
+    for d in &inventory.devices {
+        if let Endpoint::Tcp { host, port } = &d.endpoint {
+            groups.entry((host.clone(), *port)).or_default().push(d.clone());
         }
-        groups
     }
+    (groups.into_iter())
+        .map(|((host, port), specs)| LinkGroup {
+            key: format!("{host}:{port}"),
+            link: Link::new(Box::new(TcpConnector { host, port })),
+            specs,
+        })
+        .collect()
 }
 
 #[async_trait]
 impl Source for ModbusTcp {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), BoxError> {
-        let links = (self.groups().into_iter())
-            .map(|((host, port), specs)| (Link::new(Box::new(TcpConnector { host, port })), specs))
-            .collect();
         self.polling.run(&mut cx, links).await;
         Ok(())
     }

@@ -66,7 +66,7 @@ const SIGNIFICANT_DIGITS: i32 = 12;
 const MAX_CACHED_SCHEMAS: usize = 256;
 
 /// `[transforms.<id>]` with `type = "scale"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleConfig {
     /// Per-field overrides of the register map, by field name
@@ -78,7 +78,7 @@ pub struct ScaleConfig {
 /// How one field is scaled instead of the register map's `scale`/`offset`.
 /// Either `factor`/`offset` or all four range keys, never both styles. Whichever
 /// style is used replaces the map's scale and offset entirely.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldOverride {
     /// Multiplies the raw value (default 1 when only `offset` is given).

@@ -74,7 +74,7 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(3600);
 
 /// `[transforms.<id>]` with `type = "state_diff"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateDiffConfig {
     /// The fields to track. Default: every field whose description has kind

@@ -1,0 +1,227 @@
+//! `hpflow run` reloads its configuration while it runs: the real binary, a
+//! simulated gateway with three heat pumps, and the device inventory edited
+//! under it. Each step is checked on the Prometheus endpoint, with the device
+//! that was never touched as the witness that nothing else moved.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::process::{hpflow, signal, simulator_with, terminate, Killed};
+use support::{free_port, http_get, shipped_registers};
+
+const INTERVAL: Duration = Duration::from_millis(200);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn pump(id: &str, name: &str, port: u16, unit: u8, enabled: bool) -> String {
+    format!(
+        "- id: {id}\n  name: {name}\n  model: stiebel_eltron_wpm\n  enabled: {enabled}\n  modbus:\n    \
+         host: 127.0.0.1\n    port: {port}\n    unit_id: {unit}\n"
+    )
+}
+
+fn write_inventory(dir: &Path, pumps: &[String]) {
+    // Written beside and renamed over, as editors save.
+    let tmp = dir.join(".heatpumps.yml.tmp");
+    std::fs::write(&tmp, format!("heatpumps:\n{}", pumps.concat())).unwrap();
+    std::fs::rename(&tmp, dir.join("heatpumps.yml")).unwrap();
+}
+
+/// The value of one sample of the scrape, if it is there.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn polls(metrics: &str, device: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &format!("hpflow_modbus_polls_total{{component_id=\"pumps\",device=\"{device}\"}}"),
+    )
+}
+
+fn reloads(metrics: &str, result: &str) -> f64 {
+    sample(metrics, &format!("hpflow_config_reloads_total{{result=\"{result}\"}}")).unwrap_or(-1.0)
+}
+
+struct Running {
+    child: Killed,
+    port: u16,
+    started: Instant,
+    /// hp1's poll count at the last look: it must only grow.
+    hp1: f64,
+}
+
+impl Running {
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").unwrap_or_default()
+    }
+
+    /// Waits until the scrape satisfies `f`, and checks the witness: hp1,
+    /// never edited, polled on, its count never reset.
+    fn until(&mut self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        let mut last = self.metrics();
+        while !f(&last) {
+            let wanted: Vec<&str> = last
+                .lines()
+                .filter(|l| l.contains("hp2") || l.contains("reload"))
+                .take(12)
+                .collect();
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}; the scrape had:\n{}",
+                wanted.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            last = self.metrics();
+        }
+        let hp1 = polls(&last, "hp1").expect("hp1 is polled all along");
+        assert!(hp1 >= self.hp1, "hp1's polls went from {} to {hp1}: reset", self.hp1);
+        self.hp1 = hp1;
+        last
+    }
+}
+
+#[test]
+fn the_device_inventory_is_reloaded_under_a_running_pipeline() {
+    let (_sim, gateway) = simulator_with(&["--devices", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_inventory(dir.path(), &[pump("hp1", "One", gateway, 1, true)]);
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"data_dir = "data"
+[sources.pumps]
+type = "modbus_tcp"
+registers = "{map}"
+devices = "heatpumps.yml"
+interval = "200ms"
+timeout = "1s"
+
+[transforms.scaled]
+type = "scale"
+inputs = ["pumps"]
+
+[sinks.metrics]
+type = "prometheus"
+inputs = ["scaled"]
+address = "127.0.0.1:{port}"
+"#,
+            map = shipped_registers().display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("hpflow.log");
+    let child = hpflow()
+        .arg("run")
+        .arg(&pipeline)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut run = Running {
+        child: Killed(child),
+        port,
+        started: Instant::now(),
+        hp1: 0.0,
+    };
+    run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
+
+    // Add: hp2 behind the same gateway is polled; hp1 goes on.
+    write_inventory(
+        dir.path(),
+        &[
+            pump("hp1", "One", gateway, 1, true),
+            pump("hp2", "Two", gateway, 2, true),
+        ],
+    );
+    run.until("hp2 added", |m| polls(m, "hp2").is_some_and(|p| p >= 2.0));
+
+    // Edit: hp2 renamed; its series carry the new name.
+    write_inventory(
+        dir.path(),
+        &[
+            pump("hp1", "One", gateway, 1, true),
+            pump("hp2", "Garage", gateway, 2, true),
+        ],
+    );
+    run.until("hp2 renamed", |m| {
+        m.contains("heat_pump_id=\"hp2\",model=\"stiebel_eltron_wpm\",name=\"Garage\"")
+    });
+
+    // Disable: hp2 is no longer polled and its health leaves the scrape.
+    write_inventory(
+        dir.path(),
+        &[
+            pump("hp1", "One", gateway, 1, true),
+            pump("hp2", "Garage", gateway, 2, false),
+        ],
+    );
+    run.until("hp2 disabled", |m| polls(m, "hp2").is_none());
+
+    // A typo: the reload is refused, said where, and everything runs on.
+    std::fs::write(
+        dir.path().join("heatpumps.yml"),
+        "heatpumps:\n- id: hp1\n  modbus: [unclosed\n",
+    )
+    .unwrap();
+    let before = run.hp1;
+    let m = run.until("the typo refused", |m| reloads(m, "refused") == 1.0);
+    assert_eq!(sample(&m, "hpflow_config_last_reload_successful"), Some(0.0), "{m}");
+    run.until("hp1 polled on after the refusal", |m| {
+        polls(m, "hp1").is_some_and(|p| p >= before + 3.0)
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("Configuration reload refused"), "{said}");
+    assert!(
+        said.contains("heatpumps.yml:"),
+        "the error names its file and line:\n{said}"
+    );
+
+    // Fixed, with hp3 in hp2's place: applied, hp3 polled.
+    write_inventory(
+        dir.path(),
+        &[
+            pump("hp1", "One", gateway, 1, true),
+            pump("hp3", "Three", gateway, 3, true),
+        ],
+    );
+    let m = run.until("hp3 added after the fix", |m| polls(m, "hp3").is_some_and(|p| p >= 2.0));
+    assert_eq!(sample(&m, "hpflow_config_last_reload_successful"), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "hpflow_config_restart_required"), Some(0.0), "{m}");
+
+    // Remove hp3; then SIGHUP with nothing changed reloads and changes nothing.
+    write_inventory(dir.path(), &[pump("hp1", "One", gateway, 1, true)]);
+    run.until("hp3 removed", |m| polls(m, "hp3").is_none());
+    let applied = reloads(&run.metrics(), "applied");
+    signal(&run.child.0, "HUP");
+    run.until("SIGHUP reloaded", |m| reloads(m, "applied") == applied + 1.0);
+
+    // hp1 was polled on its own schedule throughout: no poll lost to a reload
+    // and none added (one poll per interval since the start, give or take the
+    // first connection).
+    let elapsed = run.started.elapsed();
+    let expected = elapsed.as_secs_f64() / INTERVAL.as_secs_f64();
+    let hp1 = polls(&run.metrics(), "hp1").unwrap();
+    eprintln!("hp1: {hp1} polls in {elapsed:?} at {INTERVAL:?}");
+    assert!(
+        hp1 <= expected + 1.0,
+        "{hp1} polls: more than one per interval ({expected:.1})"
+    );
+    assert!(
+        hp1 >= expected - 5.0,
+        "{hp1} polls: a gap (expected about {expected:.1})"
+    );
+
+    let status = terminate(&mut run.child.0, Duration::from_secs(10));
+    assert!(status.success(), "hpflow exits cleanly after the reloads: {status:?}");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("Device inventory reloaded"), "{said}");
+}
