@@ -91,6 +91,7 @@ fn the_device_inventory_is_reloaded_under_a_running_pipeline() {
     let (_sim, gateway) = simulator_with(&["--devices", "3"]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let dashboard = free_port();
     write_inventory(dir.path(), &[pump("hp1", "One", gateway, 1, true)]);
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
@@ -112,6 +113,11 @@ inputs = ["pumps"]
 type = "prometheus"
 inputs = ["scaled"]
 address = "127.0.0.1:{port}"
+
+[sinks.dashboard]
+type = "dashboard"
+inputs = ["scaled"]
+address = "127.0.0.1:{dashboard}"
 "#,
             map = shipped_registers().display()
         ),
@@ -184,6 +190,11 @@ address = "127.0.0.1:{port}"
         said.contains("heatpumps.yml:"),
         "the error names its file and line:\n{said}"
     );
+    let page = http_get(dashboard, "/").unwrap_or_default();
+    assert!(
+        page.contains("Configuration reload refused") && page.contains("heatpumps.yml:"),
+        "the dashboard shows the refusal and where:\n{page}"
+    );
 
     // Fixed, with hp3 in hp2's place: applied, hp3 polled.
     write_inventory(
@@ -194,6 +205,8 @@ address = "127.0.0.1:{port}"
         ],
     );
     let m = run.until("hp3 added after the fix", |m| polls(m, "hp3").is_some_and(|p| p >= 2.0));
+    let page = http_get(dashboard, "/").unwrap_or_default();
+    assert!(!page.contains("Configuration reload refused"), "{page}");
     assert_eq!(sample(&m, "hpflow_config_last_reload_successful"), Some(1.0), "{m}");
     assert_eq!(sample(&m, "hpflow_config_restart_required"), Some(0.0), "{m}");
 

@@ -17,6 +17,7 @@ use super::settings::{self, Invalid, Settings};
 use super::store::Store;
 use crate::component::Control;
 use crate::event::{Event, Schema};
+use crate::telemetry::Registry;
 
 /// Where "now" comes from; tests pin it.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -69,6 +70,8 @@ pub struct App {
     pub(super) history_path: PathBuf,
     pub(super) auth: Auth,
     pub(super) control: Arc<Control>,
+    /// The pipeline's telemetry: the pages show a refused configuration reload.
+    pub(super) telemetry: Arc<Registry>,
     /// The input models, so pumps restored from the history file have units and labels.
     schemas: Vec<Arc<Schema>>,
     pub(super) templates: Environment<'static>,
@@ -94,6 +97,7 @@ impl App {
             history_path: parts.history_path,
             auth,
             control: parts.control,
+            telemetry: Arc::default(),
             schemas: parts.schemas,
             templates: parts.templates,
             cards: Default::default(),
@@ -107,6 +111,12 @@ impl App {
             app.apply_poll_interval(&app.settings());
         }
         app
+    }
+
+    /// Shows the pipeline's reloads on the pages (a dashboard built alone shows none).
+    pub fn with_telemetry(mut self, telemetry: Arc<Registry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Pins the clock and time zone (tests, benchmarks).

@@ -171,7 +171,9 @@ impl DashboardConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
         let address = self.socket_address()?;
         let token = std::env::var(TOKEN_ENV).ok();
-        let app = self.app(cx.id, cx.pipeline_dir, cx.data_dir, cx.input_schemas, cx.control, token)?;
+        let app = self
+            .app(cx.id, cx.pipeline_dir, cx.data_dir, cx.input_schemas, cx.control, token)?
+            .with_telemetry(cx.registry.clone());
         app.restore_history();
         Ok(Box::new(Dashboard::bind(
             cx.id,

@@ -969,3 +969,27 @@ max_pumps = 0
     let bad_key = toml::from_str::<DashboardConfig>("adress = \"127.0.0.1:1\"").unwrap_err();
     assert!(bad_key.to_string().contains("unknown field `adress`"));
 }
+
+#[tokio::test]
+async fn a_refused_reload_is_shown_on_every_page_until_one_is_applied() {
+    let h = harness(None);
+    let registry = Arc::new(crate::telemetry::Registry::default());
+    let app =
+        Arc::new(build(h.dir.path(), &h.control, None, DashboardConfig::default()).with_telemetry(registry.clone()));
+    assert!(!get(&app, "/").await.body.contains("Configuration reload refused"));
+    registry
+        .reloads()
+        .refused("heatpumps.yml:3:11: error: sources.pumps: <unclosed> flow sequence".to_string());
+    for page in ["/", "/settings"] {
+        let body = get(&app, page).await.body;
+        assert!(body.contains("Configuration reload refused"), "{page}: {body}");
+        assert!(
+            body.contains("heatpumps.yml:3:11: error: sources.pumps: &lt;unclosed&gt; flow sequence"),
+            "{page}: the error, escaped: {body}"
+        );
+    }
+    registry.reloads().applied(true);
+    let body = get(&app, "/").await.body;
+    assert!(!body.contains("Configuration reload refused"), "{body}");
+    assert!(body.contains("waits for a restart"), "{body}");
+}

@@ -91,6 +91,10 @@ pub struct Layout<'a> {
     pub logged_in: bool,
     pub auth_enabled: bool,
     pub updated: String,
+    /// Why the last configuration reload was refused, while it is the last one.
+    pub reload_error: Option<String>,
+    /// A reloaded change waits for a restart.
+    pub restart_needed: bool,
 }
 
 /// Renders `main` (a template) inside the layout, or alone for `?partial=1`
@@ -129,6 +133,7 @@ pub fn render_with<P: Serialize>(
 }
 
 pub fn layout<'a>(app: &'a App, headers: &HeaderMap, heading: String, nav: &'static str, live: bool) -> Layout<'a> {
+    let reloads = app.telemetry.reloads().snapshot();
     Layout {
         title: &app.title,
         heading,
@@ -141,6 +146,8 @@ pub fn layout<'a>(app: &'a App, headers: &HeaderMap, heading: String, nav: &'sta
         logged_in: app.auth.logged_in(headers),
         auth_enabled: app.auth.enabled(),
         updated: time_of_day(app.now(), &app.tz),
+        reload_error: reloads.last_error,
+        restart_needed: reloads.restart_needed,
     }
 }
 
