@@ -137,6 +137,7 @@ async fn the_dashboard_in_chromium_shows_what_read_reads_stays_on_its_origin_and
             &schemas,
             &control,
             None,
+            None,
         )
         .expect("the dashboard builds");
     let dashboard = Dashboard::bind(

@@ -22,6 +22,15 @@ fn pump(id: &str, name: &str, port: u16, unit: u8, enabled: bool) -> String {
     )
 }
 
+/// The Modbus source both tests run, polling `heatpumps.yml` every 200 ms.
+fn source() -> String {
+    format!(
+        "data_dir = \"data\"\n[sources.pumps]\ntype = \"modbus_tcp\"\nregisters = \"{}\"\n\
+         devices = \"heatpumps.yml\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n",
+        shipped_registers().display()
+    )
+}
+
 fn write_inventory(dir: &Path, pumps: &[String]) {
     // Written beside and renamed over, as editors save.
     let tmp = dir.join(".heatpumps.yml.tmp");
@@ -97,13 +106,7 @@ fn the_device_inventory_is_reloaded_under_a_running_pipeline() {
     std::fs::write(
         &pipeline,
         format!(
-            r#"data_dir = "data"
-[sources.pumps]
-type = "modbus_tcp"
-registers = "{map}"
-devices = "heatpumps.yml"
-interval = "200ms"
-timeout = "1s"
+            r#"{source}
 
 [transforms.scaled]
 type = "scale"
@@ -119,7 +122,7 @@ type = "dashboard"
 inputs = ["scaled"]
 address = "127.0.0.1:{dashboard}"
 "#,
-            map = shipped_registers().display()
+            source = source(),
         ),
     )
     .unwrap();
@@ -237,4 +240,77 @@ address = "127.0.0.1:{dashboard}"
     assert!(status.success(), "hpflow exits cleanly after the reloads: {status:?}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("Device inventory reloaded"), "{said}");
+}
+
+/// `POST` with the admin token, over a plain socket; the status code.
+fn post_json(port: u16, path: &str, token: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_heat_pump_added_through_the_dashboard_api_is_polled() {
+    let (_sim, gateway) = simulator_with(&["--devices", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics, dashboard) = (free_port(), free_port());
+    write_inventory(dir.path(), &[pump("hp1", "One", gateway, 1, true)]);
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"{source}
+
+[sinks.metrics]
+type = "prometheus"
+inputs = ["pumps"]
+address = "127.0.0.1:{metrics}"
+
+[sinks.dashboard]
+type = "dashboard"
+inputs = ["pumps"]
+address = "127.0.0.1:{dashboard}"
+inventory = "heatpumps.yml"
+registers = "{map}"
+"#,
+            source = source(),
+            map = shipped_registers().display()
+        ),
+    )
+    .unwrap();
+    let token = "end-to-end-admin-token-0123";
+    let child = hpflow()
+        .arg("run")
+        .arg(&pipeline)
+        .env("HPFLOW_ADMIN_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Running {
+        child: Killed(child),
+        port: metrics,
+        started: Instant::now(),
+        hp1: 0.0,
+    };
+    run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
+    let body = format!(
+        r#"{{"id": "hp2", "name": "Two", "model": "stiebel_eltron_wpm",
+            "modbus": {{"host": "127.0.0.1", "port": {gateway}, "unit_id": 2}}}}"#
+    );
+    assert_eq!(post_json(dashboard, "/api/heatpumps", token, &body), 201);
+    run.until("hp2 added through the API", |m| {
+        polls(m, "hp2").is_some_and(|p| p >= 2.0)
+    });
+    let status = terminate(&mut run.child.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
 }

@@ -31,6 +31,37 @@ pub(crate) const DEFAULT_PORT: u16 = 502;
 /// HPManager's `modbus.unit_id` when an entry leaves it out.
 pub(crate) const DEFAULT_UNIT_ID: u8 = 1;
 
+/// The messages about an entry, the same from the Modbus source's check of the
+/// file and from the dashboard's API.
+pub(crate) fn used_twice(id: &str) -> String {
+    format!("heat pump id `{id}` is used twice")
+}
+
+pub(crate) fn no_modbus(id: &str) -> String {
+    format!("heat pump `{id}` has no `modbus` section")
+}
+
+pub(crate) fn needs_host(id: &str) -> String {
+    format!("heat pump `{id}` needs `modbus.host`")
+}
+
+pub(crate) fn bad_port(id: &str, port: &str) -> String {
+    format!("heat pump `{id}`: `port` must be 1-65535, not {port}")
+}
+
+pub(crate) fn bad_unit_id(id: &str, unit_id: &str) -> String {
+    format!("heat pump `{id}`: `unit_id` must be 0-247, not {unit_id}")
+}
+
+pub(crate) fn bad_timeout(id: &str, timeout: &str) -> String {
+    format!("heat pump `{id}`: `timeout` must be a positive number of seconds, not {timeout}")
+}
+
+/// A `modbus.timeout` (seconds) hpflow accepts.
+pub(crate) fn timeout_ok(t: f64) -> bool {
+    t.is_finite() && t > 0.0 && t < 1e6
+}
+
 /// The key path of entry `index` of heatpumps.yml, then `keys`.
 pub(crate) fn entry_path(index: usize, keys: &[&str]) -> Vec<Seg> {
     let mut p = vec![key("heatpumps"), Seg::Index(index)];
@@ -154,11 +185,7 @@ impl Reader {
         for (i, entry) in list.iter().enumerate() {
             if let Some(pump) = self.pump(t, entry, i, &models) {
                 if !seen.insert(pump.id.clone()) {
-                    self.error(
-                        t,
-                        &entry_path(i, &["id"]),
-                        format!("heat pump id `{}` is used twice", pump.id),
-                    );
+                    self.error(t, &entry_path(i, &["id"]), used_twice(&pump.id));
                 }
                 out.push(pump);
             }

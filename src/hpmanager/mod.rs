@@ -20,6 +20,7 @@
 
 pub mod collector;
 pub mod display;
+pub mod edit;
 pub mod heatpumps;
 
 use std::path::{Path, PathBuf};

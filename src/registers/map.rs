@@ -69,6 +69,19 @@ impl RegisterMap {
     pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
         self.models.values()
     }
+
+    /// What a device naming a model the map does not have is told.
+    pub fn unknown_model(&self, model: &str) -> String {
+        let known: Vec<&str> = self.models().map(|m| m.name()).collect();
+        format!(
+            "unknown model `{model}`; the register map has: {}",
+            if known.is_empty() {
+                "(no models)".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
 }
 
 const MODEL_KEYS: &str = "description, byte_order, not_available, blocks, registers";

@@ -59,6 +59,7 @@ pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, cloc
             std::slice::from_ref(&schema),
             &control,
             None,
+            None,
         )
         .expect("the dashboard builds")
         .with_clock(clock, jiff::tz::TimeZone::UTC);

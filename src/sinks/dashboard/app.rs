@@ -13,10 +13,12 @@ use tracing::info;
 
 use super::auth::Auth;
 use super::card_cache::CardCache;
+use super::inventory::Inventory;
 use super::settings::{self, Invalid, Settings};
 use super::store::Store;
 use crate::component::Control;
 use crate::event::{Event, Schema};
+use crate::registers::RegisterMap;
 use crate::telemetry::Registry;
 
 /// Where "now" comes from; tests pin it.
@@ -57,6 +59,15 @@ pub struct Parts {
     pub max_pumps: usize,
     /// The parsed templates (`views::templates::templates`).
     pub templates: Environment<'static>,
+    /// The register map and inventory the heat pump API manages, if configured.
+    pub registers: Registers,
+}
+
+/// `registers = "…"` and `inventory = "…"` of the dashboard, as loaded.
+#[derive(Default)]
+pub struct Registers {
+    pub map: Option<Arc<RegisterMap>>,
+    pub inventory: Option<Inventory>,
 }
 
 pub struct App {
@@ -81,6 +92,7 @@ pub struct App {
     offline_after: Option<Duration>,
     pub(super) fault_field: String,
     pub(super) mode_field: String,
+    pub(super) registers: Registers,
 }
 
 impl App {
@@ -106,6 +118,7 @@ impl App {
             offline_after: parts.offline_after,
             fault_field: parts.fault_field,
             mode_field: parts.mode_field,
+            registers: parts.registers,
         };
         if app.settings().poll_interval_seconds.is_some() {
             app.apply_poll_interval(&app.settings());

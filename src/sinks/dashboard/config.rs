@@ -12,10 +12,13 @@ use crate::component::{parse_listen_address, BuildContext, Check, Claim};
 use crate::component::{BoxError, Control, Sink};
 use crate::event::Schema;
 
-use super::app::{App, Parts};
+use super::app::{App, Parts, Registers};
+use super::inventory::Inventory;
 use super::server::Dashboard;
 use super::settings::{self, Settings};
 use super::views::templates::templates;
+use crate::hpmanager::heatpumps;
+use crate::registers::RegisterMap;
 
 /// The environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "HPFLOW_ADMIN_TOKEN";
@@ -57,6 +60,14 @@ pub struct DashboardConfig {
     /// How often the history is also saved while running (it always is at shutdown).
     #[serde(default = "default_persist_interval", with = "crate::component::duration")]
     pub persist_interval: Duration,
+    /// The device inventory (HPManager's `heatpumps.yml`) the heat pump API
+    /// manages. Relative to the pipeline file; needs `registers`.
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
+    /// The register map whose models the inventory's pumps name (the models
+    /// and registers API). Relative to the pipeline file.
+    #[serde(default)]
+    pub registers: Option<PathBuf>,
 }
 
 pub fn default_address() -> String {
@@ -96,6 +107,8 @@ impl Default for DashboardConfig {
             mode_field: default_mode_field(),
             max_pumps: default_max_pumps(),
             persist_interval: default_persist_interval(),
+            inventory: None,
+            registers: None,
         }
     }
 }
@@ -166,13 +179,55 @@ impl DashboardConfig {
         if let Err(e) = settings::load(&state_dir(cx.data_dir, cx.id).join("settings.toml")) {
             cx.error(None, format!("dashboard settings file {e}"));
         }
+        self.check_inventory(cx);
+    }
+
+    /// The register map is loaded (and kept for the build); the inventory only
+    /// read and parsed: the Modbus source that polls it checks its entries.
+    fn check_inventory(&self, cx: &mut Check<'_>) {
+        if let Some(registers) = &self.registers {
+            match RegisterMap::load(cx.resolve(registers)) {
+                Ok(map) => cx.keep(Arc::new(map)),
+                Err(diags) => diags.into_iter().for_each(|d| cx.external(d)),
+            }
+        }
+        let Some(inventory) = &self.inventory else {
+            return;
+        };
+        if self.registers.is_none() {
+            cx.error(
+                Some("inventory"),
+                "`inventory` needs `registers` too: the register map whose models its heat pumps name",
+            );
+        }
+        let path = cx.resolve(inventory);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Err(d) = heatpumps::parse(&path, &text) {
+                    cx.external(d);
+                }
+            }
+            Err(e) => cx.error(
+                Some("inventory"),
+                format!("cannot read the inventory {}: {e}", path.display()),
+            ),
+        }
     }
 
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
         let address = self.socket_address()?;
         let token = std::env::var(TOKEN_ENV).ok();
+        let map = cx.prepared::<Arc<RegisterMap>>().cloned();
         let app = self
-            .app(cx.id, cx.pipeline_dir, cx.data_dir, cx.input_schemas, cx.control, token)?
+            .app(
+                cx.id,
+                cx.pipeline_dir,
+                cx.data_dir,
+                cx.input_schemas,
+                cx.control,
+                token,
+                map,
+            )?
             .with_telemetry(cx.registry.clone());
         app.restore_history();
         Ok(Box::new(Dashboard::bind(
@@ -193,6 +248,8 @@ impl DashboardConfig {
     /// Builds the shared state: reads the token and the settings (or
     /// `display.yml`); [`App::restore_history`] then loads the saved history. `env_token` is what
     /// `HPFLOW_ADMIN_TOKEN` holds; `admin_token_file` wins over it.
+    /// `map`: the register map the check kept, if any (else `registers` is read).
+    #[allow(clippy::too_many_arguments)]
     pub fn app(
         &self,
         id: &str,
@@ -201,10 +258,12 @@ impl DashboardConfig {
         schemas: &[Arc<Schema>],
         control: &Arc<Control>,
         env_token: Option<String>,
+        map: Option<Arc<RegisterMap>>,
     ) -> Result<App, BoxError> {
         let dir = state_dir(data_dir, id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let settings_path = dir.join("settings.toml");
+        let registers = self.inventory(pipeline_dir, map)?;
         let settings = match settings::load(&settings_path)? {
             Some(s) => s,
             None => match &self.display {
@@ -242,8 +301,35 @@ impl DashboardConfig {
             mode_field: self.mode_field.clone(),
             max_pumps: self.max_pumps,
             templates: templates().map_err(|e| format!("dashboard templates: {e}"))?,
+            registers,
         };
         Ok(App::new(parts))
+    }
+}
+
+impl DashboardConfig {
+    /// The register map (`loaded` if the check kept it, else read now) and the
+    /// inventory it checks.
+    fn inventory(&self, pipeline_dir: &Path, loaded: Option<Arc<RegisterMap>>) -> Result<Registers, BoxError> {
+        let Some(path) = &self.registers else {
+            return Ok(Registers::default());
+        };
+        let map = match loaded {
+            Some(m) => m,
+            None => {
+                let path = crate::component::resolve(pipeline_dir, path);
+                Arc::new(RegisterMap::load(&path).map_err(|d| {
+                    let shown: Vec<String> = d.iter().map(ToString::to_string).collect();
+                    shown.join("\n")
+                })?)
+            }
+        };
+        let inventory =
+            (self.inventory.as_ref()).map(|p| Inventory::new(crate::component::resolve(pipeline_dir, p), map.clone()));
+        Ok(Registers {
+            map: Some(map),
+            inventory,
+        })
     }
 }
 

@@ -15,6 +15,8 @@
 //! mode_field = "operating_mode"               # its label is the card's operating mode
 //! max_pumps = 100
 //! persist_interval = "10m"                    # history is also saved at shutdown
+//! # inventory = "../config/heatpumps.yml"    # the heat pump API manages this inventory…
+//! # registers = "../config/registers.yml"    # …whose models come from this register map
 //! ```
 //!
 //! # Pages
@@ -58,6 +60,11 @@
 //!   settings; `400` malformed, `401` no or wrong token, `403` no token
 //!   configured or another origin, `409` changed meanwhile, `422` invalid
 //!   (`errors: [{key, message}]`).
+//! - HPManager's heat pump API, with `inventory` and `registers` set (else
+//!   `404` naming the key): `GET/POST /api/heatpumps`,
+//!   `GET/PUT/PATCH/DELETE /api/heatpumps/{id}`, `GET /api/models`,
+//!   `GET /api/registers/{model}`; see `handlers::heatpumps`, the file is
+//!   changed by [`inventory`] through [`crate::hpmanager::edit`].
 //!
 //! Errors are `{"error": "…"}`; unknown pumps or fields are `404`.
 //!
@@ -86,6 +93,7 @@ mod card_cache;
 mod config;
 mod handlers;
 pub mod history;
+mod inventory;
 mod server;
 pub mod settings;
 mod store;
@@ -94,7 +102,8 @@ mod views;
 #[cfg(test)]
 mod tests;
 
-pub use app::{App, Clock, Parts, SaveError};
+pub use app::{App, Clock, Parts, Registers, SaveError};
 pub use config::{state_dir, DashboardConfig, TOKEN_ENV};
 pub use handlers::{router, BODY_LIMIT, CSP};
+pub use inventory::Inventory;
 pub use server::Dashboard;

@@ -112,7 +112,7 @@ impl Harness {
 
 fn build(dir: &Path, control: &Arc<Control>, token: Option<&str>, config: DashboardConfig) -> App {
     config
-        .app("dash", dir, dir, &[wpm()], control, token.map(str::to_string))
+        .app("dash", dir, dir, &[wpm()], control, token.map(str::to_string), None)
         .expect("the dashboard builds")
         .with_clock(Arc::new(now), TimeZone::UTC)
 }
@@ -890,7 +890,7 @@ async fn a_silent_pump_turns_offline_and_its_history_survives_a_restart() {
     let control = Arc::new(Control::default());
     let later = || UNIX_EPOCH + Duration::from_secs(NOW + 3600);
     let app = DashboardConfig::default()
-        .app("dash", h.dir.path(), h.dir.path(), &[wpm()], &control, None)
+        .app("dash", h.dir.path(), h.dir.path(), &[wpm()], &control, None, None)
         .unwrap()
         .with_clock(Arc::new(later), TimeZone::UTC);
     app.restore_history();
@@ -992,4 +992,413 @@ async fn a_refused_reload_is_shown_on_every_page_until_one_is_applied() {
     let body = get(&app, "/").await.body;
     assert!(!body.contains("Configuration reload refused"), "{body}");
     assert!(body.contains("waits for a restart"), "{body}");
+}
+
+// The heat pump inventory API.
+
+struct Pumps {
+    h: Harness,
+    path: PathBuf,
+}
+
+impl Pumps {
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap()
+    }
+
+    fn entries(&self) -> Vec<crate::hpmanager::heatpumps::HeatpumpEntry> {
+        crate::hpmanager::heatpumps::parse(&self.path, &self.text())
+            .expect("the inventory reader reads what the API wrote")
+            .heatpumps
+    }
+}
+
+fn pumps(token: Option<&str>) -> Pumps {
+    let registers = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let config = DashboardConfig {
+        inventory: Some("heatpumps.yml".into()),
+        registers: Some(registers),
+        ..DashboardConfig::default()
+    };
+    // The shipped example: hp1 with HPManager's retry keys, and comments.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/heatpumps.yml");
+    let h = harness_with(token, config, |dir| {
+        std::fs::copy(&shipped, dir.join("heatpumps.yml")).unwrap();
+    });
+    let path = h.dir.path().join("heatpumps.yml");
+    Pumps { h, path }
+}
+
+fn json_request(method: &str, uri: &str, body: &str, headers: &[(axum::http::HeaderName, &str)]) -> Request<Body> {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(HOST, HOST_NAME)
+        .header(CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        r = r.header(k, *v);
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn as_admin(app: &Arc<App>, method: &str, uri: &str, body: &str) -> Reply {
+    send(app, json_request(method, uri, body, &[(AUTHORIZATION, &bearer())])).await
+}
+
+fn parsed(r: &Reply) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+const NEW_PUMP: &str = r#"{"id": "hp2", "name": "Heat Pump 2", "location": "Cellar & loft",
+    "model": "stiebel_eltron_wpm", "modbus": {"host": "192.0.2.11", "port": 5020, "unit_id": 2}}"#;
+
+#[tokio::test]
+async fn a_created_heat_pump_is_listed_and_written_in_hpmanagers_format() {
+    let p = pumps(Some(TOKEN));
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps", NEW_PUMP).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = parsed(&r);
+    assert_eq!(v["message"], "Heat pump created successfully");
+    assert_eq!(v["requires_restart"], false);
+    assert_eq!(v["heat_pump"]["modbus"]["port"], 5020);
+    assert!(r.headers.contains_key("etag"));
+
+    let r = get(&p.h.app, "/api/heatpumps").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = parsed(&r);
+    let list = v["heat_pumps"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v:#}");
+    assert_eq!(list[0]["id"], "hp1");
+    // hp1 has reported to this dashboard: its latest values come along.
+    assert_eq!(list[0]["data"]["actual_dhw_temperature"], 48.5);
+    assert_eq!(list[1]["id"], "hp2");
+    assert_eq!(list[1]["enabled"], true);
+    assert_eq!(list[1]["modbus"]["type"], "tcp");
+    let r = get(&p.h.app, "/api/heatpumps/hp2").await;
+    assert_eq!(parsed(&r)["location"], "Cellar & loft");
+
+    let entries = p.entries();
+    assert_eq!(entries.len(), 2);
+    let hp2 = &entries[1];
+    assert_eq!(hp2.name.as_deref(), Some("Heat Pump 2"));
+    assert_eq!(hp2.model.as_deref(), Some("stiebel_eltron_wpm"));
+    let mb = hp2.modbus.as_ref().unwrap();
+    assert_eq!(
+        (
+            mb.kind.as_deref(),
+            mb.host.as_deref(),
+            mb.port.as_ref().and_then(|p| p.as_i64()),
+            mb.unit_id
+        ),
+        (Some("tcp"), Some("192.0.2.11"), Some(5020), Some(2))
+    );
+    // hp1 is kept as it was, HPManager's retry keys included; keys in HPManager's order.
+    assert!(p.text().contains("    retries: 3\n"), "{}", p.text());
+    assert!(
+        p.text().contains(
+            "- id: hp2\n  name: Heat Pump 2\n  location: Cellar & loft\n  model: stiebel_eltron_wpm\n  enabled: true\n  modbus:\n    type: tcp\n    host: 192.0.2.11\n    port: 5020\n    unit_id: 2\n"
+        ),
+        "{}",
+        p.text()
+    );
+}
+
+#[tokio::test]
+async fn bad_heat_pumps_are_refused_by_field_and_nothing_is_written() {
+    let p = pumps(Some(TOKEN));
+    let before = std::fs::read(&p.path).unwrap();
+    let pump = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(NEW_PUMP).unwrap();
+        edit(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(String, StatusCode, &str, &str)> = vec![
+        (
+            pump(&|v| v["id"] = "hp1".into()),
+            StatusCode::CONFLICT,
+            "id",
+            "heat pump id `hp1` is used twice",
+        ),
+        (
+            pump(&|v| v["model"] = "acme_9000".into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model",
+            "heat pump `hp2`: unknown model `acme_9000`; the register map has: stiebel_eltron_wpm",
+        ),
+        (
+            pump(&|v| v["modbus"]["port"] = 70000.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "modbus.port",
+            "heat pump `hp2`: `port` must be 1-65535, not 70000",
+        ),
+        (
+            pump(&|v| v["modbus"]["port"] = 0.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "modbus.port",
+            "heat pump `hp2`: `port` must be 1-65535, not 0",
+        ),
+        (
+            pump(&|v| v["modbus"]["unit_id"] = 248.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "modbus.unit_id",
+            "heat pump `hp2`: `unit_id` must be 0-247, not 248",
+        ),
+        (
+            pump(&|v| v["name"] = EVIL_NAME.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+            "heat pump `hp2`: `name` must be plain text, without `<`, `>` or control characters",
+        ),
+        (
+            pump(&|v| v["location"] = "a > b".into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "location",
+            "heat pump `hp2`: `location` must be plain text, without `<`, `>` or control characters",
+        ),
+        (
+            pump(&|v| v["modbus"]["host"] = "".into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "modbus.host",
+            "heat pump `hp2` needs `modbus.host`",
+        ),
+        (
+            pump(&|v| v["id"] = "hp 2".into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "id",
+            "`id` must be lowercase letters, digits, `_` and `-`, starting with a letter or digit, not `hp 2`",
+        ),
+        (
+            pump(&|v| v["modbus"]["prot"] = 502.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "modbus.prot",
+            "unknown key `prot`; `modbus` has type, host, port, unit_id, timeout, retries, retry_delay",
+        ),
+    ];
+    for (body, status, field, message) in cases {
+        let r = as_admin(&p.h.app, "POST", "/api/heatpumps", &body).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        let v = parsed(&r);
+        let errors = v["errors"].as_array().unwrap_or_else(|| panic!("{v:#}"));
+        assert!(
+            errors.iter().any(|e| e["field"] == field && e["message"] == message),
+            "{body}: {v:#}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(message), "{v:#}");
+        assert_eq!(std::fs::read(&p.path).unwrap(), before, "{body} changed the file");
+    }
+    // The same checks on a replacement and a patch.
+    let r = as_admin(
+        &p.h.app,
+        "PATCH",
+        "/api/heatpumps/hp1",
+        r#"{"modbus": {"port": 99999}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(parsed(&r)["errors"][0]["field"], "modbus.port");
+    let r = as_admin(
+        &p.h.app,
+        "PUT",
+        "/api/heatpumps/hp1",
+        &pump(&|v| v["modbus"]["unit_id"] = (-1).into()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps", "{not json").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = as_admin(&p.h.app, "PUT", "/api/heatpumps/nope", NEW_PUMP).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn heat_pump_changes_need_the_admin_token_and_the_same_origin() {
+    let p = pumps(Some(TOKEN));
+    let before = std::fs::read(&p.path).unwrap();
+    let app = &p.h.app;
+    let r = send(app, json_request("POST", "/api/heatpumps", NEW_PUMP, &[])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let wrong = [(AUTHORIZATION, "Bearer wrong")];
+    let r = send(app, json_request("DELETE", "/api/heatpumps/hp1", "", &wrong)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let cookie = login(app).await;
+    let cross = [(COOKIE, cookie.as_str()), (ORIGIN, "http://evil.example")];
+    let r = send(app, json_request("POST", "/api/heatpumps", NEW_PUMP, &cross)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = send(
+        app,
+        json_request("PATCH", "/api/heatpumps/hp1", r#"{"enabled": false}"#, &cross),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let no_origin = [(COOKIE, cookie.as_str())];
+    let r = send(app, json_request("DELETE", "/api/heatpumps/hp1", "", &no_origin)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+    // The logged-in page's own origin may.
+    let same = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let r = send(app, json_request("POST", "/api/heatpumps", NEW_PUMP, &same)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let p = pumps(None);
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps", NEW_PUMP).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn patch_changes_only_the_keys_given_and_delete_removes() {
+    let p = pumps(Some(TOKEN));
+    let r = as_admin(
+        &p.h.app,
+        "PATCH",
+        "/api/heatpumps/hp1",
+        r#"{"name": "Garage pump", "modbus": {"port": 5020}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(parsed(&r)["heat_pump"]["modbus"]["host"], "192.0.2.10");
+    let hp1 = &p.entries()[0];
+    assert_eq!(hp1.name.as_deref(), Some("Garage pump"));
+    assert_eq!(hp1.location.as_deref(), Some("Garage"));
+    let mb = hp1.modbus.as_ref().unwrap();
+    assert_eq!(mb.port.as_ref().and_then(|p| p.as_i64()), Some(5020));
+    assert_eq!(
+        (mb.host.as_deref(), mb.unit_id, mb.timeout),
+        (Some("192.0.2.10"), Some(1), Some(5.0))
+    );
+    assert!(
+        p.text().contains("    retries: 3\n    retry_delay: 1.0\n"),
+        "{}",
+        p.text()
+    );
+
+    let r = as_admin(&p.h.app, "PUT", "/api/heatpumps/hp1", NEW_PUMP).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(p.entries().len(), 1);
+    assert_eq!(crate::yaml::scalar(&p.entries()[0].id).as_deref(), Some("hp2"));
+    assert!(
+        !p.text().contains("retries"),
+        "a replacement is the whole entry: {}",
+        p.text()
+    );
+
+    let r = as_admin(&p.h.app, "DELETE", "/api/heatpumps/hp2", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(parsed(&r)["message"], "Heat pump 'Heat Pump 2' deleted successfully");
+    assert!(p.entries().is_empty());
+    let r = as_admin(&p.h.app, "DELETE", "/api/heatpumps/hp2", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = get(&p.h.app, "/api/heatpumps/hp2").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_change_based_on_an_old_version_gets_412_and_concurrent_creates_all_land() {
+    let p = pumps(Some(TOKEN));
+    let etag = get(&p.h.app, "/api/heatpumps").await.headers["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = as_admin(&p.h.app, "PATCH", "/api/heatpumps/hp1", r#"{"enabled": false}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = std::fs::read(&p.path).unwrap();
+    let stale = [(AUTHORIZATION, bearer()), (IF_MATCH_NAME, etag)];
+    let stale: Vec<(axum::http::HeaderName, &str)> = stale.iter().map(|(k, v)| (k.clone(), v.as_str())).collect();
+    let r = send(
+        &p.h.app,
+        json_request("PATCH", "/api/heatpumps/hp1", r#"{"enabled": true}"#, &stale),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let app = p.h.app.clone();
+            tokio::spawn(async move {
+                let body = NEW_PUMP.replace("\"hp2\"", &format!("\"hp{}\"", i + 10));
+                as_admin(&app, "POST", "/api/heatpumps", &body).await.status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    assert_eq!(p.entries().len(), 9);
+}
+
+const IF_MATCH_NAME: axum::http::HeaderName = axum::http::header::IF_MATCH;
+
+#[tokio::test]
+async fn models_and_registers_come_from_the_register_map_and_without_it_the_routes_say_what_to_set() {
+    let p = pumps(None);
+    let v = parsed(&get(&p.h.app, "/api/models").await);
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{v:#}");
+    assert_eq!(models[0]["name"], "stiebel_eltron_wpm");
+    assert!(models[0]["register_count"].as_u64().unwrap() > 50, "{v:#}");
+    let r = get(&p.h.app, "/api/registers/stiebel_eltron_wpm").await;
+    let v = parsed(&r);
+    let fields = v["fields"].as_array().unwrap();
+    let outside = fields.iter().find(|f| f["name"] == "outside_temperature").unwrap();
+    assert_eq!(outside["category"], "Temperatures");
+    assert_eq!(outside["unit"], "celsius");
+    assert_eq!(get(&p.h.app, "/api/registers/acme").await.status, StatusCode::NOT_FOUND);
+
+    let h = harness(Some(TOKEN));
+    for uri in [
+        "/api/heatpumps",
+        "/api/heatpumps/hp1",
+        "/api/models",
+        "/api/registers/stiebel_eltron_wpm",
+    ] {
+        let r = get(&h.app, uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        let v = parsed(&r);
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("set `") && e.contains("registers"), "{uri}: {e}");
+    }
+    let r = as_admin(&h.app, "POST", "/api/heatpumps", NEW_PUMP).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(parsed(&r)["error"].as_str().unwrap().contains("`inventory`"));
+}
+
+#[test]
+fn the_inventory_is_checked_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.yml"), "heatpumps:\n- id: [\n").unwrap();
+    let check = |toml_text: &str| {
+        let config: DashboardConfig = toml::from_str(toml_text).unwrap();
+        let mut cx = crate::component::Check::new("dash", dir.path(), dir.path(), &[]);
+        config.check(&mut cx);
+        cx.problems
+            .iter()
+            .map(|p| match p {
+                crate::component::Problem::Error { key, message } => {
+                    format!("{}: {message}", key.as_deref().unwrap_or("-"))
+                }
+                crate::component::Problem::External(d) => d.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let p = check("inventory = \"missing.yml\"");
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(
+        p[0].starts_with("inventory: `inventory` needs `registers` too"),
+        "{p:#?}"
+    );
+    assert!(p[1].starts_with("inventory: cannot read the inventory "), "{p:#?}");
+    let registers = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let p = check(&format!("inventory = \"broken.yml\"\nregisters = {:?}", registers));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("broken.yml:"), "{p:#?}");
+    let p = check(&format!(
+        "inventory = {:?}\nregisters = {:?}",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/heatpumps.yml"),
+        registers
+    ));
+    assert!(p.is_empty(), "{p:#?}");
 }

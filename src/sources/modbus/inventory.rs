@@ -15,7 +15,10 @@ use serde::Deserialize;
 use crate::component::Check;
 use crate::diagnostic::Diagnostic;
 use crate::event::Tags;
-use crate::hpmanager::heatpumps::{self, entry_path, DEFAULT_PORT, DEFAULT_TYPE, DEFAULT_UNIT_ID};
+use crate::hpmanager::heatpumps::{
+    self, bad_port, bad_timeout, bad_unit_id, entry_path, needs_host, no_modbus, timeout_ok, used_twice, DEFAULT_PORT,
+    DEFAULT_TYPE, DEFAULT_UNIT_ID,
+};
 use crate::registers::RegisterMap;
 use crate::yaml::{locate, scalar};
 
@@ -271,7 +274,7 @@ fn inline_device(
     }
     if let Some(map) = map {
         if map.model(&d.model).is_none() {
-            r.error(Some(&key("model")), unknown_model(&d.model, map));
+            r.error(Some(&key("model")), map.unknown_model(&d.model));
             ok = false;
         }
     }
@@ -346,18 +349,6 @@ fn inline_device(
     }
 }
 
-fn unknown_model(model: &str, map: &RegisterMap) -> String {
-    let known: Vec<&str> = map.models().map(|m| m.name()).collect();
-    format!(
-        "unknown model `{model}`; the register map has: {}",
-        if known.is_empty() {
-            "(no models)".to_string()
-        } else {
-            known.join(", ")
-        }
-    )
-}
-
 fn tags(id: &str, name: Option<&str>, location: Option<&str>, model: &str, extra: &BTreeMap<String, String>) -> Tags {
     let mut t = extra.clone();
     t.insert("heat_pump_id".into(), id.into());
@@ -423,7 +414,7 @@ fn heatpumps_file(
             continue;
         }
         if !seen.insert(id.clone()) {
-            err(&mut push, index, "id", format!("heat pump id `{id}` is used twice"));
+            err(&mut push, index, "id", used_twice(id));
             ok = false;
         }
         let model = h.model.clone().unwrap_or_default();
@@ -433,19 +424,14 @@ fn heatpumps_file(
                     &mut push,
                     index,
                     "model",
-                    format!("heat pump `{id}`: {}", unknown_model(&model, m)),
+                    format!("heat pump `{id}`: {}", m.unknown_model(&model)),
                 );
                 ok = false;
             }
             _ => {}
         }
         let Some(mb) = &h.modbus else {
-            err(
-                &mut push,
-                index,
-                "id",
-                format!("heat pump `{id}` has no `modbus` section"),
-            );
+            err(&mut push, index, "id", no_modbus(id));
             continue;
         };
         let kind = mb.kind.as_deref().unwrap_or(DEFAULT_TYPE).to_ascii_lowercase();
@@ -456,23 +442,13 @@ fn heatpumps_file(
         wanted |= mine && h.enabled;
         let unit_id = mb.unit_id.unwrap_or(DEFAULT_UNIT_ID.into());
         if !(0..=247).contains(&unit_id) {
-            err(
-                &mut push,
-                index,
-                "unit_id",
-                format!("heat pump `{id}`: `unit_id` must be 0-247, not {unit_id}"),
-            );
+            err(&mut push, index, "unit_id", bad_unit_id(id, &unit_id.to_string()));
             ok = false;
         }
         let timeout = match mb.timeout {
-            Some(t) if t.is_finite() && t > 0.0 && t < 1e6 => Some(Duration::from_secs_f64(t)),
+            Some(t) if timeout_ok(t) => Some(Duration::from_secs_f64(t)),
             Some(t) => {
-                err(
-                    &mut push,
-                    index,
-                    "timeout",
-                    format!("heat pump `{id}`: `timeout` must be a positive number of seconds, not {t}"),
-                );
+                err(&mut push, index, "timeout", bad_timeout(id, &t.to_string()));
                 ok = false;
                 None
             }
@@ -482,12 +458,7 @@ fn heatpumps_file(
             ("tcp", Transport::Tcp) => {
                 let host = mb.host.clone().unwrap_or_default();
                 if host.trim().is_empty() {
-                    err(
-                        &mut push,
-                        index,
-                        "host",
-                        format!("heat pump `{id}` needs `modbus.host`"),
-                    );
+                    err(&mut push, index, "host", needs_host(id));
                     ok = false;
                 }
                 let port = match &mb.port {
@@ -495,15 +466,7 @@ fn heatpumps_file(
                     Some(v) => match v.as_i64() {
                         Some(p) if (1..=65535).contains(&p) => p as u16,
                         _ => {
-                            err(
-                                &mut push,
-                                index,
-                                "port",
-                                format!(
-                                    "heat pump `{id}`: `port` must be 1-65535, not {}",
-                                    scalar(v).unwrap_or_default()
-                                ),
-                            );
+                            err(&mut push, index, "port", bad_port(id, &scalar(v).unwrap_or_default()));
                             ok = false;
                             DEFAULT_PORT
                         }

@@ -215,26 +215,9 @@ pub async fn put_settings(
     uri: Uri,
     body: Result<Json<Json_>, JsonRejection>,
 ) -> Response {
-    let credential = match app.auth.credential(&headers) {
-        Ok(c) => Some(c),
-        Err(Refusal::NoToken) => return error(StatusCode::FORBIDDEN, &Refusal::NoToken.to_string()),
-        Err(_) => None,
-    };
-    if credential.is_none() {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "send the admin token as `Authorization: Bearer <token>` (or log in)",
-        );
-        r.headers_mut()
-            .insert(WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    if let Err(r) = app.auth.same_origin(&headers, &uri, credential) {
-        return error(StatusCode::FORBIDDEN, &r.to_string());
-    }
-    let mut body = match body {
-        Ok(Json(b)) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    let mut body = match authorized(&app, &headers, &uri, body) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     // What GET adds for information may come back unchanged.
     if let Some(o) = body.as_object_mut() {
@@ -257,6 +240,39 @@ pub async fn put_settings(
         Ok(Err(e @ SaveError::Conflict { .. })) => error(StatusCode::CONFLICT, &e.to_string()),
         Ok(Err(e @ SaveError::Io { .. })) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("saving failed: {e}")),
+    }
+}
+
+/// What every change through the API goes through: the admin token (bearer or
+/// login cookie; `401`, or `403` when none is configured), the same-origin rule
+/// (`403`), then the JSON body (`400` when malformed).
+#[allow(clippy::result_large_err)] // the `Err` is the answer itself, returned at once
+pub(super) fn authorized(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Result<Json<Json_>, JsonRejection>,
+) -> Result<Json_, Response> {
+    let credential = match app.auth.credential(headers) {
+        Ok(c) => Some(c),
+        Err(Refusal::NoToken) => return Err(error(StatusCode::FORBIDDEN, &Refusal::NoToken.to_string())),
+        Err(_) => None,
+    };
+    if credential.is_none() {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as `Authorization: Bearer <token>` (or log in)",
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        return Err(r);
+    }
+    if let Err(r) = app.auth.same_origin(headers, uri, credential) {
+        return Err(error(StatusCode::FORBIDDEN, &r.to_string()));
+    }
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.body_text())),
     }
 }
 
@@ -296,6 +312,6 @@ fn is_state_field(m: &Metric, name: &str) -> bool {
 }
 
 /// Age of the last poll in whole seconds.
-fn age_seconds(m: &Metric, now: SystemTime) -> u64 {
+pub(super) fn age_seconds(m: &Metric, now: SystemTime) -> u64 {
     now.duration_since(m.time).unwrap_or(Duration::ZERO).as_secs()
 }

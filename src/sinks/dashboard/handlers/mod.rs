@@ -1,10 +1,11 @@
 //! The HTTP side of the dashboard: the router (pages, JSON API, settings,
 //! login, static files, security headers, body limit) and the handlers, which
 //! read the request, ask [`views`](super::views) to render and answer. Pages
-//! are in [`pages`], the JSON API in [`api`], settings and login in
-//! [`settings_page`].
+//! are in [`pages`], the JSON API in [`api`] (the heat pump inventory and
+//! models in [`heatpumps`]), settings and login in [`settings_page`].
 
 mod api;
+mod heatpumps;
 mod pages;
 mod query;
 mod settings_page;
@@ -43,6 +44,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/pumps/{id}/states", get(api::states))
         .route("/api/pumps/{id}/history/{field}", get(api::history))
         .route("/api/settings", get(api::settings).put(api::put_settings))
+        .route("/api/heatpumps", get(heatpumps::list).post(heatpumps::create))
+        .route(
+            "/api/heatpumps/{id}",
+            get(heatpumps::one)
+                .put(heatpumps::update)
+                .patch(heatpumps::update)
+                .delete(heatpumps::delete),
+        )
+        .route("/api/models", get(heatpumps::models))
+        .route("/api/registers/{model}", get(heatpumps::registers))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(security_headers))
