@@ -31,12 +31,14 @@ RUN mkdir -p src/bin \
     && rm -rf src target/release/hpflow target/release/deps/hpflow-* \
               target/release/deps/libhpflow-* target/release/.fingerprint/hpflow-*
 
-# The real sources (config/ because the binary embeds config/registers.yml).
-# Touching them keeps cargo from trusting a copied file's older mtime. The
-# release profile's line tables make up four fifths of the binary: the image
-# drops them (function names stay for backtraces).
+# The real sources, with config/registers.yml and pipelines/demo.toml, which
+# the binary embeds (`hpflow demo` runs from any folder). Touching the .rs
+# files keeps cargo from trusting a copied file's older mtime. The release
+# profile's line tables make up four fifths of the binary: the image drops
+# them (function names stay for backtraces).
 COPY src/ src/
 COPY config/ config/
+COPY pipelines/demo.toml pipelines/demo.toml
 RUN find src -name '*.rs' -exec touch {} + \
     && cargo build --release --locked --bin hpflow \
     && install -D -m 0755 target/release/hpflow /out/hpflow \
@@ -80,7 +82,8 @@ ENV HPFLOW_DATA_DIR=/var/lib/hpflow \
     HPFLOW_METRICS_ADDRESS=0.0.0.0:9464 \
     TZ=Etc/UTC
 
-# `hpflow demo` finds pipelines/demo.toml relative to here.
+# Relative paths given to hpflow resolve here (`hpflow demo` needs none: its
+# pipeline is built in).
 WORKDIR /etc/hpflow
 VOLUME ["/var/lib/hpflow"]
 EXPOSE 8080 9464

@@ -2,7 +2,8 @@
 //! pipelines/demo.toml (only its Modbus port moved to a free one, and the HTTP
 //! addresses through the variables the file offers), simulated heat pumps
 //! in-process, the dashboard and the metrics endpoint live, SIGTERM → exit 0;
-//! with `INFLUXDB_URL` set, a real InfluxDB 1.x filled too.
+//! with `INFLUXDB_URL` set, a real InfluxDB 1.x filled too; and with no pipeline
+//! at all, the one built into the binary, from an empty folder.
 
 mod support;
 
@@ -14,8 +15,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use support::influxd::Influxd;
-use support::process::{hpflow, wait_for, Killed};
-use support::{free_port, http_get_any, shipped_pipelines, shipped_registers};
+use support::process::{hpflow, terminate, wait_for, Killed};
+use support::{free_port, http_get, http_get_any, shipped_pipelines, shipped_registers};
 
 /// GET on loopback: status and body, or None while nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -43,6 +44,20 @@ fn demo_pipeline(dir: &Path, modbus_port: u16) -> std::path::PathBuf {
     path
 }
 
+/// `hpflow demo` (add the pipeline, if any) with its state in `data`, its
+/// dashboard and metrics on the given loopback ports, polling every 500 ms, and
+/// no InfluxDB.
+fn demo(data: &Path, dashboard: u16, metrics: u16) -> Command {
+    let mut cmd = hpflow();
+    cmd.arg("demo")
+        .env("HPFLOW_DATA_DIR", data)
+        .env("HPFLOW_DASHBOARD_ADDRESS", format!("127.0.0.1:{dashboard}"))
+        .env("HPFLOW_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
+        .env("HPFLOW_POLL_INTERVAL", "500ms")
+        .env_remove("INFLUXDB_URL");
+    cmd
+}
+
 fn metric(body: &str, name: &str, pump: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("heat_pump_id=\"{pump}\"")))
@@ -55,14 +70,8 @@ fn demo_serves_live_simulated_values_on_the_dashboard_and_metrics_and_stops_clea
     let dir = tempfile::tempdir().unwrap();
     let (modbus, dashboard, metrics) = (free_port(), free_port(), free_port());
     let pipeline = demo_pipeline(dir.path(), modbus);
-    let mut child = hpflow()
-        .arg("demo")
+    let mut child = demo(&dir.path().join("data"), dashboard, metrics)
         .arg(&pipeline)
-        .env("HPFLOW_DATA_DIR", dir.path().join("data"))
-        .env("HPFLOW_DASHBOARD_ADDRESS", format!("127.0.0.1:{dashboard}"))
-        .env("HPFLOW_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
-        .env("HPFLOW_POLL_INTERVAL", "500ms")
-        .env_remove("INFLUXDB_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -162,6 +171,50 @@ fn demo_serves_live_simulated_values_on_the_dashboard_and_metrics_and_stops_clea
     assert!(exit.unwrap().success(), "demo exits 0 after SIGTERM: {exit:?}");
     // The dashboard saved its history in the data folder it was given.
     assert!(dir.path().join("data/dashboard/dashboard").exists());
+}
+
+/// `hpflow demo` alone, in an empty folder, as after `cargo install` or in the
+/// container image: the pipeline and the register map come from the binary.
+#[test]
+fn demo_without_a_pipeline_runs_the_built_in_one_from_an_empty_folder() {
+    let cwd = tempfile::tempdir().unwrap();
+    // The demo's own temporary folder goes here, to see that it is removed.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (modbus, dashboard, metrics) = (free_port(), free_port(), free_port());
+    let child = demo(data.path(), dashboard, metrics)
+        .args(["--modbus-port", &modbus.to_string()])
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hpflow demo starts");
+    let mut child = Killed(child);
+
+    // The dashboard shows both simulated pumps, each on its own page with its values.
+    wait_for("both pumps' pages on the dashboard", Duration::from_secs(30), || {
+        let overview = http_get(dashboard, "/").unwrap_or_default();
+        let hp2 = http_get(dashboard, "/pump/hp2").unwrap_or_default();
+        overview.contains("Air source (garage)")
+            && overview.contains("Ground source (cellar)")
+            && hp2.contains("Ground source (cellar)")
+            && hp2.contains("outside_temperature")
+    });
+    let page = http_get(dashboard, "/").unwrap();
+    assert!(page.contains("hpflow demo"), "the built-in demo's title");
+    let scrape = http_get(metrics, "/metrics").expect("the metrics answer");
+    assert!(scrape.contains("heatpump_up{"), "{scrape}");
+
+    let status = terminate(&mut child.0, Duration::from_secs(30));
+    assert!(status.success(), "demo exits 0 after SIGTERM: {status:?}");
+    assert!(
+        data.path().join("dashboard/dashboard").exists(),
+        "state went to HPFLOW_DATA_DIR"
+    );
+    let left = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(left(cwd.path()), 0, "nothing written into the working folder");
+    assert_eq!(left(tmp.path()), 0, "the built-in pipeline's folder is removed");
 }
 
 #[test]

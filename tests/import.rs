@@ -687,3 +687,244 @@ fn a_pipeline_that_fails_hpflows_check_is_written_and_the_errors_point_into_the_
     assert_eq!(read(&case.copied("heatpumps.yml")), read(&case.hpm("heatpumps.yml")));
     assert!(read(&case.pipeline()).starts_with("# Imported from HPManager"));
 }
+
+// Shapes HPManager accepted (read by its dashboard, src/webapp/config_manager.py,
+// and its collector, src/collector/main.py) that hpflow must take too.
+
+/// The fixture with `name` replaced by `text`, imported (exit 0) and the result
+/// validated (exit 0, with a token).
+fn accepted(name: &str, text: &str) -> (Case, Run) {
+    let case = Case::new();
+    case.write(name, text);
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(0), "{name}: {text:?}\n{run}");
+    let valid = case.validate(Some("t"));
+    assert_eq!(valid.code, Some(0), "{name}: {text:?}\n{valid}");
+    (case, run)
+}
+
+/// The one line of the "Not carried over" section about `what`, with its reason.
+fn dropped_item(report: &str, what: &str) -> String {
+    let dropped = section(report, "Not carried over:");
+    let start = dropped
+        .find(&format!("  {what} ("))
+        .unwrap_or_else(|| panic!("`{what}` is not reported as dropped:\n{dropped}"));
+    dropped[start..].lines().take(2).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn a_flat_visible_fields_list_is_ignored_as_hpmanager_did_and_reported() {
+    for display in [
+        "refresh_interval: 15\nvisible_fields: [outside_temperature, flow_temperature]\n",
+        "refresh_interval: 15\nvisible_fields:\n- outside_temperature\n- flow_temperature\n",
+    ] {
+        // `validate` passing: the dashboard reads the copy the same way.
+        let (case, run) = accepted("display.yml", display);
+        let item = dropped_item(&run.stdout, "visible_fields: [outside_temperature, flow_temperature]");
+        assert!(item.contains("(hpm/display.yml:2:1)"), "{item}");
+        assert!(item.contains("HPManager ignored them too"), "{item}");
+        assert!(item.contains("/settings page"), "how to choose a pump's tiles: {item}");
+        let carried = section(&run.stdout, "Carried over:");
+        assert!(
+            carried.contains("display.yml: refresh_interval, sparkline_minutes\n"),
+            "{carried}"
+        );
+        assert_eq!(read(&case.copied("display.yml")), display, "copied unchanged");
+    }
+}
+
+#[test]
+fn a_single_value_as_visible_fields_is_ignored_as_hpmanager_did_and_reported() {
+    let (_, run) = accepted(
+        "display.yml",
+        "sparkline_minutes: 30\nvisible_fields: outside_temperature\n",
+    );
+    let item = dropped_item(&run.stdout, "visible_fields: outside_temperature");
+    assert!(item.contains("(hpm/display.yml:2:1)"), "{item}");
+    assert!(item.contains("HPManager ignored them too"), "{item}");
+}
+
+#[test]
+fn an_empty_or_null_display_yml_gives_the_dashboards_defaults() {
+    for display in ["", "# settings come later\n", "~\n", "null\n"] {
+        let (case, run) = accepted("display.yml", display);
+        assert_eq!(s(&case.toml(), "sinks.dashboard.display"), "imported/display.yml");
+        assert!(
+            !section(&run.stdout, "Not carried over:").contains("display.yml"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn visible_fields_left_empty_gives_no_per_pump_fields() {
+    for display in [
+        "refresh_interval: 20\nvisible_fields:\n",
+        "refresh_interval: 20\nvisible_fields: {}\n",
+    ] {
+        let (_, run) = accepted("display.yml", display);
+        assert!(
+            !section(&run.stdout, "Not carried over:").contains("visible_fields"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn a_pump_listed_with_no_fields_gets_the_default_tiles_and_is_reported() {
+    let (_, run) = accepted(
+        "display.yml",
+        "refresh_interval: 10\nvisible_fields:\n  hp1: []\n  hp2:\n  - outside_temperature\n",
+    );
+    let item = dropped_item(&run.stdout, "visible_fields.hp1: []");
+    assert!(item.contains("(hpm/display.yml:3:3)"), "{item}");
+    assert!(
+        item.contains("HPManager showed `hp1`'s card with no tiles") && item.contains("default tiles"),
+        "{item}"
+    );
+    assert!(!run.stdout.contains("visible_fields.hp2"), "{run}");
+}
+
+#[test]
+fn an_empty_collector_yml_gives_hpmanagers_defaults() {
+    let (case, _) = accepted("collector.yml", "");
+    let t = case.toml();
+    assert_eq!(s(&t, "sources.heatpumps.interval"), "10s");
+    assert_eq!(get(&t, "sinks.influxdb.batch_max_points").as_integer(), Some(100));
+    assert_eq!(
+        s(&t, "sinks.influxdb.endpoint"),
+        "${INFLUXDB_URL:-http://localhost:8086}"
+    );
+}
+
+#[test]
+fn an_empty_heatpumps_yml_imports_a_pipeline_that_polls_nothing() {
+    for heatpumps in ["", "heatpumps: []\n"] {
+        let (_, run) = accepted("heatpumps.yml", heatpumps);
+        assert!(run.stdout.contains("none: heatpumps.yml lists no heat pumps"), "{run}");
+    }
+}
+
+/// heatpumps.yml with hp1 as HPManager's fixture has it, then `more`.
+fn with_hp1(more: &str) -> String {
+    format!(
+        "heatpumps:
+- id: hp1
+  name: Heat Pump 1
+  location: Garage
+  model: stiebel_eltron_wpm
+  modbus:
+    host: 192.0.2.10
+{more}"
+    )
+}
+
+#[test]
+fn enabled_is_read_as_hpmanager_read_it() {
+    // PyYAML's YAML 1.1 booleans, and Python's truth: an empty value and 0 are false.
+    let cases = [
+        ("", false),
+        (" no", false),
+        (" off", false),
+        (" 0", false),
+        (" yes", true),
+        (" on", true),
+        (" 1", true),
+    ];
+    let hp2 = |value: &str| {
+        with_hp1(&format!(
+            "- id: hp2\n  model: stiebel_eltron_wpm\n  enabled:{value}\n  modbus:\n    host: 192.0.2.11\n"
+        ))
+    };
+    for (value, polled) in cases {
+        let (_, run) = accepted("heatpumps.yml", &hp2(value));
+        let line = pump_line(&run.stdout, "hp2");
+        assert_eq!(
+            line.contains("polled by sources.heatpumps"),
+            polled,
+            "enabled:{value}: {line}"
+        );
+        assert_eq!(line.contains("DISABLED"), !polled, "enabled:{value}: {line}");
+    }
+    // What HPManager would have taken as true by accident is refused.
+    let case = Case::new();
+    case.write("heatpumps.yml", &hp2(" maybe"));
+    let run = case.import(&[]);
+    assert_eq!(run.code, Some(78), "{run}");
+    assert!(
+        run.stderr
+            .contains("hpm/heatpumps.yml:10:3: error: heat pump `hp2`: `enabled` must be true or false"),
+        "{run}"
+    );
+    assert!(case.nothing_written());
+}
+
+#[test]
+fn a_disabled_pump_that_hpmanager_never_read_may_be_incomplete() {
+    let (case, run) = accepted(
+        "heatpumps.yml",
+        &with_hp1(
+            "- id: hp2
+  name: Old pump
+  enabled: false
+- id: hp3
+  model: nibe_f1255
+  enabled: false
+  modbus:
+    host: 192.0.2.12
+- id: hp1
+  model: stiebel_eltron_wpm
+  enabled: false
+  modbus:
+    port: 99999
+- name: never named
+  enabled: false
+",
+        ),
+    );
+    assert!(
+        pump_line(&run.stdout, "hp1").contains("polled by sources.heatpumps"),
+        "{run}"
+    );
+    for id in ["hp2", "hp3"] {
+        assert!(pump_line(&run.stdout, id).contains("DISABLED"), "{run}");
+    }
+    let warnings = section(&run.stdout, "Warnings:");
+    for expected in [
+        "hpm/heatpumps.yml:8:1: warning: heat pump `hp2` has no `modbus` section; the entry is disabled",
+        "hpm/heatpumps.yml:12:3: warning: heat pump `hp3`: model `nibe_f1255` is not in the register map",
+        "hpm/heatpumps.yml:16:3: warning: heat pump id `hp1` is used twice, by a disabled entry",
+        "hpm/heatpumps.yml:21:1: warning: heat pump #5 has no `id`; the entry is disabled",
+    ] {
+        assert!(warnings.contains(expected), "expected `{expected}`\n{warnings}");
+    }
+    // Said once, from HPManager's file: hpflow's check finds the same in the copy.
+    assert!(!warnings.contains("out/imported/heatpumps.yml"), "{warnings}");
+    // `hpflow validate` warns about them too.
+    let valid = case.validate(Some("t"));
+    assert!(
+        valid
+            .stderr
+            .contains("heat pump `hp3`: unknown model `nibe_f1255`; the register map has: stiebel_eltron_wpm; the entry is disabled"),
+        "{valid}"
+    );
+}
+
+#[test]
+fn a_disabled_rtu_pump_may_disagree_with_its_bus_and_is_reported() {
+    let text = read(&fixture("heatpumps.yml"));
+    let other = RTU_PUMP
+        .replace("hp3", "hp4")
+        .replace("baudrate: 19200", "baudrate: 9600")
+        .replace("  modbus:", "  enabled: false\n  modbus:");
+    // The disabled one first: the bus still takes the enabled pump's line.
+    let (case, run) = accepted("heatpumps.yml", &format!("{text}{other}{RTU_PUMP}"));
+    assert_eq!(
+        get(&case.toml(), "sources.heatpumps_rtu.baud").as_integer(),
+        Some(19200)
+    );
+    assert!(pump_line(&run.stdout, "hp4").contains("DISABLED"), "{run}");
+    let item = dropped_item(&run.stdout, "the serial line of `hp4`: 9600 baud 8E1");
+    assert!(item.contains("(hpm/heatpumps.yml:37:3)"), "{item}");
+    assert!(item.contains("/dev/ttyUSB0 runs at 19200 baud 8E1 (`hp3`'s)"), "{item}");
+}

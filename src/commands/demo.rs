@@ -5,18 +5,27 @@
 //! dashboard and the metrics are, and runs the pipeline as `hpflow run` does.
 //! With `INFLUXDB_URL` set, an `influxdb` sink is added after the last
 //! transform, so the demo fills a real database for Grafana too.
+//!
+//! Without a pipeline path it runs `pipelines/demo.toml` as built into the
+//! binary, so it works from any folder: the pipeline and the register map it
+//! names are written as shipped into a fresh temporary folder, where its
+//! relative paths (the map, the default `data_dir`) resolve, and which is
+//! removed when the demo stops. `--modbus-port` moves the simulated pumps, and
+//! the devices that poll them, to another loopback port: it changes only the
+//! endpoints of what the check kept, which is what the sources are built from.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
 
-use super::EXIT_CONFIG;
+use super::import::EXIT_CANTCREAT;
+use super::{BUILTIN_REGISTERS, EXIT_CONFIG};
 use crate::component::Kind;
 use crate::config::{compile, load_str, CheckedPipeline};
 use crate::registers::Model;
@@ -25,12 +34,24 @@ use crate::sinks::SinkConfig;
 use crate::sources::modbus::{DeviceSpec, Endpoint, Inventory};
 use crate::sources::SourceConfig;
 
+/// The shipped demo pipeline, built in so `hpflow demo` needs no files. It names
+/// the register map as `../config/registers.yml`, where [`builtin_folder`] puts
+/// [`BUILTIN_REGISTERS`].
+pub const BUILTIN_DEMO: &str = include_str!("../../pipelines/demo.toml");
+
+/// How the built-in pipeline is named in messages.
+const BUILTIN_NAME: &str = "pipelines/demo.toml (built in)";
+
 /// `hpflow demo [PIPELINE]`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// The demo pipeline; its Modbus TCP devices are simulated where they point (on loopback).
-    #[arg(default_value = "pipelines/demo.toml")]
-    pub pipeline: PathBuf,
+    /// Default: pipelines/demo.toml as built into hpflow, run from a temporary folder.
+    pub pipeline: Option<PathBuf>,
+    /// Serve the simulated heat pumps on this loopback port, and poll them there, instead of
+    /// the port the pipeline's devices name.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub modbus_port: Option<u16>,
     /// Simulated seconds per real second, so compressor cycles and defrosts show within minutes.
     #[arg(long, default_value_t = 20.0)]
     pub speed: f64,
@@ -46,34 +67,86 @@ struct Gateway {
     devices: Vec<DeviceSpec>,
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let path = &args.pipeline;
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "error: cannot read the demo pipeline {}: {e}\n\
-                 Run `hpflow demo` in the hpflow folder (it reads pipelines/demo.toml), or pass the pipeline's path.",
-                path.display()
-            );
-            return Ok(ExitCode::from(EXIT_CONFIG));
+/// The pipeline the demo runs: its path, its text and its name for messages.
+struct DemoPipeline {
+    path: PathBuf,
+    text: String,
+    shown: String,
+    /// The built-in pipeline's folder, removed when this is dropped (after the pipeline stopped).
+    _folder: Option<tempfile::TempDir>,
+}
+
+impl DemoPipeline {
+    /// The file given, else the built-in pipeline in a fresh folder; a message and
+    /// the exit code when neither can be had.
+    fn open(given: Option<&Path>) -> Result<DemoPipeline, ExitCode> {
+        let Some(path) = given else {
+            return match builtin_folder() {
+                Ok((folder, path)) => Ok(DemoPipeline {
+                    path,
+                    text: BUILTIN_DEMO.to_string(),
+                    shown: BUILTIN_NAME.to_string(),
+                    _folder: Some(folder),
+                }),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot write the built-in demo pipeline into a temporary folder ({}): {e}\n\
+                         Set TMPDIR to a writable folder, or pass the path of a pipeline file.",
+                        std::env::temp_dir().display()
+                    );
+                    Err(ExitCode::from(EXIT_CANTCREAT))
+                }
+            };
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(DemoPipeline {
+                path: path.to_path_buf(),
+                text,
+                shown: path.display().to_string(),
+                _folder: None,
+            }),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read the demo pipeline {}: {e}\n\
+                     Pass the path of a pipeline file, or run `hpflow demo` alone for the built-in demo.",
+                    path.display()
+                );
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
         }
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // `_folder` lives to the end: the built-in pipeline's folder goes once it stopped.
+    let DemoPipeline {
+        path,
+        text,
+        shown,
+        _folder,
+    } = match DemoPipeline::open(args.pipeline.as_deref()) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
     };
+    let path = path.as_path();
     let env = |name: &str| std::env::var(name).ok();
     let (text, influxdb) = with_influxdb(text, &env);
     let checked = load_str(path, &text, &env).and_then(|(file, diags)| compile(file, diags));
-    let (pipeline, warnings) = match checked {
+    let (mut pipeline, warnings) = match checked {
         Ok(p) => p,
         Err(diags) => {
             eprint!("{diags}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    if let Some(port) = args.modbus_port {
+        move_devices(&mut pipeline, port);
+    }
     let gateways = match gateways(&pipeline) {
         Ok(g) => g,
         Err(problems) => {
             for p in problems {
-                eprintln!("error: {}: {p}", path.display());
+                eprintln!("error: {shown}: {p}");
             }
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
@@ -117,9 +190,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 eprintln!(
                     "error: cannot simulate the heat pumps at {}: {e}\n\
-                     Is another `hpflow demo` or `hpflow simulate` running? Stop it, or change the devices' port in {}.",
-                    gw.addr,
-                    path.display()
+                     Is another `hpflow demo` or `hpflow simulate` running? Stop it, or serve the simulated \
+                     heat pumps on another port with `--modbus-port PORT`.",
+                    gw.addr
                 );
                 return Ok(ExitCode::from(1));
             }
@@ -131,7 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "hpflow demo: {pumps} simulated heat pump{} ({}x speed), pipeline {}\n{out}",
         if pumps == 1 { "" } else { "s" },
         args.speed,
-        path.display()
+        shown
     );
     for line in urls(&pipeline) {
         let _ = writeln!(banner, "{line}");
@@ -148,6 +221,45 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let code = super::run::run_checked(path, pipeline, &warnings).await;
     drop(servers);
     Ok(code)
+}
+
+/// A fresh temporary folder holding the built-in pipeline as `pipelines/demo.toml`
+/// and the built-in register map as `config/registers.yml`, as in the repository,
+/// so the pipeline's relative paths resolve inside it (its default `data_dir` too:
+/// the demo leaves nothing in the working folder). Returns it with the pipeline's path.
+fn builtin_folder() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    let folder = tempfile::Builder::new().prefix("hpflow-demo-").tempdir()?;
+    let pipeline = folder.path().join("pipelines/demo.toml");
+    for (path, text) in [
+        (pipeline.clone(), BUILTIN_DEMO),
+        (folder.path().join("config/registers.yml"), BUILTIN_REGISTERS),
+    ] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, text)?;
+    }
+    Ok((folder, pipeline))
+}
+
+/// Points every loopback Modbus TCP device at `port`, in what the check kept for
+/// the build; `gateways` then serves the simulated heat pumps there.
+fn move_devices(pipeline: &mut CheckedPipeline, port: u16) {
+    for i in 0..pipeline.file.sources.len() {
+        let node = (Kind::Source, i);
+        let Some(kept) = pipeline.prepared::<Inventory>(node) else {
+            continue;
+        };
+        let mut moved = kept.clone();
+        for d in &mut moved.devices {
+            if let Endpoint::Tcp { host, port: p } = &mut d.endpoint {
+                if loopback(host).is_some() {
+                    *p = port;
+                }
+            }
+        }
+        pipeline.prepared.insert(node, Arc::new(moved));
+    }
 }
 
 /// Adds an `influxdb` sink after the pipeline's last transform when `INFLUXDB_URL`
@@ -336,6 +448,25 @@ mod tests {
             doc["sinks"]["influxdb"]["bucket"].as_str(),
             Some("${INFLUXDB_BUCKET:-heatpump-data}")
         );
+    }
+
+    #[test]
+    fn the_built_in_demo_checks_in_its_own_folder_and_its_pumps_move_with_the_modbus_port() {
+        let (folder, path) = builtin_folder().expect("a temporary folder");
+        let (file, diags) = load_str(&path, BUILTIN_DEMO, &|_| None).expect("the built-in demo parses");
+        let (mut pipeline, _) = compile(file, diags).expect("the built-in demo checks with the built-in map");
+        assert!(
+            pipeline.file.data_dir.starts_with(folder.path()),
+            "its default data_dir is in its own folder: {}",
+            pipeline.file.data_dir.display()
+        );
+        move_devices(&mut pipeline, 15020);
+        let gateways = gateways(&pipeline).expect("both pumps are simulated");
+        assert_eq!(gateways.len(), 1);
+        assert_eq!(gateways[0].addr, SocketAddr::from(([127, 0, 0, 1], 15020)));
+        assert_eq!(gateways[0].devices.len(), 2);
+        drop(folder);
+        assert!(!path.exists(), "the folder goes with the demo");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use clap::Args;
 use super::EXIT_CONFIG;
 use crate::config::CheckedPipeline;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::hpmanager::heatpumps::Link;
+use crate::hpmanager::heatpumps::{Link, FIX_BEFORE_ENABLING};
 use crate::hpmanager::{DISPLAY, HEATPUMPS, REGISTERS};
 use folder::Folder;
 use pipeline::{EnvNeed, Names, Pipeline};
@@ -262,9 +262,11 @@ fn report(
             (None, None) => String::new(),
         };
         let link = match &p.link {
+            Link::Tcp { host, port } if host.is_empty() => format!("tcp (no host):{port}"),
             Link::Tcp { host, port } => format!("tcp {host}:{port}"),
             Link::Rtu { port, .. } => format!("rtu {port}"),
         };
+        let model = if p.model.is_empty() { "no model" } else { &p.model };
         let source = pipeline
             .source_of
             .iter()
@@ -278,8 +280,8 @@ fn report(
         };
         let _ = writeln!(
             r,
-            "  {:id_width$}  {label} ({}), {link} unit {}: {state}",
-            p.id, p.model, p.unit_id
+            "  {:id_width$}  {label} ({model}), {link} unit {}: {state}",
+            p.id, p.unit_id
         );
     }
     if !folder.pumps.is_empty() && folder.pumps.iter().all(|p| !p.enabled) {
@@ -356,10 +358,15 @@ fn report(
         }
     }
 
-    let check_warnings: Vec<&Diagnostic> = match check {
-        Ok((_, d)) => d.warnings().collect(),
-        Err(d) => d.warnings().collect(),
+    // Disabled entries' problems are listed above from HPManager's file; the
+    // check finds them again in the copy.
+    let check_diags = match check {
+        Ok((_, d)) | Err(d) => d,
     };
+    let check_warnings: Vec<&Diagnostic> = check_diags
+        .warnings()
+        .filter(|w| !w.message.ends_with(FIX_BEFORE_ENABLING))
+        .collect();
     if !folder.warnings.is_empty() || !check_warnings.is_empty() {
         let _ = writeln!(r, "\nWarnings:");
         for w in folder.warnings.iter().chain(check_warnings) {

@@ -29,8 +29,9 @@ pub use read::ReadArgs;
 pub use scan::ScanArgs;
 pub use simulate::SimulateArgs;
 
-/// The register map shipped with hpflow, compiled in so `simulate` and `read`
-/// work from any folder.
+/// The register map shipped with hpflow, compiled in so `simulate`, `read` and
+/// `demo` work from any folder (and `import` has a map when HPManager's folder
+/// lacks one).
 pub const BUILTIN_REGISTERS: &str = include_str!("../../config/registers.yml");
 
 /// Exit code for a configuration problem (sysexits' EX_CONFIG), as `validate` uses.

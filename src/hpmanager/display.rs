@@ -195,22 +195,45 @@ fn in_range(errors: &mut Vec<Invalid>, key: &str, what: &str, v: u32, range: Ran
     }
 }
 
-/// Reads HPManager's `display.yml` as initial settings.
+/// `visible_fields` when it is there but not HPManager's mapping of pump id to
+/// fields: its older flat list of fields (`[outside_temperature, …]`) or a single
+/// value. HPManager took that as no per-pump fields, so hpflow does too.
+pub(crate) fn ignored_visible_fields(doc: &Value) -> Option<&Value> {
+    doc.get("visible_fields")
+        .filter(|v| !matches!(v, Value::Mapping(_) | Value::Null))
+}
+
+/// Reads HPManager's `display.yml` as initial settings, accepting what HPManager
+/// accepted: an empty file (or one that is only `null`) gives the defaults, and a
+/// `visible_fields` that is not a mapping ([`ignored_visible_fields`]) gives no
+/// per-pump fields.
 pub fn from_display_yml(text: &str) -> Result<Settings, String> {
     #[derive(Deserialize)]
-    struct Display {
+    struct Display<Fields> {
         refresh_interval: Option<u32>,
         sparkline_minutes: Option<u32>,
         #[serde(default)]
-        visible_fields: BTreeMap<String, Option<Vec<String>>>,
+        visible_fields: Fields,
     }
-    let d: Display = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    type PerPump = BTreeMap<String, Option<Vec<String>>>;
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    if doc.is_null() {
+        return Ok(Settings::default());
+    }
+    // Typed from the text, so an error keeps its key path and line.
+    let (refresh_interval, sparkline_minutes, visible_fields) = if ignored_visible_fields(&doc).is_some() {
+        let d: Display<serde::de::IgnoredAny> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        (d.refresh_interval, d.sparkline_minutes, PerPump::new())
+    } else {
+        let d: Display<PerPump> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        (d.refresh_interval, d.sparkline_minutes, d.visible_fields)
+    };
     let mut s = Settings {
-        refresh_interval_seconds: d.refresh_interval.unwrap_or(DEFAULT_REFRESH_SECONDS),
-        sparkline_minutes: d.sparkline_minutes.unwrap_or(DEFAULT_SPARKLINE_MINUTES),
+        refresh_interval_seconds: refresh_interval.unwrap_or(DEFAULT_REFRESH_SECONDS),
+        sparkline_minutes: sparkline_minutes.unwrap_or(DEFAULT_SPARKLINE_MINUTES),
         ..Settings::default()
     };
-    for (pump, fields) in d.visible_fields {
+    for (pump, fields) in visible_fields {
         s.pumps.insert(
             pump,
             PumpSettings {
@@ -226,6 +249,22 @@ pub fn from_display_yml(text: &str) -> Result<Settings, String> {
 pub(crate) struct Display {
     pub text: String,
     pub path: PathBuf,
+    /// `visible_fields` is not per pump, so nothing of it carries over.
+    pub fields_ignored: bool,
+}
+
+/// A list as one line, `[a, b, c]`, its first few items only.
+fn one_line(items: &[Value]) -> String {
+    const SHOWN: usize = 4;
+    let mut parts: Vec<String> = items
+        .iter()
+        .take(SHOWN)
+        .map(|v| scalar(v).unwrap_or_else(|| "…".into()))
+        .collect();
+    if items.len() > SHOWN {
+        parts.push(format!("… {} more", items.len() - SHOWN));
+    }
+    format!("[{}]", parts.join(", "))
 }
 
 impl Reader {
@@ -253,6 +292,42 @@ impl Reader {
             &known,
             "hpflow's dashboard does not read it; left in the copy",
         );
+        let fields_ignored = match ignored_visible_fields(&doc) {
+            Some(v) => {
+                let shown = match v {
+                    Value::Sequence(items) => one_line(items),
+                    other => scalar(other).unwrap_or_default(),
+                };
+                self.dropped.push(Dropped {
+                    what: format!("visible_fields: {shown}"),
+                    at: t.place(&[key("visible_fields")]),
+                    why: "fields for no pump in particular (a flat list is HPManager's older format): HPManager \
+                          ignored them too, so every card showed its default tiles, as hpflow's do. Choose a \
+                          pump's tiles on the dashboard's /settings page, or list them under its id in \
+                          display.yml before the dashboard's first start \
+                          (`visible_fields: {hp1: [outside_temperature, …]}`)"
+                        .into(),
+                });
+                true
+            }
+            None => false,
+        };
+        // An empty list showed an empty card in HPManager; hpflow takes it as "the default tiles".
+        if let Some(Value::Mapping(per_pump)) = root.get("visible_fields") {
+            for (pump, fields) in per_pump {
+                if fields.as_sequence().is_some_and(Vec::is_empty) {
+                    let id = key_text(pump);
+                    self.dropped.push(Dropped {
+                        what: format!("visible_fields.{id}: []"),
+                        at: t.place(&[key("visible_fields"), key(&id)]),
+                        why: format!(
+                            "HPManager showed `{id}`'s card with no tiles; hpflow's dashboard shows its default \
+                             tiles for an empty list. Choose `{id}`'s tiles on the dashboard's /settings page"
+                        ),
+                    });
+                }
+            }
+        }
         if let Some(per_pump) = root.get("sparkline_minutes_per_pump") {
             let p = [key("sparkline_minutes_per_pump")];
             let shown = serde_yaml::to_string(per_pump)
@@ -288,6 +363,7 @@ impl Reader {
         Some(Display {
             text: t.text,
             path: t.path,
+            fields_ignored,
         })
     }
 
@@ -364,6 +440,37 @@ mod tests {
         assert_eq!(s.sparkline_minutes, 60);
         assert_eq!(s.visible_fields("hp1").unwrap()[0], "outside_temperature");
         assert!(s.visible_fields("hp2").is_some());
+    }
+
+    #[test]
+    fn shapes_hpmanager_took_as_nothing_give_the_defaults() {
+        for text in [
+            "",
+            "# nothing yet\n",
+            "~\n",
+            "null\n",
+            "visible_fields:\n",
+            "visible_fields: {}\n",
+        ] {
+            assert_eq!(from_display_yml(text), Ok(Settings::default()), "{text:?}");
+        }
+        // Its older flat list, in either style, or a single value: no per-pump fields.
+        for text in [
+            "refresh_interval: 15\nvisible_fields: [outside_temperature, flow]\n",
+            "refresh_interval: 15\nvisible_fields:\n- outside_temperature\n- flow\n",
+            "refresh_interval: 15\nvisible_fields: outside_temperature\n",
+        ] {
+            let s = from_display_yml(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(s.refresh_interval_seconds, 15, "{text:?}");
+            assert!(s.pumps.is_empty(), "{text:?}");
+            assert!(ignored_visible_fields(&serde_yaml::from_str(text).unwrap()).is_some());
+        }
+        // What HPManager could not read either stays an error, with its place.
+        let e = from_display_yml("visible_fields:\n  hp1: 5\n").unwrap_err();
+        assert!(e.contains("visible_fields.hp1") && e.contains("line 2"), "{e}");
+        let e = from_display_yml("refresh_interval: soon\nvisible_fields: [a]\n").unwrap_err();
+        assert!(e.contains("refresh_interval") && e.contains("line 1"), "{e}");
+        assert!(from_display_yml("- a\n").is_err());
     }
 
     #[test]

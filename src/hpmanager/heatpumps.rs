@@ -8,10 +8,12 @@
 //!   `rtu` entries, `retries`), unknown keys warned about, each problem at its
 //!   key.
 //!
-//! Both take HPManager's defaults from here and name an entry's keys with
-//! `entry_path`, so their messages point at the same lines.
+//! Both take HPManager's defaults and its reading of `enabled` from here, make
+//! a disabled entry's problems warnings (HPManager read nothing else of it),
+//! and name an entry's keys with `entry_path`, so their messages point at the
+//! same lines.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::{Dropped, Reader, Text, HEATPUMPS};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Severity};
 use crate::modbus::Parity;
 use crate::registers::{Model, RegisterMap};
 use crate::yaml::{key, scalar, with, Seg};
@@ -78,6 +80,8 @@ pub(crate) struct HeatpumpsFile {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct HeatpumpEntry {
+    /// Null when missing: an entry without one is an error unless it is disabled.
+    #[serde(default)]
     pub id: serde_yaml::Value,
     #[serde(default)]
     pub name: Option<String>,
@@ -85,7 +89,7 @@ pub(crate) struct HeatpumpEntry {
     pub location: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
-    #[serde(default = "enabled_by_default")]
+    #[serde(default = "enabled_by_default", deserialize_with = "deserialize_enabled")]
     pub enabled: bool,
     #[serde(default)]
     pub modbus: Option<HeatpumpModbus>,
@@ -112,6 +116,52 @@ fn enabled_by_default() -> bool {
     true
 }
 
+/// `enabled` as HPManager read it: it skipped an entry when `not
+/// entry.get("enabled", True)` on what PyYAML (YAML 1.1) made of the value, so
+/// `yes`/`no`/`on`/`off` are booleans and an empty `enabled:` (null) or `0`
+/// disables the entry. `None` for other values, which hpflow refuses.
+pub(crate) fn enabled(v: &Value) -> Option<bool> {
+    match v {
+        Value::Null => Some(false),
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => Some(n.as_f64() != Some(0.0)),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" => Some(true),
+            "false" | "no" | "off" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Why an `enabled` value is refused.
+pub(crate) fn enabled_refused(v: &Value) -> String {
+    format!(
+        "`enabled` must be true or false (or, as HPManager read them, yes/no, on/off, 1/0, or empty for false), \
+         not `{}`",
+        scalar(v).unwrap_or_else(|| "(a list or mapping)".into())
+    )
+}
+
+fn deserialize_enabled<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    enabled(&v).ok_or_else(|| serde::de::Error::custom(enabled_refused(&v)))
+}
+
+/// Appended to a problem of a disabled entry, which is a warning: HPManager
+/// skipped disabled entries before reading anything else of them, and hpflow
+/// does not poll them either.
+const DISABLED_ENTRY: &str = "the entry is disabled, so it is not polled (HPManager did not read it either)";
+
+/// What ends every warning about a disabled entry (`hpflow import` reports
+/// them from HPManager's file, so it leaves out hpflow's check's copies).
+pub(crate) const FIX_BEFORE_ENABLING: &str = "fix this before enabling it";
+
+/// A problem of a disabled entry, as the warning it is.
+pub(crate) fn in_disabled_entry(problem: &str) -> String {
+    format!("{problem}; {DISABLED_ENTRY}; {FIX_BEFORE_ENABLING}")
+}
+
 /// Reads a heatpumps.yml typed; a syntax error, or a value of the wrong type,
 /// is reported at its line and column in `path`.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<HeatpumpsFile, Diagnostic> {
@@ -119,6 +169,34 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<HeatpumpsFile, Diagnostic
         let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         Diagnostic::at(path, line, col, e.to_string())
     })
+}
+
+/// The ids of heatpumps.yml's entries, for the duplicate check both readers make.
+#[derive(Default)]
+pub(crate) struct Ids(HashMap<String, bool>);
+
+impl Ids {
+    /// Records an entry's id; for one seen before, the problem: an error when two
+    /// enabled entries share it, else a warning (at most one of them is polled).
+    pub(crate) fn add(&mut self, id: &str, enabled: bool) -> Option<(Severity, String)> {
+        let Some(any_enabled) = self.0.get_mut(id) else {
+            self.0.insert(id.to_string(), enabled);
+            return None;
+        };
+        let both = *any_enabled && enabled;
+        *any_enabled |= enabled;
+        Some(if both {
+            (Severity::Error, used_twice(id))
+        } else {
+            (
+                Severity::Warning,
+                format!(
+                    "heat pump id `{id}` is used twice, by a disabled entry (not polled; HPManager did not read \
+                     it either); {FIX_BEFORE_ENABLING}"
+                ),
+            )
+        })
+    }
 }
 
 /// How an entry is reached, as import read it.
@@ -180,12 +258,12 @@ impl Reader {
             }
         };
         let models: Vec<Arc<Model>> = map.models().cloned().collect();
-        let mut seen = HashSet::new();
+        let mut ids = Ids::default();
         let mut out = Vec::new();
         for (i, entry) in list.iter().enumerate() {
             if let Some(pump) = self.pump(t, entry, i, &models) {
-                if !seen.insert(pump.id.clone()) {
-                    self.error(t, &entry_path(i, &["id"]), used_twice(&pump.id));
+                if let Some((severity, message)) = ids.add(&pump.id, pump.enabled) {
+                    self.problem(t, severity, &entry_path(i, &["id"]), message);
                 }
                 out.push(pump);
             }
@@ -214,15 +292,36 @@ impl Reader {
             &["id", "name", "location", "model", "enabled", "modbus"],
             IGNORED,
         );
-        let Some(id) = m.get("id").and_then(scalar).filter(|s| !s.trim().is_empty()) else {
-            self.error(t, &p, format!("heat pump #{} has no `id`", index + 1));
+        let id = m.get("id").and_then(scalar).filter(|s| !s.trim().is_empty());
+        let enabled = match m.get("enabled") {
+            None => true,
+            Some(v) => enabled(v).unwrap_or_else(|| {
+                let who = id.clone().unwrap_or_else(|| format!("#{}", index + 1));
+                self.error(
+                    t,
+                    &with(&p, key("enabled")),
+                    format!("heat pump `{who}`: {}", enabled_refused(v)),
+                );
+                true
+            }),
+        };
+        // HPManager read nothing else of a disabled entry: what is wrong in one is a warning.
+        let mut problem = |r: &mut Reader, path: &[Seg], message: String| {
+            if enabled {
+                r.error(t, path, message);
+            } else {
+                r.warn(t, path, in_disabled_entry(&message));
+            }
+        };
+        let Some(id) = id else {
+            problem(self, &p, format!("heat pump #{} has no `id`", index + 1));
             return None;
         };
         let model = m.get("model").and_then(scalar).unwrap_or_default();
         if !models.iter().any(|x| x.name() == model) {
             let known: Vec<&str> = models.iter().map(|x| x.name()).collect();
-            self.error(
-                t,
+            problem(
+                self,
                 &with(&p, key("model")),
                 format!(
                     "heat pump `{id}`: model `{model}` is not in the register map (it has: {})",
@@ -230,25 +329,29 @@ impl Reader {
                 ),
             );
         }
-        let enabled = match m.get("enabled") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                self.error(
-                    t,
-                    &with(&p, key("enabled")),
-                    format!(
-                        "heat pump `{id}`: `enabled` must be true or false, not `{}`",
-                        scalar(v).unwrap_or_default()
-                    ),
-                );
-                true
-            }
+        let pump = |link: Link, mb: Option<&Mapping>| Pump {
+            index,
+            id: id.clone(),
+            name: m.get("name").and_then(scalar),
+            location: m.get("location").and_then(scalar),
+            model: model.clone(),
+            enabled,
+            unit_id: mb
+                .and_then(|mb| mb.get("unit_id"))
+                .and_then(scalar)
+                .unwrap_or_else(|| DEFAULT_UNIT_ID.to_string()),
+            has_timeout: mb.and_then(|mb| mb.get("timeout")).is_some_and(|v| !v.is_null()),
+            link,
         };
         let mp = with(&p, key("modbus"));
         let Some(mb) = m.get("modbus").and_then(|v| self.mapping(t, v, &mp, "`modbus`")) else {
-            self.error(t, &p, format!("heat pump `{id}` has no `modbus` section"));
-            return None;
+            problem(self, &p, format!("heat pump `{id}` has no `modbus` section"));
+            // Listed, and read by the tcp source (HPManager's default type) once it is complete.
+            let unread = Link::Tcp {
+                host: String::new(),
+                port: DEFAULT_PORT.to_string(),
+            };
+            return (!enabled).then(|| pump(unread, None));
         };
         let kind = mb
             .get("type")
@@ -274,7 +377,7 @@ impl Reader {
             "tcp" => {
                 let host = mb.get("host").and_then(scalar).unwrap_or_default();
                 if host.trim().is_empty() {
-                    self.error(t, &mp, format!("heat pump `{id}`: a tcp entry needs `host`"));
+                    problem(self, &mp, format!("heat pump `{id}`: a tcp entry needs `host`"));
                 }
                 Link::Tcp {
                     host,
@@ -282,12 +385,12 @@ impl Reader {
                 }
             }
             "rtu" => {
-                let serial = self.serial(t, mb, &mp, &id);
+                let serial = self.serial(mb, &mp, &id, &mut problem);
                 match port.filter(|s| !s.trim().is_empty()) {
                     Some(port) if Path::new(&port).is_absolute() => Link::Rtu { port, serial },
                     Some(port) => {
-                        self.error(
-                            t,
+                        problem(
+                            self,
                             &with(&mp, key("port")),
                             format!(
                                 "heat pump `{id}`: `port` of an rtu entry must be the full path of the serial \
@@ -297,8 +400,8 @@ impl Reader {
                         return None;
                     }
                     None => {
-                        self.error(
-                            t,
+                        problem(
+                            self,
                             &mp,
                             format!("heat pump `{id}`: an rtu entry needs its serial device in `port`"),
                         );
@@ -307,36 +410,30 @@ impl Reader {
                 }
             }
             other => {
-                self.error(
-                    t,
+                problem(
+                    self,
                     &with(&mp, key("type")),
                     format!("heat pump `{id}`: unknown modbus type `{other}`; HPManager knows tcp and rtu"),
                 );
                 return None;
             }
         };
-        Some(Pump {
-            index,
-            id,
-            name: m.get("name").and_then(scalar),
-            location: m.get("location").and_then(scalar),
-            model,
-            enabled,
-            unit_id: mb
-                .get("unit_id")
-                .and_then(scalar)
-                .unwrap_or_else(|| DEFAULT_UNIT_ID.to_string()),
-            has_timeout: mb.get("timeout").is_some_and(|v| !v.is_null()),
-            link,
-        })
+        Some(pump(link, Some(mb)))
     }
 
-    /// The serial line of an rtu entry, pymodbus' defaults for what it leaves out.
-    fn serial(&mut self, t: &Text, mb: &Mapping, mp: &[Seg], id: &str) -> Serial {
+    /// The serial line of an rtu entry, pymodbus' defaults for what it leaves out;
+    /// `problem` reports a bad value (an error, or a warning for a disabled entry).
+    fn serial(
+        &mut self,
+        mb: &Mapping,
+        mp: &[Seg],
+        id: &str,
+        problem: &mut impl FnMut(&mut Reader, &[Seg], String),
+    ) -> Serial {
         let mut s = SERIAL_DEFAULTS;
-        let bad = |r: &mut Reader, k: &str, v: &Value, want: &str| {
-            r.error(
-                t,
+        let mut bad = |r: &mut Reader, k: &str, v: &Value, want: &str| {
+            problem(
+                r,
                 &with(mp, key(k)),
                 format!(
                     "heat pump `{id}`: `{k}` must be {want}, not `{}`",

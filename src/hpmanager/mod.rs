@@ -14,7 +14,10 @@
 //! - `registers.yml` is a register map, read by [`crate::registers`].
 //!
 //! Leniency is HPManager's: a missing key takes HPManager's default and an
-//! unknown key is ignored (`import` warns about it; its copy keeps it).
+//! unknown key is ignored (`import` warns about it; its copy keeps it); a
+//! disabled heat pump, which HPManager never read beyond `enabled`, has its
+//! problems reported as warnings; shapes HPManager took as "nothing" (an empty
+//! display.yml, its older flat `visible_fields` list) are read the same way.
 //! Problems are reported with file, line and column; serde_yaml keeps no
 //! spans, so `crate::yaml::locate` finds the line of a key path.
 
@@ -106,6 +109,13 @@ impl Reader {
 
     fn warn(&mut self, t: &Text, path: &[Seg], message: String) {
         self.warnings.push(t.diag(Severity::Warning, path, message));
+    }
+
+    fn problem(&mut self, t: &Text, severity: Severity, path: &[Seg], message: String) {
+        match severity {
+            Severity::Error => self.error(t, path, message),
+            Severity::Warning => self.warn(t, path, message),
+        }
     }
 
     /// Parses a file; a syntax error is reported at its line and column.

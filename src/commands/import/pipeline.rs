@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::folder::Folder;
 use crate::diagnostic::{Diagnostic, Severity};
-use crate::hpmanager::heatpumps::{entry_path, Link, Serial};
+use crate::hpmanager::heatpumps::{entry_path, Link, Pump, Serial};
 use crate::hpmanager::{Dropped, Found};
 use crate::interpolate::interpolate;
 use crate::modbus::Parity;
@@ -69,14 +69,14 @@ struct Bus {
     needs_timeout: bool,
 }
 
-/// Builds the pipeline; fails only when the rtu entries of one port disagree
+/// Builds the pipeline; fails only when the enabled rtu entries of one port disagree
 /// on the serial line.
 pub(super) fn build(folder: &Folder, names: &Names<'_>) -> Result<Pipeline, Vec<Diagnostic>> {
-    let buses = buses(folder)?;
+    let mut dropped = Vec::new();
+    let buses = buses(folder, &mut dropped)?;
     let has_tcp = folder.pumps.iter().any(|p| matches!(p.link, Link::Tcp { .. }));
     let mut t = Text::default();
     let mut carried = Vec::new();
-    let mut dropped = Vec::new();
     let mut source_ids = Vec::new();
     let mut source_of = Vec::new();
     let c = &folder.collector;
@@ -293,11 +293,9 @@ pub(super) fn build(folder: &Folder, names: &Names<'_>) -> Result<Pipeline, Vec<
             q(&path),
             "HPManager's display.yml, copied unchanged: the initial dashboard settings",
         );
+        let fields = if d.fields_ignored { "" } else { ", visible_fields" };
         carried.push(Carried {
-            from: format!(
-                "{}: refresh_interval, sparkline_minutes, visible_fields",
-                d.path.display()
-            ),
+            from: format!("{}: refresh_interval, sparkline_minutes{fields}", d.path.display()),
             to: format!("sinks.dashboard.display = \"{path}\" (read as it is)"),
         });
     }
@@ -363,41 +361,75 @@ fn header(t: &mut Text, folder: &Folder, names: &Names<'_>) {
     t.comment(&format!("  hpflow run {}", names.pipeline));
 }
 
-/// Groups the rtu entries by serial port; entries of one port must agree on the line.
-fn buses(folder: &Folder) -> Result<Vec<Bus>, Vec<Diagnostic>> {
+/// Groups the rtu entries by serial port; enabled entries of one port must agree
+/// on the line, which is the first enabled entry's. A disabled entry that does
+/// not agree is not polled either way: it is reported in `dropped`.
+fn buses(folder: &Folder, dropped: &mut Vec<Dropped>) -> Result<Vec<Bus>, Vec<Diagnostic>> {
     let mut buses: Vec<Bus> = Vec::new();
+    // The pump whose serial line each bus takes.
+    let mut set_by: Vec<&Pump> = Vec::new();
+    for p in &folder.pumps {
+        let Link::Rtu { port, serial } = &p.link else {
+            continue;
+        };
+        match buses.iter().position(|b| &b.port == port) {
+            Some(i) => {
+                let b = &mut buses[i];
+                if p.enabled && !set_by[i].enabled {
+                    b.serial = *serial;
+                    set_by[i] = p;
+                }
+                b.pumps.push(p.index);
+                b.needs_timeout |= !p.has_timeout;
+            }
+            None => {
+                buses.push(Bus {
+                    id: String::new(),
+                    port: port.clone(),
+                    serial: *serial,
+                    pumps: vec![p.index],
+                    needs_timeout: !p.has_timeout,
+                });
+                set_by.push(p);
+            }
+        }
+    }
     let mut errors = Vec::new();
     for p in &folder.pumps {
         let Link::Rtu { port, serial } = &p.link else {
             continue;
         };
-        match buses.iter_mut().find(|b| &b.port == port) {
-            Some(b) => {
-                if b.serial != *serial {
-                    let first = pump_id(folder, b.pumps[0]).unwrap_or("?");
-                    let path = entry_path(p.index, &["modbus"]);
-                    errors.push(folder.heatpumps.diag(
-                        Severity::Error,
-                        &path,
-                        format!(
-                            "heat pump `{}` on {port} is set to {} but `{first}` on the same port to {}; \
-                             the pumps of one serial bus share its settings",
-                            p.id,
-                            describe(serial),
-                            describe(&b.serial)
-                        ),
-                    ));
-                }
-                b.pumps.push(p.index);
-                b.needs_timeout |= !p.has_timeout;
-            }
-            None => buses.push(Bus {
-                id: String::new(),
-                port: port.clone(),
-                serial: *serial,
-                pumps: vec![p.index],
-                needs_timeout: !p.has_timeout,
-            }),
+        let Some(i) = buses.iter().position(|b| &b.port == port) else {
+            continue;
+        };
+        let (b, first) = (&buses[i], &set_by[i].id);
+        if b.serial == *serial {
+            continue;
+        }
+        let path = entry_path(p.index, &["modbus"]);
+        if p.enabled {
+            errors.push(folder.heatpumps.diag(
+                Severity::Error,
+                &path,
+                format!(
+                    "heat pump `{}` on {port} is set to {} but `{first}` on the same port to {}; \
+                     the pumps of one serial bus share its settings",
+                    p.id,
+                    describe(serial),
+                    describe(&b.serial)
+                ),
+            ));
+        } else {
+            dropped.push(Dropped {
+                what: format!("the serial line of `{}`: {}", p.id, describe(serial)),
+                at: folder.heatpumps.place(&path),
+                why: format!(
+                    "`{}` is disabled, and the pumps of one serial bus share its settings: {port} runs at {} \
+                     (`{first}`'s); make them agree before enabling it",
+                    p.id,
+                    describe(&b.serial)
+                ),
+            });
         }
     }
     if !errors.is_empty() {

@@ -883,6 +883,37 @@ async fn hpmanagers_display_file_gives_the_initial_settings() {
 }
 
 #[tokio::test]
+async fn a_flat_visible_fields_list_in_display_yml_leaves_every_pump_its_default_tiles() {
+    // HPManager's older format: one list for no pump in particular, which it ignored.
+    let config = DashboardConfig {
+        display: Some("display.yml".into()),
+        ..DashboardConfig::default()
+    };
+    let h = harness_with(None, config.clone(), |dir| {
+        std::fs::write(
+            dir.join("display.yml"),
+            "refresh_interval: 15\nvisible_fields: [actual_dhw_temperature]\n",
+        )
+        .unwrap();
+    });
+    let mut cx = crate::component::Check::new("dash", h.dir.path(), h.dir.path(), &[]);
+    config.check(&mut cx);
+    assert!(cx.problems.is_empty(), "{:#?}", cx.problems);
+    let s = h.app.settings();
+    assert_eq!(s.refresh_interval_seconds, 15);
+    assert!(s.pumps.is_empty(), "{s:?}");
+    let card = |body: &str| {
+        let start = body.find("id=\"pump-hp1\"").expect("hp1's card");
+        let end = body.find("id=\"pump-hp2\"").expect("hp2's card");
+        body[start..end].to_string()
+    };
+    let r = get(&h.app, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let plain = harness(None);
+    assert_eq!(card(&r.body), card(&get(&plain.app, "/").await.body));
+}
+
+#[tokio::test]
 async fn a_silent_pump_turns_offline_and_its_history_survives_a_restart() {
     let h = harness(None);
     assert_eq!(h.app.save_history().map(|n| n > 0).ok(), Some(true));

@@ -13,11 +13,11 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::component::Check;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Severity};
 use crate::event::Tags;
 use crate::hpmanager::heatpumps::{
-    self, bad_port, bad_timeout, bad_unit_id, entry_path, needs_host, no_modbus, timeout_ok, used_twice, DEFAULT_PORT,
-    DEFAULT_TYPE, DEFAULT_UNIT_ID,
+    self, bad_port, bad_timeout, bad_unit_id, entry_path, in_disabled_entry, needs_host, no_modbus, timeout_ok, Ids,
+    DEFAULT_PORT, DEFAULT_TYPE, DEFAULT_UNIT_ID,
 };
 use crate::registers::RegisterMap;
 use crate::yaml::{locate, scalar};
@@ -393,17 +393,31 @@ fn heatpumps_file(
         .collect();
     // Where entry `index`'s `field` is written (`modbus.` keys under `modbus:`),
     // else the entry itself; (0, 0), naming the file alone, when neither is found.
-    let err = |r: &mut dyn FnMut(Diagnostic), index: usize, field: &str, msg: String| {
+    let place = |index: usize, field: &str| {
         let entry = entry_path(index, &[]);
         let at = if matches!(field, "id" | "model") {
             entry_path(index, &[field])
         } else {
             entry_path(index, &["modbus", field])
         };
-        let (line, col) = locate(&text, &at).or_else(|| locate(&text, &entry)).unwrap_or((0, 0));
-        r(Diagnostic::at(path, line, col, msg));
+        locate(&text, &at).or_else(|| locate(&text, &entry)).unwrap_or((0, 0))
     };
-    let mut seen = HashSet::new();
+    // A problem of an entry: an error, or a warning when the entry is disabled
+    // (HPManager read nothing else of a disabled entry).
+    let err = |r: &mut dyn FnMut(Diagnostic), index: usize, field: &str, msg: String| {
+        let (line, col) = place(index, field);
+        let d = Diagnostic::at(path, line, col, msg);
+        r(if file.heatpumps[index].enabled {
+            d
+        } else {
+            Diagnostic {
+                severity: Severity::Warning,
+                message: in_disabled_entry(&d.message),
+                ..d
+            }
+        });
+    };
+    let mut ids_seen = Ids::default();
     let mut push = |d: Diagnostic| r.external(d);
     let mut warnings = Vec::new();
     let mut wanted = false;
@@ -413,8 +427,12 @@ fn heatpumps_file(
             err(&mut push, index, "id", "heat pump entry without an `id`".into());
             continue;
         }
-        if !seen.insert(id.clone()) {
-            err(&mut push, index, "id", used_twice(id));
+        if let Some((severity, message)) = ids_seen.add(id, h.enabled) {
+            let (line, col) = place(index, "id");
+            push(Diagnostic {
+                severity,
+                ..Diagnostic::at(path, line, col, message)
+            });
             ok = false;
         }
         let model = h.model.clone().unwrap_or_default();
