@@ -314,3 +314,64 @@ registers = "{map}"
     let status = terminate(&mut run.child.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
+
+/// The pipeline itself edited: inline devices are taken live; a sink's other
+/// keys wait for a restart, and the scrape says so.
+#[test]
+fn inline_devices_change_live_and_other_changes_wait_for_a_restart() {
+    let (_sim, gateway) = simulator_with(&["--devices", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let pipeline = dir.path().join("pipeline.toml");
+    let write = |units: &[u8], namespace: &str| {
+        let devices: String = units
+            .iter()
+            .map(|u| {
+                format!(
+                    "[[sources.pumps.devices]]\nid = \"hp{u}\"\nmodel = \"stiebel_eltron_wpm\"\n\
+                     host = \"127.0.0.1\"\nport = {gateway}\nunit_id = {u}\n"
+                )
+            })
+            .collect();
+        let text = format!(
+            "data_dir = \"data\"\n[sources.pumps]\ntype = \"modbus_tcp\"\nregisters = \"{map}\"\n\
+             interval = \"200ms\"\ntimeout = \"1s\"\n{devices}\n[sinks.metrics]\ntype = \"prometheus\"\n\
+             inputs = [\"pumps\"]\naddress = \"127.0.0.1:{metrics}\"\nnamespace = \"{namespace}\"\n",
+            map = shipped_registers().display()
+        );
+        let tmp = dir.path().join(".pipeline.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &pipeline).unwrap();
+    };
+    write(&[1], "heatpump");
+    let child = hpflow()
+        .arg("run")
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Running {
+        child: Killed(child),
+        port: metrics,
+        started: Instant::now(),
+        hp1: 0.0,
+    };
+    run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
+
+    write(&[1, 2], "heatpump");
+    let m = run.until("hp2 added inline", |m| polls(m, "hp2").is_some_and(|p| p >= 2.0));
+    assert_eq!(sample(&m, "hpflow_config_restart_required"), Some(0.0), "{m}");
+
+    // Another namespace is the sink rebuilt: not done live, said to wait.
+    write(&[1, 2], "other");
+    let m = run.until("the namespace change noted", |m| {
+        sample(m, "hpflow_config_restart_required") == Some(1.0)
+    });
+    assert!(
+        m.contains("heatpump_up{"),
+        "the running sink keeps its namespace until the restart"
+    );
+    let status = terminate(&mut run.child.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}

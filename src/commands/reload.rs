@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::component::{ComponentConfig, Control, Kind};
 use crate::config::{load_pipeline, CheckedPipeline, ComponentEntry};
+use crate::sources::SourceConfig;
 use crate::telemetry::Registry;
 
 /// How long files must stay quiet before a change is acted on: an editor's
@@ -58,18 +59,29 @@ pub fn reload(
         restart.push("shutdown_timeout".to_string());
     }
     let mut live = 0;
-    compare(&running.file.sources, &next.file.sources, &mut restart, |i, id| {
-        follow(&next, (Kind::Source, i), id, control, &mut live)
-    });
+    // A source whose inline devices changed takes them like a changed inventory file.
+    let devices_only = |a: &SourceConfig, b: &SourceConfig| a.differs_in_devices_only(b);
+    compare(
+        &running.file.sources,
+        &next.file.sources,
+        &mut restart,
+        devices_only,
+        |i, id| follow(&next, (Kind::Source, i), id, control, &mut live),
+    );
     compare(
         &running.file.transforms,
         &next.file.transforms,
         &mut restart,
+        |_, _| false,
         |i, id| follow(&next, (Kind::Transform, i), id, control, &mut live),
     );
-    compare(&running.file.sinks, &next.file.sinks, &mut restart, |i, id| {
-        follow(&next, (Kind::Sink, i), id, control, &mut live)
-    });
+    compare(
+        &running.file.sinks,
+        &next.file.sinks,
+        &mut restart,
+        |_, _| false,
+        |i, id| follow(&next, (Kind::Sink, i), id, control, &mut live),
+    );
     if restart.is_empty() {
         info!(components = live, "Configuration reloaded");
     } else {
@@ -83,11 +95,13 @@ pub fn reload(
 }
 
 /// Compares one kind's components by id: added, removed or reconfigured ones
-/// go into `restart`; `same` is called for each one whose own keys are unchanged.
+/// go into `restart`; `same` is called for each one whose own keys are
+/// unchanged, or changed only in a way the running component takes (`live`).
 fn compare<C: ComponentConfig + PartialEq>(
     old: &[ComponentEntry<C>],
     new: &[ComponentEntry<C>],
     restart: &mut Vec<String>,
+    live: impl Fn(&C, &C) -> bool,
     mut same: impl FnMut(usize, &str),
 ) {
     let table = C::KIND.table();
@@ -99,7 +113,11 @@ fn compare<C: ComponentConfig + PartialEq>(
     for (i, n) in new.iter().enumerate() {
         match old.iter().find(|o| o.id == n.id) {
             None => restart.push(format!("{table}.{} added", n.id)),
-            Some(o) if o.config != n.config || o.inputs_ids() != n.inputs_ids() || o.queue_size != n.queue_size => {
+            Some(o)
+                if (o.config != n.config && !live(&o.config, &n.config))
+                    || o.inputs_ids() != n.inputs_ids()
+                    || o.queue_size != n.queue_size =>
+            {
                 restart.push(format!("{table}.{} changed", n.id))
             }
             Some(_) => same(i, &n.id),

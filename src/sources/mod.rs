@@ -13,3 +13,23 @@ components! {
         "modbus_tcp" => ModbusTcp(modbus::ModbusTcpConfig),
     }
 }
+
+impl SourceConfig {
+    /// Whether `next` differs from this config in its devices only: the running
+    /// source then takes it live, from what the check read (`Control::reload`).
+    pub fn differs_in_devices_only(&self, next: &SourceConfig) -> bool {
+        match (self, next) {
+            (Self::ModbusTcp(a), Self::ModbusTcp(b)) => {
+                let mut a = a.clone();
+                a.devices = b.devices.clone();
+                a == *b
+            }
+            (Self::ModbusRtu(a), Self::ModbusRtu(b)) => {
+                let mut a = a.clone();
+                a.devices = b.devices.clone();
+                a == *b
+            }
+            _ => false,
+        }
+    }
+}
