@@ -315,15 +315,16 @@ registers = "{map}"
     assert!(status.success(), "{status:?}");
 }
 
-/// The pipeline itself edited: inline devices are taken live; a sink's other
-/// keys wait for a restart, and the scrape says so.
+/// The pipeline itself edited: inline devices are taken live; a sink with
+/// other keys (a namespace, a listen address) is rebuilt in place; a new
+/// component waits for a restart, and the scrape says so.
 #[test]
-fn inline_devices_change_live_and_other_changes_wait_for_a_restart() {
+fn inline_devices_change_live_a_changed_sink_is_rebuilt_and_a_new_graph_waits() {
     let (_sim, gateway) = simulator_with(&["--devices", "2"]);
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_port();
+    let (metrics, moved) = (free_port(), free_port());
     let pipeline = dir.path().join("pipeline.toml");
-    let write = |units: &[u8], namespace: &str| {
+    let write = |units: &[u8], namespace: &str, port: u16, extra: &str| {
         let devices: String = units
             .iter()
             .map(|u| {
@@ -336,14 +337,14 @@ fn inline_devices_change_live_and_other_changes_wait_for_a_restart() {
         let text = format!(
             "data_dir = \"data\"\n[sources.pumps]\ntype = \"modbus_tcp\"\nregisters = \"{map}\"\n\
              interval = \"200ms\"\ntimeout = \"1s\"\n{devices}\n[sinks.metrics]\ntype = \"prometheus\"\n\
-             inputs = [\"pumps\"]\naddress = \"127.0.0.1:{metrics}\"\nnamespace = \"{namespace}\"\n",
+             inputs = [\"pumps\"]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"{namespace}\"\n{extra}",
             map = shipped_registers().display()
         );
         let tmp = dir.path().join(".pipeline.toml.tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &pipeline).unwrap();
     };
-    write(&[1], "heatpump");
+    write(&[1], "heatpump", metrics, "");
     let child = hpflow()
         .arg("run")
         .arg(&pipeline)
@@ -359,19 +360,31 @@ fn inline_devices_change_live_and_other_changes_wait_for_a_restart() {
     };
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
 
-    write(&[1, 2], "heatpump");
+    write(&[1, 2], "heatpump", metrics, "");
     let m = run.until("hp2 added inline", |m| polls(m, "hp2").is_some_and(|p| p >= 2.0));
     assert_eq!(sample(&m, "hpflow_config_restart_required"), Some(0.0), "{m}");
 
-    // Another namespace is the sink rebuilt: not done live, said to wait.
-    write(&[1, 2], "other");
-    let m = run.until("the namespace change noted", |m| {
+    // Another namespace: the sink is rebuilt in place and scrapes say so.
+    write(&[1, 2], "other", metrics, "");
+    run.until("the sink rebuilt with its namespace", |m| m.contains("other_up{"));
+
+    // Another listen address: rebound; the old one is let go.
+    write(&[1, 2], "other", moved, "");
+    run.port = moved;
+    let m = run.until("the sink answering on its new address", |m| m.contains("other_up{"));
+    assert_eq!(sample(&m, "hpflow_config_restart_required"), Some(0.0), "{m}");
+    assert!(http_get(metrics, "/metrics").is_none(), "the old address is let go");
+
+    // A new sink is a new graph: it waits for the restart.
+    write(
+        &[1, 2],
+        "other",
+        moved,
+        "[sinks.out]\ntype = \"console\"\ninputs = [\"pumps\"]\n",
+    );
+    run.until("the new sink noted as waiting", |m| {
         sample(m, "hpflow_config_restart_required") == Some(1.0)
     });
-    assert!(
-        m.contains("heatpump_up{"),
-        "the running sink keeps its namespace until the restart"
-    );
     let status = terminate(&mut run.child.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }

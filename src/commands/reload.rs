@@ -2,12 +2,19 @@
 //! changes (the pipeline file, a register map, a device inventory), the
 //! configuration is loaded and checked anew. With errors, they are logged with
 //! their file, line and column, counted, and the pipeline runs on unchanged.
-//! Otherwise what the running components can take live is handed to them
-//! (today: a source's device inventory, through `Control`), and what needs its
-//! component rebuilt is named in the log and waits for a restart.
+//! Otherwise each component is dealt with alone, the others running on:
+//! - unchanged keys: handed what its check read anew through `Control` (a
+//!   source applies a changed device inventory device by device);
+//! - changed keys: stopped (a transform or sink after flushing), built anew
+//!   and started on the same queue, with what waited in it; if the new one
+//!   cannot start (a listen address in use), the old configuration is started
+//!   again and the reload is reported refused;
+//! - a changed graph (components added, removed, moved, their inputs) or
+//!   `data_dir`: named in the log, waiting for a restart.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -16,21 +23,21 @@ use tracing::{error, info, warn};
 
 use crate::component::{ComponentConfig, Control, Kind};
 use crate::config::{load_pipeline, CheckedPipeline, ComponentEntry};
-use crate::sources::SourceConfig;
-use crate::telemetry::Registry;
+use crate::topology::{build_one, Node, RunningTopology};
 
 /// How long files must stay quiet before a change is acted on: an editor's
 /// save, or several files written one after the other, reload once.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Loads and checks the pipeline at `path` again and applies what it can to the
-/// running one. Returns the new configuration when it was applied.
-pub fn reload(
+/// Loads and checks the pipeline at `path` again and applies it to the running
+/// one. Returns the new configuration when it was applied.
+pub async fn reload(
     path: &Path,
     running: &CheckedPipeline,
-    control: &Control,
-    registry: &Registry,
+    topology: &mut RunningTopology,
+    control: &Arc<Control>,
 ) -> Option<CheckedPipeline> {
+    let registry = topology.registry().clone();
     let next = match load_pipeline(path) {
         Ok((next, warnings)) => {
             for w in warnings.warnings() {
@@ -51,87 +58,124 @@ pub fn reload(
             return None;
         }
     };
-    let mut restart = Vec::new();
-    if next.file.data_dir != running.file.data_dir {
-        restart.push("data_dir".to_string());
-    }
-    if next.file.shutdown_timeout != running.file.shutdown_timeout {
-        restart.push("shutdown_timeout".to_string());
-    }
+    let plan = Plan::of(running, &next);
     let mut live = 0;
-    // A source whose inline devices changed takes them like a changed inventory file.
-    let devices_only = |a: &SourceConfig, b: &SourceConfig| a.differs_in_devices_only(b);
-    compare(
-        &running.file.sources,
-        &next.file.sources,
-        &mut restart,
-        devices_only,
-        |i, id| follow(&next, (Kind::Source, i), id, control, &mut live),
-    );
-    compare(
-        &running.file.transforms,
-        &next.file.transforms,
-        &mut restart,
-        |_, _| false,
-        |i, id| follow(&next, (Kind::Transform, i), id, control, &mut live),
-    );
-    compare(
-        &running.file.sinks,
-        &next.file.sinks,
-        &mut restart,
-        |_, _| false,
-        |i, id| follow(&next, (Kind::Sink, i), id, control, &mut live),
-    );
-    if restart.is_empty() {
-        info!(components = live, "Configuration reloaded");
-    } else {
+    for (node, id) in &plan.follow {
+        if let Some(p) = next.prepared.get(node) {
+            live += usize::from(control.reload(id, p.clone()));
+        }
+    }
+    let mut failed = Vec::new();
+    for (node, id) in &plan.rebuild {
+        let ty = type_name(&next, *node);
+        let result = topology
+            .rebuild(
+                *node,
+                ty,
+                || build_one(&next, *node, &registry, control).map(|(b, _)| b),
+                || build_one(running, *node, &registry, control),
+            )
+            .await;
+        match result {
+            Ok(()) => info!(component = %id, "Component rebuilt with its new configuration"),
+            Err(e) => {
+                error!(component = %id, error = %e, "Component cannot start with its new configuration; it runs on with the previous one");
+                failed.push(format!("{id}: {e}"));
+            }
+        }
+    }
+    if !plan.restart.is_empty() {
         warn!(
-            waiting = %restart.join(", "),
+            waiting = %plan.restart.join(", "),
             "Configuration reloaded; these changes take effect at the next restart"
         );
     }
-    registry.reloads().applied(!restart.is_empty());
-    Some(next)
+    if failed.is_empty() {
+        info!(followed = live, rebuilt = plan.rebuild.len(), "Configuration reloaded");
+        registry.reloads().applied(!plan.restart.is_empty());
+        Some(next)
+    } else {
+        registry.reloads().refused(failed.join("\n"));
+        // What runs is partly the old configuration: compare with it next time.
+        None
+    }
 }
 
-/// Compares one kind's components by id: added, removed or reconfigured ones
-/// go into `restart`; `same` is called for each one whose own keys are
-/// unchanged, or changed only in a way the running component takes (`live`).
-fn compare<C: ComponentConfig + PartialEq>(
-    old: &[ComponentEntry<C>],
-    new: &[ComponentEntry<C>],
-    restart: &mut Vec<String>,
-    live: impl Fn(&C, &C) -> bool,
-    mut same: impl FnMut(usize, &str),
-) {
-    let table = C::KIND.table();
-    for o in old {
-        if !new.iter().any(|n| n.id == o.id) {
-            restart.push(format!("{table}.{} removed", o.id));
+/// What a reload does to each component.
+#[derive(Default)]
+struct Plan {
+    /// Unchanged keys: handed what its check read (a source's inventory).
+    follow: Vec<(Node, String)>,
+    /// Changed keys, same place in the graph: stopped and built anew.
+    rebuild: Vec<(Node, String)>,
+    /// What only a restart applies: the graph's shape, the data folder.
+    restart: Vec<String>,
+}
+
+impl Plan {
+    fn of(old: &CheckedPipeline, new: &CheckedPipeline) -> Plan {
+        let mut plan = Plan::default();
+        if new.file.data_dir != old.file.data_dir {
+            plan.restart.push("data_dir".to_string());
         }
+        if new.file.shutdown_timeout != old.file.shutdown_timeout {
+            plan.restart.push("shutdown_timeout".to_string());
+        }
+        // Components are rebuilt in place: the same ids in the same order and
+        // the same edges; anything else is a new graph.
+        let same_shape = ids(&old.file.sources) == ids(&new.file.sources)
+            && ids(&old.file.transforms) == ids(&new.file.transforms)
+            && ids(&old.file.sinks) == ids(&new.file.sinks)
+            && old.edges == new.edges;
+        if !same_shape {
+            plan.restart.push("components or their inputs".to_string());
+        }
+        // A source whose inline devices changed takes them like a changed inventory file.
+        plan.kind(&old.file.sources, &new.file.sources, same_shape, |a, b| {
+            a.differs_in_devices_only(b)
+        });
+        plan.kind(&old.file.transforms, &new.file.transforms, same_shape, |_, _| false);
+        plan.kind(&old.file.sinks, &new.file.sinks, same_shape, |_, _| false);
+        plan
     }
-    for (i, n) in new.iter().enumerate() {
-        match old.iter().find(|o| o.id == n.id) {
-            None => restart.push(format!("{table}.{} added", n.id)),
-            Some(o)
-                if (o.config != n.config && !live(&o.config, &n.config))
-                    || o.inputs_ids() != n.inputs_ids()
-                    || o.queue_size != n.queue_size =>
-            {
-                restart.push(format!("{table}.{} changed", n.id))
+
+    /// Sorts one kind's components: unchanged (or changed only in a way the
+    /// running one takes, `live`) ones are followed; changed ones are rebuilt,
+    /// or wait for a restart when the graph changed or their queue size did.
+    fn kind<C: ComponentConfig + PartialEq>(
+        &mut self,
+        old: &[ComponentEntry<C>],
+        new: &[ComponentEntry<C>],
+        same_shape: bool,
+        live: impl Fn(&C, &C) -> bool,
+    ) {
+        let table = C::KIND.table();
+        for (i, n) in new.iter().enumerate() {
+            let Some(o) = old.iter().find(|o| o.id == n.id) else {
+                continue;
+            };
+            let node = (C::KIND, i);
+            if o.config == n.config || live(&o.config, &n.config) {
+                self.follow.push((node, n.id.clone()));
+            } else if same_shape && o.queue_size == n.queue_size {
+                self.rebuild.push((node, format!("{table}.{}", n.id)));
+            } else {
+                self.restart.push(format!("{table}.{} changed", n.id));
             }
-            Some(_) => same(i, &n.id),
         }
     }
 }
 
-/// Hands an unchanged component what its check read this time (the source
-/// compares it with what it runs and applies the difference).
-fn follow(next: &CheckedPipeline, node: (Kind, usize), id: &str, control: &Control, live: &mut usize) {
-    if let Some(p) = next.prepared.get(&node) {
-        if control.reload(id, p.clone()) {
-            *live += 1;
-        }
+fn ids<C>(entries: &[ComponentEntry<C>]) -> Vec<&str> {
+    entries.iter().map(|e| e.id.as_str()).collect()
+}
+
+fn type_name(p: &CheckedPipeline, node: Node) -> &'static str {
+    let f = &p.file;
+    match node.0 {
+        Kind::Source => f.sources[node.1].config.type_name(),
+        Kind::Transform => f.transforms[node.1].config.type_name(),
+        Kind::Sink => f.sinks[node.1].config.type_name(),
     }
 }
 

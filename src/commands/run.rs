@@ -58,7 +58,7 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
     };
     info!(pipeline = %path.display(), graph = %pipeline.summary(), data_dir = %pipeline.file.data_dir.display(), "Starting hpflow {}", env!("CARGO_PKG_VERSION"));
     let control = pieces.control().clone();
-    let running = pieces.start();
+    let mut running = pieces.start();
     let done = running.shutdown_token();
     let mut signals = signals;
     let mut current = pipeline;
@@ -76,7 +76,7 @@ pub async fn run_checked(path: &Path, pipeline: CheckedPipeline, warnings: &Diag
             _ = files.changed() => "a configuration file changed",
         };
         info!(reason, "Reloading the configuration");
-        if let Some(next) = reload(path, &current, &control, running.registry()) {
+        if let Some(next) = reload(path, &current, &mut running, &control).await {
             if next.files() != current.files() {
                 files = FileWatch::new(&next.files());
             }

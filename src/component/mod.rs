@@ -25,7 +25,7 @@ pub(crate) use check::Problem;
 pub use check::{parse_listen_address, resolve, BuildContext, Check, Claim, Prepared};
 pub use control::Control;
 pub use output::{Output, WhenFull};
-pub use traits::{BoxError, Input, Sink, SinkContext, Source, SourceContext, Transform};
+pub use traits::{BoxError, Handover, Input, Sink, SinkContext, Source, SourceContext, Transform};
 
 /// The three kinds of component, in the order data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
@@ -56,28 +56,84 @@ pub struct SinkContext {
 }
 
 /// The receiving end of a component's queue; counts what it hands out.
+///
+/// The topology can take the queue back to hand it to a replacement of the
+/// component (a reload rebuilt it): [`Handover::take`] makes `recv` answer
+/// `None` at once, as when every upstream finished, and once the component
+/// has returned (dropping its `Input`) the queue, with what is still in it,
+/// goes back to the topology.
 pub struct Input {
-    rx: mpsc::Receiver<Event>,
+    rx: Option<mpsc::Receiver<Event>>,
     metrics: Arc<ComponentMetrics>,
+    handover: Option<(CancellationToken, oneshot::Sender<mpsc::Receiver<Event>>)>,
+}
+
+/// The topology's side of a component's queue: takes it back for a replacement.
+pub struct Handover {
+    take: CancellationToken,
+    back: oneshot::Receiver<mpsc::Receiver<Event>>,
+}
+
+impl Handover {
+    /// Ends the component's input; resolves with the queue once the component
+    /// has returned, `None` if it is gone otherwise (its task panicked).
+    pub async fn take(self) -> Option<mpsc::Receiver<Event>> {
+        self.take.cancel();
+        self.back.await.ok()
+    }
 }
 
 impl Input {
+    #[cfg(test)]
     pub(crate) fn new(rx: mpsc::Receiver<Event>, metrics: Arc<ComponentMetrics>) -> Self {
-        Input { rx, metrics }
+        Input {
+            rx: Some(rx),
+            metrics,
+            handover: None,
+        }
     }
 
-    /// The next event, or `None` once every upstream has finished.
+    /// An input whose queue the topology can take back for a replacement.
+    pub(crate) fn with_handover(rx: mpsc::Receiver<Event>, metrics: Arc<ComponentMetrics>) -> (Self, Handover) {
+        let take = CancellationToken::new();
+        let (tx, back) = oneshot::channel();
+        let input = Input {
+            rx: Some(rx),
+            metrics,
+            handover: Some((take.clone(), tx)),
+        };
+        (input, Handover { take, back })
+    }
+
+    fn taken(&self) -> bool {
+        self.handover.as_ref().is_some_and(|(t, _)| t.is_cancelled())
+    }
+
+    /// The next event, or `None` once every upstream has finished (or the
+    /// queue is being handed to a replacement).
     pub async fn recv(&mut self) -> Option<Event> {
-        let event = self.rx.recv().await?;
+        let rx = self.rx.as_mut()?;
+        let event = match &self.handover {
+            Some((take, _)) => tokio::select! {
+                biased;
+                _ = take.cancelled() => None,
+                e = rx.recv() => e,
+            },
+            None => rx.recv().await,
+        }?;
         self.metrics.received(1);
         Some(event)
     }
 
     /// Moves whatever is queued right now into `buf` (up to `max`), without waiting.
     pub fn drain_ready(&mut self, buf: &mut Vec<Event>, max: usize) {
+        if self.taken() {
+            return;
+        }
+        let Some(rx) = self.rx.as_mut() else { return };
         let mut n = 0;
         while n < max {
-            match self.rx.try_recv() {
+            match rx.try_recv() {
                 Ok(e) => {
                     buf.push(e);
                     n += 1;
@@ -86,5 +142,17 @@ impl Input {
             }
         }
         self.metrics.received(n as u64);
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        // Only a queue asked for goes back; otherwise it closes here, so the
+        // upstreams see that this consumer is gone.
+        if let (Some(rx), Some((take, back))) = (self.rx.take(), self.handover.take()) {
+            if take.is_cancelled() {
+                let _ = back.send(rx);
+            }
+        }
     }
 }

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::component::{
-    BoxError, BuildContext, ComponentConfig, Control, Input, Kind, Output, Sink, SinkContext, Source, SourceContext,
-    Transform, WhenFull,
+    BoxError, BuildContext, ComponentConfig, Control, Handover, Input, Kind, Output, Sink, SinkContext, Source,
+    SourceContext, Transform, WhenFull,
 };
 use crate::config::CheckedPipeline;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -29,7 +29,8 @@ use crate::telemetry::{ComponentMetrics, Registry};
 /// Capacity of a transform's input queue.
 const TRANSFORM_QUEUE: usize = 256;
 
-type Node = (Kind, usize);
+/// A component by kind and place in the pipeline file.
+pub type Node = (Kind, usize);
 
 /// One built component with its id, type name and (for sinks) queue capacity.
 struct Slot<C> {
@@ -68,6 +69,56 @@ pub struct Pieces {
     shutdown_timeout: Duration,
 }
 
+/// What every component is built with; `node` finds its inputs and what its
+/// check kept.
+fn context<'a>(
+    p: &'a CheckedPipeline,
+    node: Node,
+    id: &'a str,
+    registry: &'a Arc<Registry>,
+    control: &'a Arc<Control>,
+) -> BuildContext<'a> {
+    BuildContext {
+        id,
+        pipeline_dir: &p.file.dir,
+        data_dir: &p.file.data_dir,
+        input_schemas: p.input_schemas.get(&node).map_or(&[], Vec::as_slice),
+        registry,
+        control,
+        prepared: p.prepared.get(&node),
+    }
+}
+
+/// Builds the component at `node` of a checked pipeline alone (a reload's
+/// replacement), with the running pipeline's telemetry and knobs; returns it
+/// with its type name.
+pub fn build_one(
+    p: &CheckedPipeline,
+    node: Node,
+    registry: &Arc<Registry>,
+    control: &Arc<Control>,
+) -> Result<(Built, &'static str), BoxError> {
+    let f = &p.file;
+    let missing = || -> BoxError { format!("no {} at place {} of the pipeline", node.0.noun(), node.1).into() };
+    match node.0 {
+        Kind::Source => {
+            let c = f.sources.get(node.1).ok_or_else(missing)?;
+            let built = c.config.build(&context(p, node, &c.id, registry, control))?;
+            Ok((Built::Source(built), c.config.type_name()))
+        }
+        Kind::Transform => {
+            let c = f.transforms.get(node.1).ok_or_else(missing)?;
+            let built = c.config.build(&context(p, node, &c.id, registry, control))?;
+            Ok((Built::Transform(built), c.config.type_name()))
+        }
+        Kind::Sink => {
+            let c = f.sinks.get(node.1).ok_or_else(missing)?;
+            let built = c.config.build(&context(p, node, &c.id, registry, control))?;
+            Ok((Built::Sink(built), c.config.type_name()))
+        }
+    }
+}
+
 /// Builds every component of a checked pipeline. Errors here are problems the
 /// compile pass cannot see (a data folder that cannot be created, a state file
 /// that cannot be read); all are reported at once.
@@ -82,23 +133,12 @@ pub fn build<'a>(p: &'a CheckedPipeline, registry: Arc<Registry>) -> Result<Piec
         ));
         return Err(diags);
     }
-    let empty = Vec::new();
     let mut fail = |kind: Kind, id: &str, e: BoxError| {
         diags.push(
             Diagnostic::file_error(&file.source.path, e.to_string()).in_component(format!("{}.{id}", kind.table())),
         );
     };
-    // What every component is built with; `node` finds its inputs and what its
-    // check kept.
-    let context = |node: Node, id: &'a str| BuildContext {
-        id,
-        pipeline_dir: &file.dir,
-        data_dir: &file.data_dir,
-        input_schemas: p.input_schemas.get(&node).unwrap_or(&empty),
-        registry: &registry,
-        control: &control,
-        prepared: p.prepared.get(&node),
-    };
+    let context = |node: Node, id: &'a str| context(p, node, id, &registry, &control);
     let mut sources = Vec::new();
     for (i, c) in file.sources.iter().enumerate() {
         match c.config.build(&context((Kind::Source, i), &c.id)) {
@@ -169,120 +209,179 @@ impl Pieces {
     pub fn start(self) -> RunningTopology {
         let registry = self.registry.clone();
         let shutdown = CancellationToken::new();
-        let metrics = |id: &str, kind: Kind, ty: &'static str| registry.component(id, kind.noun(), ty);
-
+        let mut wiring = Wiring {
+            senders: HashMap::new(),
+            edges: self.edges,
+            registry: registry.clone(),
+        };
         // One queue per consumer.
-        let mut senders: HashMap<Node, QueueEnd> = HashMap::new();
         let mut queue = |node: Node, slot_id: &Arc<str>, ty: &'static str, capacity: usize| {
             let (tx, rx) = mpsc::channel(capacity);
-            let m = metrics(slot_id, node.0, ty);
+            let m = wiring.metrics(slot_id, node.0, ty);
             let end = QueueEnd {
                 tx,
                 metrics: m.clone(),
                 id: slot_id.clone(),
             };
-            senders.insert(node, end);
-            Input::new(rx, m)
+            wiring.senders.insert(node, end);
+            rx
         };
-        let transform_inputs: Vec<Input> = (self.transforms.iter().enumerate())
+        let transform_queues: Vec<_> = (self.transforms.iter().enumerate())
             .map(|(i, s)| queue((Kind::Transform, i), &s.id, s.ty, s.queue))
             .collect();
-        let sink_inputs: Vec<Input> = (self.sinks.iter().enumerate())
+        let sink_queues: Vec<_> = (self.sinks.iter().enumerate())
             .map(|(i, s)| queue((Kind::Sink, i), &s.id, s.ty, s.queue))
             .collect();
-        let edges = self.edges;
-        let output_of = |node: Node, own: Arc<ComponentMetrics>| {
-            let mut out = Output::new(own);
-            for (_, to) in edges.iter().filter(|(from, _)| *from == node) {
-                if let Some(q) = senders.get(to) {
-                    let policy = if to.0 == Kind::Sink {
-                        WhenFull::DropNewest
-                    } else {
-                        WhenFull::Block
-                    };
-                    out.add(q.id.clone(), q.tx.clone(), policy, q.metrics.clone());
-                }
-            }
-            out
-        };
 
-        let mut tasks: Vec<(Arc<str>, JoinHandle<()>)> = Vec::new();
-        for (
-            Slot {
-                id,
-                ty,
-                component: sink,
-                ..
-            },
-            input,
-        ) in self.sinks.into_iter().zip(sink_inputs)
-        {
-            let cx = SinkContext {
-                id: id.clone(),
-                metrics: metrics(&id, Kind::Sink, ty),
-            };
-            let name = id.clone();
-            tasks.push((
-                id,
-                tokio::spawn(async move {
-                    if let Err(e) = sink.run(input, cx).await {
-                        error!(component = %name, error = %e, "Sink stopped with an error");
-                    }
-                }),
+        let mut tasks = Vec::new();
+        for (i, (slot, rx)) in self.sinks.into_iter().zip(sink_queues).enumerate() {
+            tasks.push(wiring.spawn(
+                (Kind::Sink, i),
+                slot.id,
+                slot.ty,
+                Built::Sink(slot.component),
+                Some(rx),
+                &shutdown,
             ));
         }
-        for (
-            i,
-            (
-                Slot {
-                    id,
-                    ty,
-                    component: transform,
-                    ..
-                },
-                input,
-            ),
-        ) in self.transforms.into_iter().zip(transform_inputs).enumerate()
-        {
-            let m = metrics(&id, Kind::Transform, ty);
-            let out = output_of((Kind::Transform, i), m);
-            tasks.push((id.clone(), tokio::spawn(run_transform(id, transform, input, out))));
-        }
-        for (
-            i,
-            Slot {
-                id,
-                ty,
-                component: source,
-                ..
-            },
-        ) in self.sources.into_iter().enumerate()
-        {
-            let m = metrics(&id, Kind::Source, ty);
-            let cx = SourceContext {
-                id: id.clone(),
-                out: output_of((Kind::Source, i), m.clone()),
-                shutdown: shutdown.child_token(),
-                metrics: m,
-            };
-            let name = id.clone();
-            tasks.push((
-                id,
-                tokio::spawn(async move {
-                    if let Err(e) = source.run(cx).await {
-                        error!(component = %name, error = %e, "Source stopped with an error");
-                    }
-                }),
+        for (i, (slot, rx)) in self.transforms.into_iter().zip(transform_queues).enumerate() {
+            tasks.push(wiring.spawn(
+                (Kind::Transform, i),
+                slot.id,
+                slot.ty,
+                Built::Transform(slot.component),
+                Some(rx),
+                &shutdown,
             ));
         }
-        // Only the outputs hold senders now; when they drop, queues close.
-        drop(senders);
+        for (i, slot) in self.sources.into_iter().enumerate() {
+            tasks.push(wiring.spawn(
+                (Kind::Source, i),
+                slot.id,
+                slot.ty,
+                Built::Source(slot.component),
+                None,
+                &shutdown,
+            ));
+        }
 
         RunningTopology {
             tasks,
             shutdown,
             registry,
+            wiring: Some(wiring),
             shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+/// A built component of any kind.
+pub enum Built {
+    Source(Box<dyn Source>),
+    Transform(Box<dyn Transform>),
+    Sink(Box<dyn Sink>),
+}
+
+/// What a running pipeline keeps to start a component again: the sending end
+/// of every queue and the edges. Dropped at shutdown, so the queues close when
+/// the components' own outputs do.
+struct Wiring {
+    senders: HashMap<Node, QueueEnd>,
+    edges: Vec<(Node, Node)>,
+    registry: Arc<Registry>,
+}
+
+/// One running component.
+struct Task {
+    node: Node,
+    id: Arc<str>,
+    handle: JoinHandle<()>,
+    /// Stops this source alone.
+    stop: Option<CancellationToken>,
+    /// Takes this consumer's queue back.
+    handover: Option<Handover>,
+}
+
+impl Wiring {
+    fn metrics(&self, id: &str, kind: Kind, ty: &'static str) -> Arc<ComponentMetrics> {
+        self.registry.component(id, kind.noun(), ty)
+    }
+
+    /// The output of `node`: a sender into each downstream queue, with the
+    /// edge's policy.
+    fn output_of(&self, node: Node, own: Arc<ComponentMetrics>) -> Output {
+        let mut out = Output::new(own);
+        for (_, to) in self.edges.iter().filter(|(from, _)| *from == node) {
+            if let Some(q) = self.senders.get(to) {
+                let policy = if to.0 == Kind::Sink {
+                    WhenFull::DropNewest
+                } else {
+                    WhenFull::Block
+                };
+                out.add(q.id.clone(), q.tx.clone(), policy, q.metrics.clone());
+            }
+        }
+        out
+    }
+
+    /// Spawns a component at `node`; a transform or sink reads `queue`.
+    fn spawn(
+        &self,
+        node: Node,
+        id: Arc<str>,
+        ty: &'static str,
+        built: Built,
+        queue: Option<mpsc::Receiver<Event>>,
+        shutdown: &CancellationToken,
+    ) -> Task {
+        let m = self.metrics(&id, node.0, ty);
+        let name = id.clone();
+        let (handle, stop, handover) = match (built, queue) {
+            (Built::Source(source), _) => {
+                let stop = shutdown.child_token();
+                let cx = SourceContext {
+                    id: id.clone(),
+                    out: self.output_of(node, m.clone()),
+                    shutdown: stop.clone(),
+                    metrics: m,
+                };
+                let handle = tokio::spawn(async move {
+                    if let Err(e) = source.run(cx).await {
+                        error!(component = %name, error = %e, "Source stopped with an error");
+                    }
+                });
+                (handle, Some(stop), None)
+            }
+            (Built::Transform(transform), Some(rx)) => {
+                let (input, handover) = Input::with_handover(rx, m.clone());
+                let out = self.output_of(node, m);
+                (
+                    tokio::spawn(run_transform(name, transform, input, out)),
+                    None,
+                    Some(handover),
+                )
+            }
+            (Built::Sink(sink), Some(rx)) => {
+                let (input, handover) = Input::with_handover(rx, m.clone());
+                let cx = SinkContext {
+                    id: id.clone(),
+                    metrics: m,
+                };
+                let handle = tokio::spawn(async move {
+                    if let Err(e) = sink.run(input, cx).await {
+                        error!(component = %name, error = %e, "Sink stopped with an error");
+                    }
+                });
+                (handle, None, Some(handover))
+            }
+            (_, None) => unreachable!("the topology gives every transform and sink its queue"),
+        };
+        Task {
+            node,
+            id,
+            handle,
+            stop,
+            handover,
         }
     }
 }
@@ -325,9 +424,11 @@ async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
 
 /// A running pipeline.
 pub struct RunningTopology {
-    tasks: Vec<(Arc<str>, JoinHandle<()>)>,
+    tasks: Vec<Task>,
     shutdown: CancellationToken,
     registry: Arc<Registry>,
+    /// `None` once stopping: then only the components' own outputs hold senders.
+    wiring: Option<Wiring>,
     shutdown_timeout: Duration,
 }
 
@@ -341,20 +442,71 @@ impl RunningTopology {
         self.shutdown.clone()
     }
 
+    /// Replaces the component at `node` while the rest runs on: a source is
+    /// stopped, a transform or sink has its queue taken back once it has
+    /// flushed and returned; then `build` makes the replacement (the old one is
+    /// gone by then, so it may bind the same address or open the same files),
+    /// which takes over the queue with what waited in it. When `build` fails,
+    /// `fallback` (the component as it was) is started instead, and the error
+    /// is returned.
+    pub async fn rebuild(
+        &mut self,
+        node: Node,
+        ty: &'static str,
+        build: impl FnOnce() -> Result<Built, BoxError>,
+        fallback: impl FnOnce() -> Result<(Built, &'static str), BoxError>,
+    ) -> Result<(), BoxError> {
+        let Some(wiring) = &self.wiring else {
+            return Err("the pipeline is stopping".into());
+        };
+        let Some(at) = self.tasks.iter().position(|t| t.node == node) else {
+            return Err("no such component is running".into());
+        };
+        let task = self.tasks.swap_remove(at);
+        let queue = match (task.stop, task.handover) {
+            (Some(stop), _) => {
+                stop.cancel();
+                let _ = task.handle.await;
+                None
+            }
+            (None, Some(handover)) => {
+                let queue = handover.take().await;
+                let _ = task.handle.await;
+                match queue {
+                    Some(q) => Some(q),
+                    None => return Err(format!("{} ended without handing back its queue", task.id).into()),
+                }
+            }
+            (None, None) => None,
+        };
+        let (built, ty, result) = match build() {
+            Ok(b) => (b, ty, Ok(())),
+            Err(e) => {
+                let (b, old_ty) = fallback()?;
+                (b, old_ty, Err(e))
+            }
+        };
+        self.tasks
+            .push(wiring.spawn(node, task.id, ty, built, queue, &self.shutdown));
+        result
+    }
+
     /// Stops the sources and waits for everything downstream to drain and flush,
     /// at most the pipeline's `shutdown_timeout`; whatever is still running then
     /// is aborted and named. Returns true on a clean stop.
-    pub async fn stop(self) -> bool {
+    pub async fn stop(mut self) -> bool {
+        self.wiring = None;
         self.shutdown.cancel();
         let timeout = self.shutdown_timeout;
         self.wait_with_timeout(timeout).await
     }
 
     /// Waits until every component has finished (sources that end on their own).
-    pub async fn wait(self) {
-        for (id, t) in self.tasks {
-            if let Err(e) = t.await {
-                error!(component = %id, error = %e, "Component task failed");
+    pub async fn wait(mut self) {
+        self.wiring = None;
+        for t in self.tasks {
+            if let Err(e) = t.handle.await {
+                error!(component = %t.id, error = %e, "Component task failed");
             }
         }
     }
@@ -362,8 +514,8 @@ impl RunningTopology {
     async fn wait_with_timeout(self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut clean = true;
-        for (id, mut t) in self.tasks {
-            match tokio::time::timeout_at(deadline, &mut t).await {
+        for Task { id, mut handle, .. } in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     clean = false;
@@ -372,7 +524,7 @@ impl RunningTopology {
                 Err(_) => {
                     clean = false;
                     warn!(component = %id, timeout = ?timeout, "Component did not finish within the shutdown timeout; aborting it");
-                    t.abort();
+                    handle.abort();
                 }
             }
         }
