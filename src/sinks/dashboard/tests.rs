@@ -1551,6 +1551,8 @@ async fn a_bad_form_comes_back_with_each_message_at_its_field_and_nothing_is_wri
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     let r = get_as(app, "/heatpumps/nope/edit", &cookie).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = send(app, form("/heatpumps/hp1/rename", PUMP_FORM, &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     // A form read before someone else's change is refused.
     let stale = PUMP_FORM.replace("version=", "version=0123456789abcdef");
     let r = send(app, form("/heatpumps", &stale, &admin)).await;

@@ -6,6 +6,7 @@
 //! API's; a refused form comes back with what was typed and each message next
 //! to its input.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Form, Path, Query, State};
@@ -79,46 +80,43 @@ pub async fn create(
     post(app, headers, uri, &pairs, None, form, change, "added").await
 }
 
-/// `POST /heatpumps/{id}`: the edit form. Keys the form does not show (a
-/// `timeout`, HPManager's retries) are kept.
-pub async fn update(
+/// `POST /heatpumps/{id}` (the edit form; keys it does not show, such as a
+/// `timeout` or HPManager's retries, are kept), `POST /heatpumps/{id}/delete`
+/// and `POST /heatpumps/{id}/enabled` (`enabled=true` or `false`).
+pub async fn change(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(id): Path<String>,
+    Path(path): Path<BTreeMap<String, String>>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let form = PumpForm::posted(&pairs);
-    let change = Change::Patch(id.clone(), form.entry());
-    post(app, headers, uri, &pairs, Some(&id), form, change, "saved").await
-}
-
-/// `POST /heatpumps/{id}/delete`.
-pub async fn delete(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
-    let change = Change::Delete(id.clone());
-    post(app, headers, uri, &pairs, None, PumpForm::default(), change, "deleted").await
-}
-
-/// `POST /heatpumps/{id}/enabled` with `enabled=true` or `false`.
-pub async fn enabled(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
-    let on = pairs.iter().any(|(k, v)| k == "enabled" && v == "true");
-    let mut patch = serde_yaml::Mapping::new();
-    patch.insert("enabled".into(), on.into());
-    let change = Change::Patch(id.clone(), Yaml::Mapping(patch));
-    let done = if on { "enabled" } else { "disabled" };
-    post(app, headers, uri, &pairs, None, PumpForm::default(), change, done).await
+    let id = path.get("id").cloned().unwrap_or_default();
+    match path.get("action").map(String::as_str) {
+        None => {
+            let form = PumpForm::posted(&pairs);
+            let change = Change::Patch(id.clone(), form.entry());
+            post(app, headers, uri, &pairs, Some(&id), form, change, "saved").await
+        }
+        Some("delete") => {
+            let change = Change::Delete(id);
+            post(app, headers, uri, &pairs, None, PumpForm::default(), change, "deleted").await
+        }
+        Some("enabled") => {
+            let on = pairs.iter().any(|(k, v)| k == "enabled" && v == "true");
+            let mut patch = serde_yaml::Mapping::new();
+            patch.insert("enabled".into(), on.into());
+            let change = Change::Patch(id, Yaml::Mapping(patch));
+            let done = if on { "enabled" } else { "disabled" };
+            post(app, headers, uri, &pairs, None, PumpForm::default(), change, done).await
+        }
+        Some(_) => message(
+            &app,
+            &headers,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no page at this address.",
+        ),
+    }
 }
 
 /// Authorises a post, applies `change` and sends the browser back to the list
