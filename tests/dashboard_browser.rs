@@ -365,6 +365,30 @@ async fn the_dashboard_in_chromium_shows_what_read_reads_stays_on_its_origin_and
     );
 }
 
+/// Exceptions, console errors and warnings, and requests to other origins;
+/// `provoked`: statuses a test asked for, whose network errors are expected.
+fn problems(events: &[Json], origin: &str, provoked: &[u16]) -> Vec<String> {
+    let expected = |e: &Json| {
+        let text = e["params"]["entry"]["text"].as_str().unwrap_or("");
+        e["params"]["entry"]["source"] == "network"
+            && provoked
+                .iter()
+                .any(|s| text.contains(&format!("responded with a status of {s} ")))
+    };
+    events
+        .iter()
+        .filter(|e| {
+            e["method"] == "Runtime.exceptionThrown"
+                || (e["method"] == "Log.entryAdded"
+                    && matches!(e["params"]["entry"]["level"].as_str(), Some("error" | "warning"))
+                    && !expected(e))
+                || (e["method"] == "Network.requestWillBeSent"
+                    && !e["params"]["request"]["url"].as_str().unwrap_or("").starts_with(origin))
+        })
+        .map(|e| e.to_string())
+        .collect()
+}
+
 /// Ten pumps with three hours of history, served by the router alone: the
 /// page weight budget, sparklines with a gap, charts, dark mode, a phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,20 +461,106 @@ async fn ten_pumps_with_hours_of_history_fit_the_page_budget_and_show_gaps() {
         cdp.navigate(&format!("{origin}/pump/hp2?window=60"));
         assert_eq!(cdp.eval(FITS), json!(true), "the pump page fits a phone");
         cdp.screenshot("dashboard-pump-phone.png");
-        cdp.events
-            .iter()
-            .filter(|e| {
-                e["method"] == "Runtime.exceptionThrown"
-                    || (e["method"] == "Log.entryAdded"
-                        && matches!(e["params"]["entry"]["level"].as_str(), Some("error" | "warning")))
-                    || (e["method"] == "Network.requestWillBeSent"
-                        && !e["params"]["request"]["url"]
-                            .as_str()
-                            .unwrap_or("")
-                            .starts_with(&origin))
-            })
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
+        problems(&cdp.events, &origin, &[])
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The heat pump pages in the browser, served by the router with its
+/// inventory file: log in, add a pump through the form (a bad port first,
+/// answered beside the port), see it in the list, rename it through the edit
+/// page, disable it and delete it; the file follows every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heat_pumps_are_added_edited_disabled_and_deleted_through_the_pages() {
+    let browser = Browser::launch();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("heatpumps.yml");
+    std::fs::copy(support::repo().join("config/heatpumps.yml"), &inventory).unwrap();
+    let config = DashboardConfig {
+        inventory: Some("heatpumps.yml".into()),
+        registers: Some(shipped_registers()),
+        ..DashboardConfig::default()
+    };
+    let control = Arc::new(hpflow::component::Control::default());
+    let app = config
+        .app(
+            "dashboard",
+            dir.path(),
+            dir.path(),
+            &[],
+            &control,
+            Some(TOKEN.to_string()),
+            None,
+        )
+        .expect("the dashboard builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let router = hpflow::sinks::dashboard::router(Arc::new(app));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let origin2 = origin.clone();
+    let inventory2 = inventory.clone();
+    let problems = tokio::task::spawn_blocking(move || {
+        let (origin, inventory) = (origin2, inventory2);
+        let text = || std::fs::read_to_string(&inventory).unwrap();
+        let mut cdp = browser.page();
+        cdp.navigate(&format!("{origin}/heatpumps"));
+        assert_eq!(
+            cdp.eval("[document.querySelector('.readonly a').textContent, document.querySelectorAll('td.actions').length]"),
+            json!(["Log in to change", 0]),
+            "logged out, the list is read-only"
+        );
+        cdp.submit("document.querySelector('.readonly a').click()");
+        cdp.submit(&format!(
+            "document.querySelector('#token').value = '{TOKEN}'; document.querySelector('form.login').submit()"
+        ));
+        cdp.navigate(&format!("{origin}/heatpumps"));
+        assert_eq!(cdp.eval("document.querySelector('#hp-hp1 .name').textContent"), json!("Heat Pump 1"));
+
+        let fill = |port: &str| {
+            format!(
+                "const f = document.querySelector('form.pump-form'); \
+                 f.querySelector('#hp-id').value = 'hp2'; f.querySelector('#hp-name').value = 'Attic & loft'; \
+                 f.querySelector('#hp-location').value = 'Loft'; f.querySelector('#hp-model').value = 'stiebel_eltron_wpm'; \
+                 f.querySelector('#hp-host').value = '192.0.2.11'; f.querySelector('#hp-port').value = '{port}'; \
+                 f.querySelector('#hp-unit_id').value = '2'; f.submit()"
+            )
+        };
+        cdp.submit(&fill("0"));
+        assert_eq!(
+            cdp.eval("[document.querySelector('#hp-port-error').textContent, document.querySelector('#hp-port').value, document.querySelector('#hp-name').value]"),
+            json!(["heat pump `hp2`: `port` must be 1-65535, not 0", "0", "Attic & loft"]),
+            "the message is beside the port and the input is kept"
+        );
+        assert!(!text().contains("hp2"), "nothing written: {}", text());
+        cdp.screenshot("dashboard-heatpumps-invalid.png");
+        cdp.submit("document.querySelector('#hp-port').value = '5020'; document.querySelector('form.pump-form').submit()");
+        assert_eq!(cdp.eval("location.pathname + location.search"), json!("/heatpumps?done=added&id=hp2"));
+        assert_eq!(
+            cdp.eval("[document.querySelector('.notice').textContent, document.querySelector('#hp-hp2 .name').textContent, document.querySelector('#hp-hp2 td:nth-child(5)').textContent]"),
+            json!(["Heat pump hp2 added.", "Attic & loft", "192.0.2.11:5020"])
+        );
+        assert!(text().contains("- id: hp2\n  name: Attic & loft\n"), "{}", text());
+        cdp.screenshot("dashboard-heatpumps.png");
+
+        cdp.submit("document.querySelector('#hp-hp2 a[href=\"/heatpumps/hp2/edit\"]').click()");
+        assert_eq!(cdp.eval("document.querySelector('#hp-host').value"), json!("192.0.2.11"));
+        cdp.submit("document.querySelector('#hp-name').value = 'Attic'; document.querySelector('form.pump-form').submit()");
+        assert_eq!(cdp.eval("document.querySelector('#hp-hp2 .name').textContent"), json!("Attic"));
+        assert!(text().contains("  name: Attic\n"), "{}", text());
+
+        cdp.submit("document.querySelector('#hp-hp2 form[action$=\"/enabled\"] button').click()");
+        assert_eq!(cdp.eval("document.querySelector('#hp-hp2 .enabled').textContent"), json!("no"));
+        cdp.submit("document.querySelector('#hp-hp2 form[action$=\"/delete\"] button').click()");
+        assert_eq!(
+            cdp.eval("[document.querySelector('.notice').textContent, document.querySelectorAll('#hp-hp2').length]"),
+            json!(["Heat pump hp2 deleted.", 0])
+        );
+        assert!(!text().contains("hp2"), "{}", text());
+        // The refused form's 422 is on purpose.
+        problems(&cdp.events, &origin, &[422])
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));

@@ -242,24 +242,59 @@ address = "127.0.0.1:{dashboard}"
     assert!(said.contains("Device inventory reloaded"), "{said}");
 }
 
-/// `POST` with the admin token, over a plain socket; the status code.
-fn post_json(port: u16, path: &str, token: &str, body: &str) -> u16 {
+/// One HTTP/1.1 request over a plain socket (`head`: the request line and
+/// headers but `Host`, `Content-Length` and `Connection`); the whole reply.
+fn request(port: u16, head: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{head}\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn status(reply: &str) -> u16 {
     reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-#[test]
-fn a_heat_pump_added_through_the_dashboard_api_is_polled() {
+/// `POST` with the admin token; the status code.
+fn post_json(port: u16, path: &str, token: &str, body: &str) -> u16 {
+    let head = format!("POST {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json");
+    status(&request(port, &head, body))
+}
+
+/// Logs in through the login form and posts `body` to the form at `path`
+/// from the dashboard's own page, as a browser does; the status code.
+fn post_form_logged_in(port: u16, path: &str, token: &str, body: &str) -> u16 {
+    let form = |path: &str, extra: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nOrigin: http://127.0.0.1:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded{extra}"
+        )
+    };
+    let reply = request(port, &form("/login", ""), &format!("token={token}"));
+    assert_eq!(status(&reply), 303, "{reply}");
+    let cookie = (reply.lines())
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie:")
+                .then(|| l[11..].trim())
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    status(&request(port, &form(path, &format!("\r\nCookie: {cookie}")), body))
+}
+
+/// `hpflow run` polling hp1, with a dashboard managing the inventory; `add`
+/// adds hp2 through the dashboard (its port, the gateway's, the admin
+/// token), which must then be polled and get its card on the overview.
+fn a_pump_added_through_the_dashboard_is_polled(add: impl FnOnce(u16, u16, &str)) {
     let (_sim, gateway) = simulator_with(&["--devices", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let (metrics, dashboard) = (free_port(), free_port());
@@ -303,14 +338,15 @@ registers = "{map}"
         hp1: 0.0,
     };
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
-    let body = format!(
-        r#"{{"id": "hp2", "name": "Two", "model": "stiebel_eltron_wpm",
-            "modbus": {{"host": "127.0.0.1", "port": {gateway}, "unit_id": 2}}}}"#
-    );
-    assert_eq!(post_json(dashboard, "/api/heatpumps", token, &body), 201);
-    run.until("hp2 added through the API", |m| {
+    add(dashboard, gateway, token);
+    run.until("hp2 added through the dashboard", |m| {
         polls(m, "hp2").is_some_and(|p| p >= 2.0)
     });
+    let start = Instant::now();
+    while !http_get(dashboard, "/").is_some_and(|page| page.contains("id=\"pump-hp2\"")) {
+        assert!(start.elapsed() < WAIT, "hp2's card did not appear on the overview");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = terminate(&mut run.child.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
@@ -387,4 +423,25 @@ fn inline_devices_change_live_a_changed_sink_is_rebuilt_and_a_new_graph_waits() 
     });
     let status = terminate(&mut run.child.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_heat_pump_added_through_the_dashboard_api_is_polled() {
+    a_pump_added_through_the_dashboard_is_polled(|dashboard, gateway, token| {
+        let body = format!(
+            r#"{{"id": "hp2", "name": "Two", "model": "stiebel_eltron_wpm",
+            "modbus": {{"host": "127.0.0.1", "port": {gateway}, "unit_id": 2}}}}"#
+        );
+        assert_eq!(post_json(dashboard, "/api/heatpumps", token, &body), 201);
+    });
+}
+
+#[test]
+fn a_heat_pump_added_through_the_dashboard_form_is_polled() {
+    a_pump_added_through_the_dashboard_is_polled(|dashboard, gateway, token| {
+        let body = format!(
+            "id=hp2&name=Two&location=&model=stiebel_eltron_wpm&host=127.0.0.1&port={gateway}&unit_id=2&enabled=on"
+        );
+        assert_eq!(post_form_logged_in(dashboard, "/heatpumps", token, &body), 303);
+    });
 }

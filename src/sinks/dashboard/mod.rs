@@ -40,6 +40,12 @@
 //!   sources at once through [`Control`](crate::component::Control)), refresh
 //!   interval, default and per-pump sparkline window, tiles per pump. See
 //!   [`settings`] for the file; a save based on an old version gets `409`.
+//! - `GET /heatpumps` (with `inventory` set; linked from the menu): the
+//!   inventory with edit / enable-disable / delete and an add form;
+//!   `GET /heatpumps/{id}/edit`. Posts (`POST /heatpumps`, `/heatpumps/{id}`,
+//!   `/heatpumps/{id}/delete`, `/heatpumps/{id}/enabled`) are authorised like
+//!   the settings form and checked and written like the heat pump API; `303`
+//!   back to the list, or the form again with each message at its field.
 //! - `GET /login`, `POST /login`, `POST /logout`: see [`auth`].
 //! - `GET /static/{style.css,app.js,icon.svg}`.
 //!

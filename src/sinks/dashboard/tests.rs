@@ -1433,3 +1433,185 @@ fn the_inventory_is_checked_at_its_key() {
     ));
     assert!(p.is_empty(), "{p:#?}");
 }
+
+// The heat pump pages: the same checks and writes as the API, through forms.
+
+const PUMP_FORM: &str = "version=&id=hp2&name=Attic+%26+loft&location=Loft&model=stiebel_eltron_wpm\
+                         &host=192.0.2.11&port=5020&unit_id=2&enabled=on";
+
+async fn get_as(app: &Arc<App>, uri: &str, cookie: &str) -> Reply {
+    let req = Request::get(uri).header(HOST, HOST_NAME).header(COOKIE, cookie);
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn a_heat_pump_added_through_the_form_is_written_listed_edited_disabled_and_deleted() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let r = get(app, "/").await;
+    assert!(
+        r.body.contains(r#"<a href="/heatpumps">Heat pumps</a>"#),
+        "the nav links the page"
+    );
+    let cookie = login(app).await;
+    let admin = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let r = send(app, form("/heatpumps", PUMP_FORM, &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.headers[LOCATION], "/heatpumps?done=added&id=hp2");
+    let entries = p.entries();
+    assert_eq!(entries.len(), 2);
+    let hp2 = &entries[1];
+    assert_eq!(
+        (hp2.id.as_str(), hp2.name.as_deref(), hp2.enabled),
+        (Some("hp2"), Some("Attic & loft"), true)
+    );
+    let mb = hp2.modbus.as_ref().unwrap();
+    assert_eq!(
+        (
+            mb.host.as_deref(),
+            mb.port.as_ref().and_then(|p| p.as_i64()),
+            mb.unit_id
+        ),
+        (Some("192.0.2.11"), Some(5020), Some(2))
+    );
+
+    let r = get_as(app, "/heatpumps?done=added&id=hp2", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Heat pump hp2 added."), "{}", r.body);
+    assert!(
+        r.body.contains("<td class=\"name\">Attic &amp; loft</td>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<td>192.0.2.11:5020</td>"), "{}", r.body);
+    assert!(r.body.contains(r#"action="/heatpumps/hp2/delete""#), "{}", r.body);
+    assert!(r.body.contains(r#"<option value="stiebel_eltron_wpm""#), "{}", r.body);
+
+    // The edit form is filled from the file; a change keeps what the form does not show.
+    let r = get_as(app, "/heatpumps/hp1/edit", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains(r#"action="/heatpumps/hp1""#), "{}", r.body);
+    assert!(r.body.contains(r#"name="host" value="192.0.2.10""#), "{}", r.body);
+    let edit =
+        "version=&id=hp1&name=Renamed&location=&model=stiebel_eltron_wpm&host=192.0.2.10&port=502&unit_id=1&enabled=on";
+    let r = send(app, form("/heatpumps/hp1", edit, &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let hp1 = &p.entries()[0];
+    assert_eq!((hp1.name.as_deref(), hp1.location.as_deref()), (Some("Renamed"), None));
+    assert!(p.text().contains("    retries: 3\n"), "{}", p.text());
+
+    let r = send(app, form("/heatpumps/hp1/enabled", "enabled=false", &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(!p.entries()[0].enabled);
+    let r = send(app, form("/heatpumps/hp2/delete", "", &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(p.entries().len(), 1);
+    let r = send(app, form("/heatpumps/hp2/delete", "", &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_bad_form_comes_back_with_each_message_at_its_field_and_nothing_is_written() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let before = std::fs::read(&p.path).unwrap();
+    let cookie = login(app).await;
+    let admin = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let bad = PUMP_FORM
+        .replace("port=5020", "port=70000")
+        .replace("name=Attic+%26+loft", "name=%3Cb%3EAttic%3C%2Fb%3E");
+    let r = send(app, form("/heatpumps", &bad, &admin)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+    // The message right after the port input, which keeps what was typed.
+    assert!(
+        r.body.contains(
+            "<input id=\"hp-port\" name=\"port\" value=\"70000\" aria-invalid=\"true\" aria-describedby=\"hp-port-error\">\n\
+             <p class=\"error\" id=\"hp-port-error\">heat pump `hp2`: `port` must be 1-65535, not 70000</p>"
+        ),
+        "{}",
+        r.body
+    );
+    // The name with markup comes back as text, next to its own message.
+    assert!(
+        r.body
+            .contains(r#"name="name" value="&lt;b&gt;Attic&lt;/b&gt;" aria-invalid="true""#),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("<b>Attic"), "{}", r.body);
+    assert!(r.body.contains(r#"name="host" value="192.0.2.11">"#), "{}", r.body);
+
+    // A taken id is refused at the id; an edit of a missing pump is 404.
+    let taken = PUMP_FORM.replace("id=hp2", "id=hp1");
+    let r = send(app, form("/heatpumps", &taken, &admin)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains(r#"<p class="error" id="hp-id-error">"#), "{}", r.body);
+    let r = send(app, form("/heatpumps/nope", PUMP_FORM, &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = get_as(app, "/heatpumps/nope/edit", &cookie).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = send(app, form("/heatpumps/hp1/rename", PUMP_FORM, &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    // A form read before someone else's change is refused.
+    let stale = PUMP_FORM.replace("version=", "version=0123456789abcdef");
+    let r = send(app, form("/heatpumps", &stale, &admin)).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn heat_pump_forms_need_a_login_and_the_same_origin_and_logged_out_the_list_is_read_only() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let before = std::fs::read(&p.path).unwrap();
+    let r = get(app, "/heatpumps").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<td class=\"name\">Heat Pump 1</td>"), "{}", r.body);
+    assert!(
+        r.body.contains(r#"<a href="/login">Log in to change</a>"#),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("/heatpumps/hp1/delete"), "no actions: {}", r.body);
+    assert!(r.body.contains("<fieldset disabled>"), "{}", r.body);
+
+    let posts = [
+        ("/heatpumps", PUMP_FORM),
+        ("/heatpumps/hp1", PUMP_FORM),
+        ("/heatpumps/hp1/delete", ""),
+        ("/heatpumps/hp1/enabled", "enabled=false"),
+    ];
+    for (uri, body) in posts {
+        let r = send(app, form(uri, body, &[(ORIGIN, SAME)])).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}: {}", r.body);
+        let r = send(app, form(uri, body, &[(ORIGIN, SAME), (AUTHORIZATION, "Bearer wrong")])).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let cookie = login(app).await;
+    let cross: [&[(axum::http::HeaderName, &str)]; 3] = [
+        &[(COOKIE, &cookie), (ORIGIN, "http://evil.example")],
+        &[(COOKIE, &cookie), (REFERER, "http://evil.example/page")],
+        &[(COOKIE, &cookie)],
+    ];
+    for headers in cross {
+        for (uri, body) in posts {
+            let r = send(app, form(uri, body, headers)).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri} {headers:?}");
+            assert!(r.body.contains("Refused a change sent from another site"), "{}", r.body);
+        }
+    }
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+
+    // Without a token nothing can be changed, and the page says how to enable it.
+    let p = pumps(None);
+    let r = send(&p.h.app, form("/heatpumps", PUMP_FORM, &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+    // Without an inventory there is no link and the page says what to set.
+    let h = harness(Some(TOKEN));
+    assert!(!get(&h.app, "/").await.body.contains("/heatpumps"));
+    let r = get(&h.app, "/heatpumps").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("`inventory`"), "{}", r.body);
+}

@@ -48,7 +48,7 @@ fn not_configured(key: &str) -> Response {
     )
 }
 
-fn inventory(app: &App) -> Result<&Inventory, Response> {
+pub(super) fn inventory(app: &App) -> Result<&Inventory, Response> {
     match (&app.registers.inventory, &app.registers.map) {
         (Some(i), _) => Ok(i),
         (None, None) => Err(not_configured("inventory` and `registers")),
@@ -94,7 +94,7 @@ fn entry_json(app: &App, entry: &Yaml) -> Json_ {
 }
 
 /// Reads the inventory off the async threads.
-async fn read(app: &Arc<App>) -> Result<(Vec<Yaml>, String), Response> {
+pub(super) async fn read(app: &Arc<App>) -> Result<(Vec<Yaml>, String), Response> {
     let app2 = app.clone();
     let read = tokio::task::spawn_blocking(move || inventory(&app2).map(|i| i.read())).await;
     match read {
@@ -162,16 +162,9 @@ async fn change(
     let if_match = headers.get(IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
     let change = make(body);
     let deleting = matches!(change, Change::Delete(_));
-    let app2 = app.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let inventory = inventory(&app2).map_err(|_| ChangeError::Edit(EditError::File("no inventory".into())))?;
-        inventory.change(change, if_match.as_deref())
-    })
-    .await;
-    let (entry, version) = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return change_error(e),
-        Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("saving failed: {e}"), &[]),
+    let (entry, version) = match apply(&app, change, if_match).await {
+        Ok(r) => r,
+        Err((status, text, errors)) => return refused(status, &text, &errors),
     };
     let (status, message) = done;
     let body = if deleting {
@@ -186,17 +179,42 @@ async fn change(
     with_etag((status, Json(body)).into_response(), &version)
 }
 
-fn change_error(e: ChangeError) -> Response {
-    let text = e.to_string();
-    match e {
-        ChangeError::Edit(EditError::NotFound(_)) => refused(StatusCode::NOT_FOUND, &text, &[]),
-        ChangeError::Edit(EditError::Duplicate(f)) => refused(StatusCode::CONFLICT, &text, &[f]),
-        ChangeError::Edit(EditError::Invalid(errors)) => refused(StatusCode::UNPROCESSABLE_ENTITY, &text, &errors),
-        ChangeError::Stale { .. } => refused(StatusCode::PRECONDITION_FAILED, &text, &[]),
-        ChangeError::Edit(EditError::File(_)) | ChangeError::Io { .. } => {
-            refused(StatusCode::INTERNAL_SERVER_ERROR, &text, &[])
-        }
+/// Why a change was refused: its status, its sentence and the fields at fault.
+pub(super) type Refused = (StatusCode, String, Vec<FieldError>);
+
+/// Applies `change` to the inventory off the async threads (checked, then
+/// written atomically); `if_match` is the version the client read. The API
+/// and the heat pump pages both change the file through here.
+pub(super) async fn apply(app: &Arc<App>, change: Change, if_match: Option<String>) -> Result<(Yaml, String), Refused> {
+    let app2 = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let inventory = inventory(&app2).map_err(|_| ChangeError::Edit(EditError::File("no inventory".into())))?;
+        inventory.change(change, if_match.as_deref())
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(change_error(e)),
+        Err(e) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("saving failed: {e}"),
+            Vec::new(),
+        )),
     }
+}
+
+fn change_error(e: ChangeError) -> Refused {
+    let text = e.to_string();
+    let (status, errors) = match e {
+        ChangeError::Edit(EditError::NotFound(_)) => (StatusCode::NOT_FOUND, Vec::new()),
+        ChangeError::Edit(EditError::Duplicate(f)) => (StatusCode::CONFLICT, vec![f]),
+        ChangeError::Edit(EditError::Invalid(errors)) => (StatusCode::UNPROCESSABLE_ENTITY, errors),
+        ChangeError::Stale { .. } => (StatusCode::PRECONDITION_FAILED, Vec::new()),
+        ChangeError::Edit(EditError::File(_)) | ChangeError::Io { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+        }
+    };
+    (status, text, errors)
 }
 
 /// `POST /api/heatpumps`: `201` with the entry as written.

@@ -2,10 +2,12 @@
 //! login, static files, security headers, body limit) and the handlers, which
 //! read the request, ask [`views`](super::views) to render and answer. Pages
 //! are in [`pages`], the JSON API in [`api`] (the heat pump inventory and
-//! models in [`heatpumps`]), settings and login in [`settings_page`].
+//! models in [`heatpumps`]), settings and login in [`settings_page`], the heat pump
+//! pages in [`heatpumps_page`].
 
 mod api;
 mod heatpumps;
+mod heatpumps_page;
 mod pages;
 mod query;
 mod settings_page;
@@ -35,6 +37,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/pump/{id}", get(pages::pump))
+        .route("/heatpumps", get(heatpumps_page::list).post(heatpumps_page::create))
+        .route("/heatpumps/{id}", post(heatpumps_page::change))
+        .route("/heatpumps/{id}/edit", get(heatpumps_page::edit))
+        .route("/heatpumps/{id}/{action}", post(heatpumps_page::change))
         .route("/settings", get(settings_page::show).post(settings_page::save))
         .route("/login", get(settings_page::login_form).post(settings_page::login))
         .route("/logout", post(settings_page::logout))

@@ -42,15 +42,8 @@ pub async fn save(
         v.all_errors.push(text);
         page(&app, &headers, status, v)
     };
-    if !app.auth.enabled() {
-        return refuse(StatusCode::FORBIDDEN, Refusal::NoToken.to_string());
-    }
-    let credential = app.auth.credential(&headers).ok();
-    if credential.is_none() {
-        return refuse(StatusCode::UNAUTHORIZED, Refusal::NotLoggedIn.to_string());
-    }
-    if let Err(r) = app.auth.same_origin(&headers, &uri, credential) {
-        return refuse(StatusCode::FORBIDDEN, r.to_string());
+    if let Some((status, text)) = form_refusal(&app, &headers, &uri) {
+        return refuse(status, text);
     }
     let current = app.settings();
     let (version, next) = match settings::from_form(&pairs, &current) {
@@ -76,6 +69,23 @@ pub async fn save(
         Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("Not saved: {e}")),
     }
+}
+
+/// Why a form post may not change anything, checked in this order: no token
+/// is configured (403), the sender is not logged in (401), the post comes from
+/// another origin (403). `None`: it may.
+pub(super) fn form_refusal(app: &App, headers: &HeaderMap, uri: &Uri) -> Option<(StatusCode, String)> {
+    if !app.auth.enabled() {
+        return Some((StatusCode::FORBIDDEN, Refusal::NoToken.to_string()));
+    }
+    let credential = app.auth.credential(headers).ok();
+    if credential.is_none() {
+        return Some((StatusCode::UNAUTHORIZED, Refusal::NotLoggedIn.to_string()));
+    }
+    if let Err(r) = app.auth.same_origin(headers, uri, credential) {
+        return Some((StatusCode::FORBIDDEN, r.to_string()));
+    }
+    None
 }
 
 /// `GET /login`.

@@ -1,11 +1,13 @@
 //! What the pages show and how: the templates and the frame of every page
 //! ([`templates`]), the cards and the pump page as plain data ([`pages`]), the
-//! settings and login forms ([`settings_page`]), and the helpers they share
+//! settings and login forms ([`settings_page`]), the heat pump list and
+//! forms ([`heatpumps_page`]), and the helpers they share
 //! ([`format`](mod@format), [`sparkline`], natural sort). Views read
 //! [`App`](super::App) and return HTML; they know nothing of routes or request
 //! extractors.
 
 pub mod format;
+pub mod heatpumps_page;
 pub mod pages;
 pub mod settings_page;
 pub mod sparkline;

@@ -67,6 +67,19 @@ struct Known {
     label: String,
 }
 
+/// Whether the person may change `what`, and if not, why (shown above the form).
+pub fn may_edit(app: &App, headers: &HeaderMap, what: &str) -> (bool, Option<String>) {
+    let can_edit = app.auth.enabled() && app.auth.logged_in(headers);
+    let read_only = if !app.auth.enabled() {
+        Some(Refusal::NoToken.to_string())
+    } else if !can_edit {
+        Some(format!("Log in with the admin token to change {what}."))
+    } else {
+        None
+    };
+    (can_edit, read_only)
+}
+
 fn range(r: &std::ops::RangeInclusive<u32>) -> String {
     format!("{}–{}", r.start(), r.end())
 }
@@ -74,14 +87,7 @@ fn range(r: &std::ops::RangeInclusive<u32>) -> String {
 /// The form filled from `s`, then overwritten by what was `submitted` (so a
 /// rejected form shows what the person typed).
 pub fn view(app: &App, headers: &HeaderMap, s: &Settings, submitted: Option<&[(String, String)]>) -> View {
-    let can_edit = app.auth.enabled() && app.auth.logged_in(headers);
-    let read_only = if !app.auth.enabled() {
-        Some(Refusal::NoToken.to_string())
-    } else if !can_edit {
-        Some("Log in with the admin token to change these settings.".to_string())
-    } else {
-        None
-    };
+    let (can_edit, read_only) = may_edit(app, headers, "these settings");
     let store = app.read_store();
     let mut pumps: Vec<PumpForm> = app
         .pump_ids()

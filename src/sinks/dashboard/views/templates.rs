@@ -24,6 +24,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("card.html", include_str!("../templates/card.html")),
     ("pump.html", include_str!("../templates/pump.html")),
     ("settings.html", include_str!("../templates/settings.html")),
+    ("heatpumps.html", include_str!("../templates/heatpumps.html")),
+    ("heatpump_edit.html", include_str!("../templates/heatpump_edit.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("message.html", include_str!("../templates/message.html")),
 ];
@@ -90,6 +92,8 @@ pub struct Layout<'a> {
     pub refresh: u32,
     pub logged_in: bool,
     pub auth_enabled: bool,
+    /// The dashboard manages a heat pump inventory (the nav links its page).
+    pub inventory: bool,
     pub updated: String,
     /// Why the last configuration reload was refused, while it is the last one.
     pub reload_error: Option<String>,
@@ -145,6 +149,7 @@ pub fn layout<'a>(app: &'a App, headers: &HeaderMap, heading: String, nav: &'sta
         },
         logged_in: app.auth.logged_in(headers),
         auth_enabled: app.auth.enabled(),
+        inventory: app.registers.inventory.is_some(),
         updated: time_of_day(app.now(), &app.tz),
         reload_error: reloads.last_error,
         restart_needed: reloads.restart_needed,
