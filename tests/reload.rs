@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::process::{hpflow, signal, simulator_with, terminate, Killed};
+use support::process::{hpflow, signal, simulator_with, terminate, wait_for, Killed};
 use support::{free_port, http_get, shipped_registers};
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -444,4 +444,160 @@ fn a_heat_pump_added_through_the_dashboard_form_is_polled() {
         );
         assert_eq!(post_form_logged_in(dashboard, "/heatpumps", token, &body), 303);
     });
+}
+
+/// What must survive a rebuild does: the InfluxDB buffer's points (the
+/// database is down, so they only pile up) and state_diff's states; a changed
+/// register map re-plans the pump of that model, which polls on.
+#[test]
+fn a_rebuilt_sink_and_transform_keep_their_buffer_and_states_and_a_changed_map_is_replanned() {
+    let (_sim, gateway) = simulator_with(&["--devices", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics, nobody) = (free_port(), free_port());
+    let map = dir.path().join("registers.yml");
+    let shipped = std::fs::read_to_string(shipped_registers()).unwrap();
+    std::fs::write(&map, &shipped).unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    let write = |request_timeout: &str, heartbeat: &str| {
+        let text = format!(
+            r#"data_dir = "data"
+[sources.pumps]
+type = "modbus_tcp"
+registers = "registers.yml"
+interval = "200ms"
+timeout = "1s"
+[[sources.pumps.devices]]
+id = "hp1"
+model = "stiebel_eltron_wpm"
+host = "127.0.0.1"
+port = {gateway}
+unit_id = 1
+
+[transforms.scaled]
+type = "scale"
+inputs = ["pumps"]
+
+[transforms.states]
+type = "state_diff"
+inputs = ["scaled"]
+persist_interval = "1s"
+heartbeat = "{heartbeat}"
+
+[sinks.metrics]
+type = "prometheus"
+inputs = ["states"]
+address = "127.0.0.1:{metrics}"
+
+[sinks.influx]
+type = "influxdb"
+inputs = ["states"]
+endpoint = "http://127.0.0.1:{nobody}"
+database = "hp"
+request_timeout = "{request_timeout}"
+"#
+        );
+        let tmp = dir.path().join(".pipeline.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &pipeline).unwrap();
+    };
+    write("5s", "15m");
+    // A first run leaves hp1's states in state_diff's file; they get a known
+    // since (as after a flip long ago), so a reset would show.
+    let state_file = dir.path().join("data/state_diff/states.json");
+    let mut first = Killed(
+        hpflow()
+            .arg("run")
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("hp1's states on disk", WAIT, || {
+        std::fs::read_to_string(&state_file).is_ok_and(|s| since(&s, "operating_mode").is_some())
+    });
+    assert!(terminate(&mut first.0, Duration::from_secs(10)).success());
+    let mut states: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    for (_, st) in states["devices"]["hp1"]["states"].as_object_mut().unwrap() {
+        st["since"] = serde_json::Value::String(LONG_AGO.to_string());
+    }
+    std::fs::write(&state_file, states.to_string()).unwrap();
+
+    let log = dir.path().join("hpflow.log");
+    let child = hpflow()
+        .arg("run")
+        .arg(&pipeline)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut run = Running {
+        child: Killed(child),
+        port: metrics,
+        started: Instant::now(),
+        hp1: 0.0,
+    };
+    let buffered = |m: &str| sample(m, "hpflow_influxdb_buffer_points{component_id=\"influx\"}").unwrap_or(0.0);
+    let m = run.until("points piling up in the buffer", |m| buffered(m) >= 5.0);
+    let before = buffered(&m);
+
+    // The sink rebuilt: its buffer is reopened with every point it held.
+    write("6s", "15m");
+    let m = run.until("the sink rebuilt", |m| reloads(m, "applied") == 1.0);
+    assert!(
+        buffered(&m) >= before,
+        "the buffer held {before} points, then {}",
+        buffered(&m)
+    );
+    run.until("points piling up again", |m| buffered(m) >= before + 5.0);
+
+    // state_diff rebuilt: it reads its states back from its file.
+    write("6s", "30m");
+    run.until("state_diff rebuilt", |m| reloads(m, "applied") == 2.0);
+    let polled = run.hp1;
+    run.until("polled on after the rebuild", |m| {
+        polls(m, "hp1").is_some_and(|p| p >= polled + 3.0)
+    });
+    // Saved again by the new instance (every second): the since it read back.
+    std::thread::sleep(Duration::from_millis(1500));
+    let states_after = std::fs::read_to_string(&state_file).unwrap();
+    assert_eq!(
+        since(&states_after, "operating_mode").as_deref(),
+        Some(LONG_AGO),
+        "operating_mode's since carried over the rebuild:\n{states_after}"
+    );
+
+    // A changed register map: the pump of that model is planned anew and polls on.
+    let described = shipped.replacen(
+        "description: \"outdoor temperature (manual 507, type 2)\"",
+        "description: \"outdoor temperature, renamed by a reload\"",
+        1,
+    );
+    assert_ne!(
+        described, shipped,
+        "the shipped map describes outside_temperature as expected"
+    );
+    std::fs::write(&map, described).unwrap();
+    wait_for("the pump re-planned", WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|said| said.contains("Device inventory reloaded"))
+    });
+    let polled = run.hp1;
+    run.until("hp1 polled on its new plan", |m| {
+        polls(m, "hp1").is_some_and(|p| p >= polled + 3.0)
+    });
+    let status = terminate(&mut run.child.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("Component rebuilt"), "{said}");
+}
+
+/// A since no restart or rebuild could make up.
+const LONG_AGO: &str = "2025-01-01T00:00:00Z";
+
+/// The `since` of a state of hp1 in a state_diff file (`Some("")` while unknown).
+fn since(states: &str, state: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(states).ok()?;
+    let st = json["devices"]["hp1"]["states"].get(state)?;
+    Some(st["since"].as_str().unwrap_or_default().to_string())
 }
