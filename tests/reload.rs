@@ -65,6 +65,24 @@ struct Running {
 }
 
 impl Running {
+    /// `hpflow run PIPELINE`, logging at info into `log`, scraped on `port`.
+    fn start(pipeline: &Path, log: &Path, port: u16) -> Running {
+        let child = hpflow()
+            .arg("run")
+            .arg(pipeline)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Running {
+            child: Killed(child),
+            port,
+            started: Instant::now(),
+            hp1: 0.0,
+        }
+    }
+
     fn metrics(&self) -> String {
         http_get(self.port, "/metrics").unwrap_or_default()
     }
@@ -127,20 +145,7 @@ address = "127.0.0.1:{dashboard}"
     )
     .unwrap();
     let log = dir.path().join("hpflow.log");
-    let child = hpflow()
-        .arg("run")
-        .arg(&pipeline)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut run = Running {
-        child: Killed(child),
-        port,
-        started: Instant::now(),
-        hp1: 0.0,
-    };
+    let mut run = Running::start(&pipeline, &log, port);
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
 
     // Add: hp2 behind the same gateway is polled; hp1 goes on.
@@ -524,20 +529,7 @@ request_timeout = "{request_timeout}"
     std::fs::write(&state_file, states.to_string()).unwrap();
 
     let log = dir.path().join("hpflow.log");
-    let child = hpflow()
-        .arg("run")
-        .arg(&pipeline)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut run = Running {
-        child: Killed(child),
-        port: metrics,
-        started: Instant::now(),
-        hp1: 0.0,
-    };
+    let mut run = Running::start(&pipeline, &log, metrics);
     let buffered = |m: &str| sample(m, "hpflow_influxdb_buffer_points{component_id=\"influx\"}").unwrap_or(0.0);
     let m = run.until("points piling up in the buffer", |m| buffered(m) >= 5.0);
     let before = buffered(&m);

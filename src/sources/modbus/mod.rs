@@ -236,32 +236,23 @@ impl Polling {
             .filter_map(|spec| {
                 let model = self.map.model(&spec.model)?.clone();
                 let old = reuse.iter().position(|d| d.spec == *spec).map(|i| reuse.swap_remove(i));
-                match old {
-                    Some(d) if old_map.and_then(|m| m.model(&spec.model)) == Some(&model) => Some(d),
-                    Some(d) => {
-                        // Same device, changed model: a new plan, the same schedule.
-                        let mut fresh = Scheduled::new(
-                            component,
-                            spec.clone(),
-                            &model,
-                            &self.poll,
-                            self.timeout,
-                            start,
-                            self.telemetry.devices(),
-                        );
-                        fresh.schedule = d.schedule;
-                        Some(fresh)
-                    }
-                    None => Some(Scheduled::new(
-                        component,
-                        spec.clone(),
-                        &model,
-                        &self.poll,
-                        self.timeout,
-                        start,
-                        self.telemetry.devices(),
-                    )),
+                if old.is_some() && old_map.and_then(|m| m.model(&spec.model)) == Some(&model) {
+                    return old;
                 }
+                let mut fresh = Scheduled::new(
+                    component,
+                    spec.clone(),
+                    &model,
+                    &self.poll,
+                    self.timeout,
+                    start,
+                    self.telemetry.devices(),
+                );
+                // Same device, changed model: a new plan, the same schedule.
+                if let Some(d) = old {
+                    fresh.schedule = d.schedule;
+                }
+                Some(fresh)
             })
             .collect()
     }
