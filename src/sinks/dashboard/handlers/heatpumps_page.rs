@@ -1,6 +1,8 @@
 //! The heat pump pages: the list with its add form (`GET /heatpumps`), the
 //! edit form (`GET /heatpumps/{id}/edit`) and their posts (`POST /heatpumps`,
-//! `POST /heatpumps/{id}`, `.../delete`, `.../enabled`). Every post is
+//! `POST /heatpumps/{id}`, `.../delete`, `.../enabled`) and the forms' "Test
+//! connection" button (`POST /heatpumps/test` with `test` set: the form
+//! comes back with what the device answered, nothing is written). Every post is
 //! authorised like the settings form ([`form_refusal`]) and changes the file
 //! through the API's [`apply`], so the checks and the atomic write are the
 //! API's; a refused form comes back with what was typed and each message next
@@ -15,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::heatpumps::{apply, read};
+use super::heatpumps::{apply, read, test_connection};
 use super::settings_page::form_refusal;
 use crate::hpmanager::edit::{id_of, Change};
 use crate::sinks::dashboard::app::App;
@@ -92,6 +94,8 @@ pub async fn change(
 ) -> Response {
     let id = path.get("id").cloned().unwrap_or_default();
     match path.get("action").map(String::as_str) {
+        // The test button of either form (the edit form of a pump `test` sends no `test`).
+        None if id == "test" && pairs.iter().any(|(k, _)| k == "test") => test(app, headers, uri, &pairs).await,
         None => {
             let form = PumpForm::posted(&pairs);
             let change = Change::Patch(id.clone(), form.entry());
@@ -172,6 +176,46 @@ async fn post(
             };
             page(&app, &headers, status, v.with_errors(text, &errors))
         }
+    }
+}
+
+/// The "Test connection" button: the form comes back (the edit form when it
+/// says which pump it edits) with what the device answered, or with the
+/// messages of the fields at fault.
+async fn test(app: Arc<App>, headers: HeaderMap, uri: Uri, pairs: &[(String, String)]) -> Response {
+    let form = PumpForm::posted(pairs);
+    let editing = (pairs.iter())
+        .find(|(k, v)| k == "editing" && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    let (entries, version) = match read(&app).await {
+        Ok(r) => r,
+        Err(r) => return not_managed(&app, &headers, r.status()),
+    };
+    let mut entry = form.entry();
+    // The edit form does not show a `timeout`; the test uses the pump's.
+    let timeout = (editing.as_deref())
+        .and_then(|id| find(&entries, id))
+        .and_then(|e| e.get("modbus")?.get("timeout").cloned());
+    if let (Some(t), Some(Yaml::Mapping(mb))) = (timeout, entry.get_mut("modbus")) {
+        mb.insert("timeout".into(), t);
+    }
+    let mut v = view(&app, &headers, &entries, version);
+    v = match &editing {
+        Some(id) => v.editing(id, form),
+        None => {
+            v.form = form;
+            v
+        }
+    };
+    if let Some((status, text)) = form_refusal(&app, &headers, &uri) {
+        return page(&app, &headers, status, v.with_errors(text, &[]));
+    }
+    match test_connection(&app, &entry).await {
+        Ok(t) => {
+            v.test = Some(t);
+            page(&app, &headers, StatusCode::OK, v)
+        }
+        Err((status, text, errors)) => page(&app, &headers, status, v.with_errors(text, &errors)),
     }
 }
 

@@ -15,6 +15,7 @@ use super::settings_page::may_edit;
 use super::templates::{layout, render};
 use crate::hpmanager::edit::{id_of, FieldError};
 use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::connection::ConnectionTest;
 use crate::yaml::scalar;
 
 /// The inputs of the pump form, named as the form sends them.
@@ -131,6 +132,8 @@ pub struct View {
     /// All messages, for the summary at the top.
     pub all_errors: Vec<String>,
     pub notice: Option<String>,
+    /// What the "Test connection" button read.
+    pub test: Option<ConnectionTest>,
     can_edit: bool,
     read_only: Option<String>,
 }
