@@ -48,7 +48,9 @@
 //!   back to the list, or the form again with each message at its field. The
 //!   forms' "Test connection" button posts `test=1` to `POST /heatpumps/test`:
 //!   the form again with what one read of the device answered (see
-//!   `connection.rs`), nothing written.
+//!   `connection.rs`), nothing written. `POST /heatpumps/{id}/fields` saves
+//!   the edit page's checklist of fields as the pump's `visible_fields` in
+//!   the settings (with their `settings_version`; `409` when stale).
 //! - `GET /login`, `POST /login`, `POST /logout`: see [`auth`].
 //! - `GET /static/{style.css,app.js,icon.svg}`.
 //!

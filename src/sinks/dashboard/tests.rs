@@ -1734,3 +1734,65 @@ async fn a_connection_test_needs_the_admin_and_the_same_origin() {
     let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", &body).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
 }
+
+#[tokio::test]
+async fn the_edit_page_chooses_the_fields_shown_by_category_and_saves_them_with_the_version_check() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let cookie = login(app).await;
+    let r = get_as(app, "/heatpumps/hp1/edit", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains(r#"action="/heatpumps/hp1/fields""#), "{}", r.body);
+    assert!(r.body.contains("<legend>Temperatures</legend>"), "{}", r.body);
+    assert!(
+        r.body.contains(r#"name="field" value="outside_temperature">"#),
+        "{}",
+        r.body
+    );
+    let version = app.settings().version;
+    let body = format!("settings_version={version}&field=outside_temperature&field=actual_dhw_temperature");
+
+    // Refused without a login or from another origin; nothing saved.
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let cross = [(COOKIE, cookie.as_str()), (ORIGIN, "http://evil.example")];
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &cross)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1"), None);
+
+    let admin = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.headers[LOCATION], "/heatpumps?done=fields&id=hp1");
+    assert_eq!(
+        app.settings().visible_fields("hp1").unwrap(),
+        ["outside_temperature", "actual_dhw_temperature"]
+    );
+    let saved = std::fs::read_to_string(p.h.settings_path()).unwrap();
+    assert!(saved.contains("outside_temperature"), "{saved}");
+    let r = get_as(app, "/heatpumps/hp1/edit", &cookie).await;
+    assert!(
+        r.body.contains(r#"name="field" value="outside_temperature" checked>"#),
+        "{}",
+        r.body
+    );
+
+    // A form read before that save gets 409 and changes nothing.
+    let stale = format!("settings_version={version}&field=outside_temperature");
+    let r = send(app, form("/heatpumps/hp1/fields", &stale, &admin)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains("changed elsewhere"), "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1").unwrap().len(), 2);
+
+    // None ticked: back to the default tiles.
+    let now = app.settings().version;
+    let r = send(
+        app,
+        form("/heatpumps/hp1/fields", &format!("settings_version={now}"), &admin),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1"), None);
+    let r = send(app, form("/heatpumps/nope/fields", "settings_version=0", &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
