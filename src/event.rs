@@ -120,6 +120,27 @@ impl FieldMeta {
         self.scale != 1.0 || self.offset != 0.0
     }
 
+    /// A raw value in engineering units: its enum label as text, or
+    /// raw × scale + offset rounded to the field's decimals (bools and text as they are).
+    pub fn engineering(&self, raw: &Value) -> Value {
+        if let Some(label) = self.label(raw) {
+            return Value::Text(label.into());
+        }
+        let x = match raw {
+            Value::Int(i) if self.needs_scaling() => *i as f64,
+            Value::Float(f) => *f,
+            _ => return raw.clone(),
+        };
+        let v = x * self.scale + self.offset;
+        Value::Float(match self.decimals {
+            Some(d) => {
+                let f = 10f64.powi(i32::from(d));
+                (v * f).round() / f
+            }
+            None => v,
+        })
+    }
+
     /// The enum label for a raw code, if the field has labels.
     pub fn label(&self, value: &Value) -> Option<&str> {
         let code = value.as_i64()?;

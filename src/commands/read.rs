@@ -13,7 +13,7 @@ use clap::Args;
 use super::{find_model, load_map, TargetArgs, EXIT_UNAVAILABLE};
 use crate::display::{engineering_json, engineering_value, scale_metric};
 use crate::event::{Metric, Tags};
-use crate::modbus::{plan_options, poll_device, Device, Link, PollOutcome, Reply};
+use crate::modbus::{one_off_device, plan_options, read_device_once, Device, PollOutcome, Reply};
 
 /// `hpflow read`: poll a device once and print its decoded values.
 #[derive(Debug, Clone, Args)]
@@ -125,9 +125,8 @@ fn prepare(args: &ReadArgs) -> Result<(Arc<crate::registers::Model>, Device), Ex
 
 /// One poll; the metric carries the raw values decoded.
 async fn poll(args: &ReadArgs, model: &Arc<crate::registers::Model>, device: &mut Device) -> (Metric, PollOutcome) {
-    let mut link = Link::new(args.target.connector());
     let started = SystemTime::now();
-    let outcome = poll_device(&mut link, device).await;
+    let outcome = read_device_once(args.target.connector(), device).await;
     let mut m = Metric::new(&args.id, Arc::new(Tags::new()), started, model.schema().clone());
     m.fields = outcome.fields.clone();
     (m, outcome)
@@ -136,16 +135,7 @@ async fn poll(args: &ReadArgs, model: &Arc<crate::registers::Model>, device: &mu
 fn device(args: &ReadArgs, model: &Arc<crate::registers::Model>) -> Device {
     let hour = Duration::from_secs(3600);
     let options = plan_options(args.max_registers, args.max_gap, hour);
-    Device::new(
-        "read",
-        &args.id.as_str().into(),
-        args.target.unit_id,
-        model.plan(&options),
-        // What a source polling every hour backs off between.
-        (Duration::from_secs(1), hour / 2),
-        args.target.timeout,
-        &Default::default(),
-    )
+    one_off_device(&args.id, args.target.unit_id, model.plan(&options), args.target.timeout)
 }
 
 /// "device hp1: 5 requests touching 70 registers for 29 fields" and one line per request.

@@ -131,6 +131,19 @@ pub fn apply(text: &str, change: Change, map: &RegisterMap) -> Result<(String, V
     Ok((serialise(&root)?, entry))
 }
 
+/// Checks the entry a connection test is given like a create body (its `id`
+/// may be left out or empty) and returns it as it would be written.
+pub fn check_entry(body: &Value, map: &RegisterMap) -> Result<Value, EditError> {
+    let mut body = body.clone();
+    if let Value::Mapping(m) = &mut body {
+        if m.get("id").and_then(scalar).is_none_or(|id| id.trim().is_empty()) {
+            m.insert("id".into(), "test".into());
+        }
+    }
+    unknown_keys(&body)?;
+    normalise(&body, map)
+}
+
 fn root(text: &str) -> Result<Mapping, EditError> {
     match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Mapping(m)) => Ok(m),

@@ -66,19 +66,20 @@ impl Link {
     }
 
     /// The connection, opened if needed (when the device's backoff allows).
+    /// Refused: why, and the kind of the connect error if one was tried.
     pub(super) async fn ensure(
         &mut self,
         backoff: &mut Backoff,
         timeout: Duration,
         health: &HealthHandle,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, Option<io::ErrorKind>)> {
         if self.ctx.is_some() {
             return Ok(());
         }
         let now = Instant::now();
         if !backoff.ready(now) {
             let why = self.last_error.as_deref().unwrap_or("the last request failed");
-            return Err(format!("waiting to reconnect ({why})"));
+            return Err((format!("waiting to reconnect ({why})"), None));
         }
         match self.connector.connect(timeout).await {
             Ok(ctx) => {
@@ -92,10 +93,11 @@ impl Link {
                 let wait = backoff.failed(Instant::now());
                 let msg = format!("cannot connect to {}: {e}", self.connector.describe());
                 self.last_error = Some(msg.clone());
-                Err(format!(
+                let text = format!(
                     "{msg} (next attempt in {} at the earliest)",
                     humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
-                ))
+                );
+                Err((text, Some(e.kind())))
             }
         }
     }

@@ -28,7 +28,9 @@ mod tcp;
 pub(crate) use backoff::{fnv1a, later};
 pub use backoff::{Backoff, Rng};
 pub use link::{Connector, Link};
-pub use poll::{plan_options, poll_device, Device, PollOutcome};
-pub use reply::{classify, read_once, Reply};
+pub use poll::{
+    one_off_device, plan_options, poll_device, read_device_once, Device, Failure, FailureKind, PollOutcome,
+};
+pub use reply::{classify, exception_meaning, read_once, Reply};
 pub use rtu::{inter_frame_gap, Parity, RtuConnector};
 pub use tcp::TcpConnector;

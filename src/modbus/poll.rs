@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::backoff::{Backoff, Rng};
-use super::link::Link;
-use super::reply::Reply;
+use super::link::{Connector, Link};
+use super::reply::{exception_meaning, Reply};
 use crate::event::Value;
 use crate::registers::{Change, Outcome, PlanOptions, PlanState, RawData, ReadPlan, ReadRequest};
 use crate::telemetry::{HealthHandle, HealthRegistry};
@@ -82,11 +82,95 @@ pub struct PollOutcome {
     pub requests: Vec<(ReadRequest, Reply)>,
     /// Why the poll stopped early (unreachable device, broken link), if it did.
     pub error: Option<String>,
+    /// The kind of the error connecting, when the poll stopped there.
+    pub connect_error: Option<std::io::ErrorKind>,
+}
+
+/// What kind of failure a read came to, for a person commissioning a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Nothing listens on the host and port.
+    ConnectionRefused,
+    /// No answer: connecting or a request timed out.
+    Timeout,
+    /// The device refused a request with a Modbus exception.
+    Exception,
+    /// A gateway answered that no device answers at the unit id (0A/0B).
+    WrongUnitId,
+    /// Any other connection problem (unknown host, reset, garbled reply).
+    Link,
+}
+
+/// Why a read came to nothing, or stopped early: its kind, the exception code
+/// if there was one, and the sentence to show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub code: Option<u8>,
+    pub message: String,
 }
 
 impl PollOutcome {
     pub fn succeeded(&self) -> bool {
         !self.fields.is_empty()
+    }
+
+    /// Why this read of unit `unit_id` stopped early or read nothing, classified
+    /// (`None`: it read values and ran to its end).
+    pub fn failure(&self, unit_id: u8) -> Option<Failure> {
+        let failure = |kind, code, message: String| Some(Failure { kind, code, message });
+        if let Some(kind) = self.connect_error {
+            let message = self.error.clone().unwrap_or_default();
+            return match kind {
+                std::io::ErrorKind::ConnectionRefused => failure(FailureKind::ConnectionRefused, None, message),
+                std::io::ErrorKind::TimedOut => failure(FailureKind::Timeout, None, message),
+                _ => failure(FailureKind::Link, None, message),
+            };
+        }
+        if self.error.is_none() && self.succeeded() {
+            return None;
+        }
+        let answered = self.requests.iter().any(|(_, r)| r.link_ok());
+        let Some((req, reply)) = (self.requests.iter().rev())
+            .find(|(_, r)| !matches!(r, Reply::Data(_)))
+            .or(self.requests.last())
+        else {
+            return failure(FailureKind::Link, None, self.error.clone().unwrap_or_default());
+        };
+        let message = self.error.clone().unwrap_or_else(|| format!("{req}: {reply}"));
+        match reply {
+            Reply::Unreachable(c) => failure(
+                FailureKind::WrongUnitId,
+                Some(*c),
+                format!(
+                    "{message}: no device answers as unit {unit_id}; check the unit id (the gateway answered exception {c:02X}, {})",
+                    exception_meaning(*c)
+                ),
+            ),
+            Reply::Timeout if !answered => failure(
+                FailureKind::Timeout,
+                None,
+                format!("{message}: the connection was accepted but unit {unit_id} did not answer; check the unit id"),
+            ),
+            Reply::Timeout => failure(FailureKind::Timeout, None, message),
+            Reply::IllegalAddress => failure(
+                FailureKind::Exception,
+                Some(0x02),
+                format!("{req}: exception 02 ({})", exception_meaning(0x02)),
+            ),
+            Reply::Busy => failure(
+                FailureKind::Exception,
+                Some(0x06),
+                format!("{req}: exception 06 ({})", exception_meaning(0x06)),
+            ),
+            Reply::Refused(c) => failure(
+                FailureKind::Exception,
+                Some(*c),
+                format!("{req}: exception {c:02X} ({})", exception_meaning(*c)),
+            ),
+            Reply::Broken(_) | Reply::Data(_) => failure(FailureKind::Link, None, message),
+        }
     }
 
     /// The first failure worth telling a user about.
@@ -98,6 +182,30 @@ impl PollOutcome {
                 .map(|(q, r)| format!("{q}: {r}"))
         })
     }
+}
+
+/// A device to read once (`hpflow read`, the dashboard's connection test):
+/// unit `unit_id` read with `plan`, each connect and request bounded by `timeout`.
+pub fn one_off_device(id: &str, unit_id: u8, plan: ReadPlan, timeout: Duration) -> Device {
+    let hour = Duration::from_secs(3600);
+    // What a source polling every hour backs off between.
+    let reconnect = (Duration::from_secs(1), hour / 2);
+    Device::new(
+        "read",
+        &id.into(),
+        unit_id,
+        plan,
+        reconnect,
+        timeout,
+        &Default::default(),
+    )
+}
+
+/// Reads `dev` once over a fresh connection opened by `connector`: the one
+/// read of `hpflow read` and of the dashboard's connection test.
+pub async fn read_device_once(connector: Box<dyn Connector>, dev: &mut Device) -> PollOutcome {
+    let mut link = Link::new(connector);
+    poll_device(&mut link, dev).await
 }
 
 /// Polls one device once over `link`.
@@ -112,8 +220,9 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
     'requests: while let Some(req) = queue.pop_front() {
         let mut busy = 0;
         loop {
-            if let Err(e) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
+            if let Err((e, kind)) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
                 out.error = Some(e);
+                out.connect_error = kind;
                 break 'requests;
             }
             let sent = Instant::now();

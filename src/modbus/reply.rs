@@ -64,6 +64,22 @@ impl std::fmt::Display for Reply {
     }
 }
 
+/// What a Modbus exception code means, as the specification names it.
+pub fn exception_meaning(code: u8) -> &'static str {
+    match code {
+        0x01 => "illegal function",
+        0x02 => "illegal data address",
+        0x03 => "illegal data value",
+        0x04 => "server device failure",
+        0x05 => "acknowledge",
+        0x06 => "server device busy",
+        0x08 => "memory parity error",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target device failed to respond",
+        _ => "unknown exception",
+    }
+}
+
 /// Maps a request's result, through both of tokio-modbus' error layers and our
 /// timeout, onto a [`Reply`].
 pub fn classify(result: Result<tokio_modbus::Result<RawData>, tokio::time::error::Elapsed>) -> Reply {

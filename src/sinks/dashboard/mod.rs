@@ -45,7 +45,12 @@
 //!   `GET /heatpumps/{id}/edit`. Posts (`POST /heatpumps`, `/heatpumps/{id}`,
 //!   `/heatpumps/{id}/delete`, `/heatpumps/{id}/enabled`) are authorised like
 //!   the settings form and checked and written like the heat pump API; `303`
-//!   back to the list, or the form again with each message at its field.
+//!   back to the list, or the form again with each message at its field. The
+//!   forms' "Test connection" button posts `test=1` to `POST /heatpumps/test`:
+//!   the form again with what one read of the device answered (see
+//!   `connection.rs`), nothing written. `POST /heatpumps/{id}/fields` saves
+//!   the edit page's checklist of fields as the pump's `visible_fields` in
+//!   the settings (with their `settings_version`; `409` when stale).
 //! - `GET /login`, `POST /login`, `POST /logout`: see [`auth`].
 //! - `GET /static/{style.css,app.js,icon.svg}`.
 //!
@@ -68,7 +73,8 @@
 //!   (`errors: [{key, message}]`).
 //! - HPManager's heat pump API, with `inventory` and `registers` set (else
 //!   `404` naming the key): `GET/POST /api/heatpumps`,
-//!   `GET/PUT/PATCH/DELETE /api/heatpumps/{id}`, `GET /api/models`,
+//!   `GET/PUT/PATCH/DELETE /api/heatpumps/{id}`, `POST /api/heatpumps/test`
+//!   (one read of the device of a create body), `GET /api/models`,
 //!   `GET /api/registers/{model}`; see `handlers::heatpumps`, the file is
 //!   changed by [`inventory`] through [`crate::hpmanager::edit`].
 //!
@@ -97,6 +103,7 @@ mod app;
 pub mod auth;
 mod card_cache;
 mod config;
+mod connection;
 mod handlers;
 pub mod history;
 mod inventory;

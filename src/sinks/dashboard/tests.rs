@@ -1615,3 +1615,184 @@ async fn heat_pump_forms_need_a_login_and_the_same_origin_and_logged_out_the_lis
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.body.contains("`inventory`"), "{}", r.body);
 }
+
+// The connection test.
+
+/// A simulated WPM (unit 1) served on 127.0.0.1; its port.
+async fn simulated_pump() -> (crate::sim::TcpServer, u16) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let map = RegisterMap::load(&path).expect("the shipped map loads");
+    let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
+    let sim = crate::sim::Simulator::new(crate::sim::SimOptions::new(model)).expect("valid options");
+    let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = server.local_addr().port();
+    (server, port)
+}
+
+fn test_body(port: u16, unit_id: u8) -> String {
+    format!(
+        r#"{{"model": "stiebel_eltron_wpm", "modbus": {{"host": "127.0.0.1", "port": {port}, "unit_id": {unit_id}, "timeout": 2}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_connection_test_reads_a_live_device_once_and_writes_nothing() {
+    let p = pumps(Some(TOKEN));
+    let before = std::fs::read(&p.path).unwrap();
+    let (_server, port) = simulated_pump().await;
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", &test_body(port, 1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let j = parsed(&r);
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(j["error"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["target"], format!("tcp 127.0.0.1:{port}"));
+    let values = j["values"].as_object().unwrap();
+    assert!(!values.is_empty(), "{j}");
+    assert_eq!(j["fields"]["read"].as_u64(), Some(values.len() as u64));
+    assert!(j["requests"]["answered"].as_u64().unwrap() > 0, "{j}");
+    // Engineering values: enum codes come back as their labels.
+    assert!(values.values().any(serde_json::Value::is_string), "{j}");
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+
+    // The form: the add form comes back with the values and what was typed.
+    let cookie = login(&p.h.app).await;
+    let admin = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let body = format!("version=&id=&model=stiebel_eltron_wpm&host=127.0.0.1&port={port}&unit_id=1&test=1");
+    let r = send(&p.h.app, form("/heatpumps/test", &body, &admin)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Connection test: tcp 127.0.0.1:"), "{}", r.body);
+    assert!(r.body.contains("fields read."), "{}", r.body);
+    assert!(r.body.contains(&format!(r#"name="port" value="{port}""#)), "{}", r.body);
+    // The edit form comes back as the edit form.
+    let body = format!(
+        "version=&editing=hp1&id=hp1&model=stiebel_eltron_wpm&host=127.0.0.1&port={port}&unit_id=1&enabled=on&test=1"
+    );
+    let r = send(&p.h.app, form("/heatpumps/test", &body, &admin)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(r#"action="/heatpumps/hp1""#), "{}", r.body);
+    assert!(r.body.contains("Connection test:"), "{}", r.body);
+    assert_eq!(std::fs::read(&p.path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_connection_test_tells_a_closed_port_from_a_wrong_unit_id() {
+    let p = pumps(Some(TOKEN));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", &test_body(closed, 1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let j = parsed(&r);
+    assert_eq!(j["ok"], false, "{j}");
+    assert_eq!(j["error"]["kind"], "connection_refused", "{j}");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains("cannot connect"),
+        "{j}"
+    );
+
+    let (_server, port) = simulated_pump().await;
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", &test_body(port, 7)).await;
+    let j = parsed(&r);
+    assert_eq!(j["ok"], false, "{j}");
+    assert_eq!(j["error"]["kind"], "wrong_unit_id", "{j}");
+    assert_eq!(j["error"]["code"], 0x0B, "{j}");
+    assert!(j["error"]["message"].as_str().unwrap().contains("unit 7"), "{j}");
+    assert_eq!(j["fields"]["read"], 0, "{j}");
+
+    // Checked like a create body, field by field.
+    let bad = r#"{"model": "nope", "modbus": {"host": "127.0.0.1", "port": 70000}}"#;
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let fields: Vec<String> = (parsed(&r)["errors"].as_array().unwrap().iter())
+        .map(|e| e["field"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields, ["model", "modbus.port"]);
+    // No other pump id takes a POST.
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/hp1", &test_body(port, 1)).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_connection_test_needs_the_admin_and_the_same_origin() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let body = test_body(1, 1);
+    let r = send(app, json_request("POST", "/api/heatpumps/test", &body, &[])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let cookie = login(app).await;
+    let cross = [(COOKIE, cookie.as_str()), (ORIGIN, "http://evil.example")];
+    let r = send(app, json_request("POST", "/api/heatpumps/test", &body, &cross)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let fields = "version=&model=stiebel_eltron_wpm&host=127.0.0.1&port=1&unit_id=1&test=1";
+    let r = send(app, form("/heatpumps/test", fields, &cross)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(!r.body.contains("Connection test:"), "{}", r.body);
+    let r = send(app, form("/heatpumps/test", fields, &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let p = pumps(None);
+    let r = as_admin(&p.h.app, "POST", "/api/heatpumps/test", &body).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_edit_page_chooses_the_fields_shown_by_category_and_saves_them_with_the_version_check() {
+    let p = pumps(Some(TOKEN));
+    let app = &p.h.app;
+    let cookie = login(app).await;
+    let r = get_as(app, "/heatpumps/hp1/edit", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains(r#"action="/heatpumps/hp1/fields""#), "{}", r.body);
+    assert!(r.body.contains("<legend>Temperatures</legend>"), "{}", r.body);
+    assert!(
+        r.body.contains(r#"name="field" value="outside_temperature">"#),
+        "{}",
+        r.body
+    );
+    let version = app.settings().version;
+    let body = format!("settings_version={version}&field=outside_temperature&field=actual_dhw_temperature");
+
+    // Refused without a login or from another origin; nothing saved.
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &[(ORIGIN, SAME)])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let cross = [(COOKIE, cookie.as_str()), (ORIGIN, "http://evil.example")];
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &cross)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1"), None);
+
+    let admin = [(COOKIE, cookie.as_str()), (ORIGIN, SAME)];
+    let r = send(app, form("/heatpumps/hp1/fields", &body, &admin)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.headers[LOCATION], "/heatpumps?done=fields&id=hp1");
+    assert_eq!(
+        app.settings().visible_fields("hp1").unwrap(),
+        ["outside_temperature", "actual_dhw_temperature"]
+    );
+    let saved = std::fs::read_to_string(p.h.settings_path()).unwrap();
+    assert!(saved.contains("outside_temperature"), "{saved}");
+    let r = get_as(app, "/heatpumps/hp1/edit", &cookie).await;
+    assert!(
+        r.body.contains(r#"name="field" value="outside_temperature" checked>"#),
+        "{}",
+        r.body
+    );
+
+    // A form read before that save gets 409 and changes nothing.
+    let stale = format!("settings_version={version}&field=outside_temperature");
+    let r = send(app, form("/heatpumps/hp1/fields", &stale, &admin)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains("changed elsewhere"), "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1").unwrap().len(), 2);
+
+    // None ticked: back to the default tiles.
+    let now = app.settings().version;
+    let r = send(
+        app,
+        form("/heatpumps/hp1/fields", &format!("settings_version={now}"), &admin),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(app.settings().visible_fields("hp1"), None);
+    let r = send(app, form("/heatpumps/nope/fields", "settings_version=0", &admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

@@ -1,7 +1,8 @@
 //! The heat pump API, in HPManager's shapes: the inventory
 //! (`GET/POST /api/heatpumps`, `GET/PUT/PATCH/DELETE /api/heatpumps/{id}`)
 //! and the register map's models (`GET /api/models`,
-//! `GET /api/registers/{model}`). Reads are open; changes go through
+//! `GET /api/registers/{model}`) and the connection test
+//! (`POST /api/heatpumps/test`). Reads are open; changes go through
 //! [`api::authorized`] like the settings. Errors carry HPManager's `detail`
 //! and hpflow's `error` (the same sentence), validation errors add
 //! `errors: [{field, message}]`.
@@ -22,9 +23,10 @@ use serde_yaml::Value as Yaml;
 
 use super::api::authorized;
 use crate::event::rfc3339;
-use crate::hpmanager::edit::{Change, EditError, FieldError};
+use crate::hpmanager::edit::{check_entry, Change, EditError, FieldError};
 use crate::registers::RegisterMap;
 use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::connection::{self, ConnectionTest};
 use crate::sinks::dashboard::inventory::{ChangeError, Inventory};
 use crate::sinks::dashboard::views::format::Group;
 
@@ -138,6 +140,17 @@ pub async fn one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
     with_etag(Json(body).into_response(), &version)
 }
 
+/// Authorises a write and gives its body as a YAML entry.
+fn authorized_entry(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Result<Json<Json_>, JsonRejection>,
+) -> Result<Yaml, Response> {
+    let body = authorized(app, headers, uri, body)?;
+    serde_yaml::to_value(&body).map_err(|e| refused(StatusCode::BAD_REQUEST, &format!("not a heat pump: {e}"), &[]))
+}
+
 /// Authorises, applies `change` (built from the body) and answers HPManager's
 /// `{message, heat_pump, requires_restart}` (no restart: `hpflow run` reloads).
 async fn change(
@@ -151,13 +164,9 @@ async fn change(
     if let Err(r) = inventory(&app) {
         return r;
     }
-    let body = match authorized(&app, &headers, &uri, body) {
+    let body = match authorized_entry(&app, &headers, &uri, body) {
         Ok(b) => b,
         Err(r) => return r,
-    };
-    let body = match serde_yaml::to_value(&body) {
-        Ok(b) => b,
-        Err(e) => return refused(StatusCode::BAD_REQUEST, &format!("not a heat pump: {e}"), &[]),
     };
     let if_match = headers.get(IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
     let change = make(body);
@@ -200,6 +209,65 @@ pub(super) async fn apply(app: &Arc<App>, change: Change, if_match: Option<Strin
             format!("saving failed: {e}"),
             Vec::new(),
         )),
+    }
+}
+
+/// Checks `body` like a create body (`id` may be left out) and reads its
+/// device once; the API and the pump forms test through here.
+pub(super) async fn test_connection(app: &App, body: &Yaml) -> Result<ConnectionTest, Refused> {
+    let no_map = || {
+        (
+            StatusCode::NOT_FOUND,
+            "no register map configured".to_string(),
+            Vec::new(),
+        )
+    };
+    let map = app.registers.map.as_ref().ok_or_else(no_map)?;
+    let entry = check_entry(body, map).map_err(|e| change_error(ChangeError::Edit(e)))?;
+    connection::test(map, &entry).await.ok_or_else(|| {
+        let text = "the heat pump cannot be tested: only Modbus TCP entries can".to_string();
+        (StatusCode::UNPROCESSABLE_ENTITY, text, Vec::new())
+    })
+}
+
+/// `POST /api/heatpumps/test` (the `{id}` route's `POST`: no other id takes
+/// one): reads the device of a create body once and answers `{ok, target,
+/// unit_id, model, requests: {sent, answered}, fields: {read, total}, values:
+/// {field: value}, error: null | {kind, code, message}}`.
+pub async fn test(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Result<Json<Json_>, JsonRejection>,
+) -> Response {
+    if id != "test" {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST is only for /api/heatpumps and /api/heatpumps/test",
+            &[],
+        );
+    }
+    if let Err(r) = register_map(&app) {
+        return r;
+    }
+    let body = match authorized_entry(&app, &headers, &uri, body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match test_connection(&app, &body).await {
+        Ok(t) => Json(json!({
+            "ok": t.ok,
+            "target": t.target,
+            "unit_id": t.unit_id,
+            "model": t.model,
+            "requests": { "sent": t.requests_sent, "answered": t.requests_answered },
+            "fields": { "read": t.fields_read, "total": t.fields_total },
+            "values": t.values_json(),
+            "error": t.error,
+        }))
+        .into_response(),
+        Err((status, text, errors)) => refused(status, &text, &errors),
     }
 }
 

@@ -1,6 +1,11 @@
 //! The heat pump pages: the list with its add form (`GET /heatpumps`), the
 //! edit form (`GET /heatpumps/{id}/edit`) and their posts (`POST /heatpumps`,
-//! `POST /heatpumps/{id}`, `.../delete`, `.../enabled`). Every post is
+//! `POST /heatpumps/{id}`, `.../delete`, `.../enabled`) and the forms' "Test
+//! connection" button (`POST /heatpumps/test` with `test` set: the form
+//! comes back with what the device answered, nothing is written), and the
+//! edit page's checklist of the fields shown on the pump's card
+//! (`POST /heatpumps/{id}/fields`, saved to the dashboard settings' per-pump
+//! `visible_fields` like the settings form, with its version check). Every post is
 //! authorised like the settings form ([`form_refusal`]) and changes the file
 //! through the API's [`apply`], so the checks and the atomic write are the
 //! API's; a refused form comes back with what was typed and each message next
@@ -15,10 +20,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use super::heatpumps::{apply, read};
+use super::heatpumps::{apply, read, test_connection};
 use super::settings_page::form_refusal;
 use crate::hpmanager::edit::{id_of, Change};
-use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::app::{App, SaveError};
 use crate::sinks::dashboard::views::format::path_segment;
 use crate::sinks::dashboard::views::heatpumps_page::{page, view, PumpForm, View};
 use crate::sinks::dashboard::views::templates::message;
@@ -45,7 +50,10 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Que
             "disabled" => "disabled",
             _ => "changed",
         };
-        v.notice = Some(format!("Heat pump {id} {what}."));
+        v.notice = Some(match done {
+            "fields" => format!("Fields shown for heat pump {id} saved."),
+            _ => format!("Heat pump {id} {what}."),
+        });
     }
     page(&app, &headers, StatusCode::OK, v)
 }
@@ -92,6 +100,8 @@ pub async fn change(
 ) -> Response {
     let id = path.get("id").cloned().unwrap_or_default();
     match path.get("action").map(String::as_str) {
+        // The test button of either form (the edit form of a pump `test` sends no `test`).
+        None if id == "test" && pairs.iter().any(|(k, _)| k == "test") => test(app, headers, uri, &pairs).await,
         None => {
             let form = PumpForm::posted(&pairs);
             let change = Change::Patch(id.clone(), form.entry());
@@ -109,6 +119,7 @@ pub async fn change(
             let done = if on { "enabled" } else { "disabled" };
             post(app, headers, uri, &pairs, None, PumpForm::default(), change, done).await
         }
+        Some("fields") => fields(app, headers, uri, &id, &pairs).await,
         Some(_) => message(
             &app,
             &headers,
@@ -173,6 +184,90 @@ async fn post(
             page(&app, &headers, status, v.with_errors(text, &errors))
         }
     }
+}
+
+/// The "Test connection" button: the form comes back (the edit form when it
+/// says which pump it edits) with what the device answered, or with the
+/// messages of the fields at fault.
+async fn test(app: Arc<App>, headers: HeaderMap, uri: Uri, pairs: &[(String, String)]) -> Response {
+    let form = PumpForm::posted(pairs);
+    let editing = (pairs.iter())
+        .find(|(k, v)| k == "editing" && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    let (entries, version) = match read(&app).await {
+        Ok(r) => r,
+        Err(r) => return not_managed(&app, &headers, r.status()),
+    };
+    let mut entry = form.entry();
+    // The edit form does not show a `timeout`; the test uses the pump's.
+    let timeout = (editing.as_deref())
+        .and_then(|id| find(&entries, id))
+        .and_then(|e| e.get("modbus")?.get("timeout").cloned());
+    if let (Some(t), Some(Yaml::Mapping(mb))) = (timeout, entry.get_mut("modbus")) {
+        mb.insert("timeout".into(), t);
+    }
+    let mut v = view(&app, &headers, &entries, version);
+    v = match &editing {
+        Some(id) => v.editing(id, form),
+        None => {
+            v.form = form;
+            v
+        }
+    };
+    if let Some((status, text)) = form_refusal(&app, &headers, &uri) {
+        return page(&app, &headers, status, v.with_errors(text, &[]));
+    }
+    match test_connection(&app, &entry).await {
+        Ok(t) => {
+            v.test = Some(t);
+            page(&app, &headers, StatusCode::OK, v)
+        }
+        Err((status, text, errors)) => page(&app, &headers, status, v.with_errors(text, &errors)),
+    }
+}
+
+/// `POST /heatpumps/{id}/fields`: the ticked `field`s become the pump's
+/// `visible_fields` (none: the default tiles), saved at `settings_version`.
+async fn fields(app: Arc<App>, headers: HeaderMap, uri: Uri, id: &str, pairs: &[(String, String)]) -> Response {
+    let (entries, version) = match read(&app).await {
+        Ok(r) => r,
+        Err(r) => return not_managed(&app, &headers, r.status()),
+    };
+    let Some(entry) = find(&entries, id) else {
+        return no_pump(&app, &headers, id);
+    };
+    let again = |errors: &[String]| {
+        let v = view(&app, &headers, &entries, version.clone()).editing(id, PumpForm::of(entry));
+        errors.iter().fold(v, |v, e| v.with_errors(e.clone(), &[]))
+    };
+    if let Some((status, text)) = form_refusal(&app, &headers, &uri) {
+        return page(&app, &headers, status, again(&[text]));
+    }
+    let based_on = (pairs.iter())
+        .find(|(k, _)| k == "settings_version")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    let Some(based_on) = based_on else {
+        let text = "The form lacks its version; reload the page and try again.".to_string();
+        return page(&app, &headers, StatusCode::UNPROCESSABLE_ENTITY, again(&[text]));
+    };
+    let ticked: Vec<String> = (pairs.iter())
+        .filter(|(k, _)| k == "field")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let mut next = (*app.settings()).clone();
+    next.pumps.entry(id.to_string()).or_default().visible_fields = (!ticked.is_empty()).then_some(ticked);
+    let app2 = app.clone();
+    let (status, errors) = match tokio::task::spawn_blocking(move || app2.save_settings(based_on, next)).await {
+        Ok(Ok(_)) => return Redirect::to(&format!("/heatpumps?done=fields&id={}", path_segment(id))).into_response(),
+        Ok(Err(SaveError::Invalid(errors))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errors.into_iter().map(|e| e.message).collect(),
+        ),
+        Ok(Err(e @ SaveError::Conflict { .. })) => (StatusCode::CONFLICT, vec![e.to_string()]),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, vec![format!("Not saved: {e}")]),
+    };
+    page(&app, &headers, status, again(&errors))
 }
 
 fn find<'a>(entries: &'a [Yaml], id: &str) -> Option<&'a Yaml> {

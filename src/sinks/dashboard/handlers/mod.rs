@@ -56,7 +56,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(heatpumps::one)
                 .put(heatpumps::update)
                 .patch(heatpumps::update)
-                .delete(heatpumps::delete),
+                .delete(heatpumps::delete)
+                .post(heatpumps::test),
         )
         .route("/api/models", get(heatpumps::models))
         .route("/api/registers/{model}", get(heatpumps::registers))

@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_yaml::Value as Yaml;
 
-use super::format::path_segment;
+use super::format::{path_segment, Group};
 use super::settings_page::may_edit;
 use super::templates::{layout, render};
 use crate::hpmanager::edit::{id_of, FieldError};
 use crate::sinks::dashboard::app::App;
+use crate::sinks::dashboard::connection::ConnectionTest;
 use crate::yaml::scalar;
 
 /// The inputs of the pump form, named as the form sends them.
@@ -108,6 +109,21 @@ struct Row {
     enabled: bool,
 }
 
+/// One field of the pump's model in the displayed-fields checklist.
+#[derive(Serialize)]
+struct FieldCheck {
+    name: String,
+    description: String,
+    checked: bool,
+}
+
+/// The fields of one category, as the pump page groups them.
+#[derive(Serialize)]
+struct FieldGroup {
+    title: &'static str,
+    fields: Vec<FieldCheck>,
+}
+
 #[derive(Serialize)]
 struct ModelOption {
     name: String,
@@ -131,6 +147,12 @@ pub struct View {
     /// All messages, for the summary at the top.
     pub all_errors: Vec<String>,
     pub notice: Option<String>,
+    /// What the "Test connection" button read.
+    pub test: Option<ConnectionTest>,
+    /// The edit page's checklist of the model's fields shown on the pump's
+    /// card, by category, and the settings version it was read at.
+    field_groups: Vec<FieldGroup>,
+    settings_version: u64,
     can_edit: bool,
     read_only: Option<String>,
 }
@@ -219,8 +241,37 @@ impl View {
     }
 }
 
+/// The checklist of the fields of `model` shown for pump `id`, ticked as the
+/// dashboard settings' `visible_fields` say (none ticked: the default tiles).
+fn field_groups(app: &App, id: &str, model: &str) -> (Vec<FieldGroup>, u64) {
+    let settings = app.settings();
+    let visible = settings.visible_fields(id).unwrap_or_default();
+    let Some(model) = app.registers.map.as_ref().and_then(|m| m.model(model)) else {
+        return (Vec::new(), settings.version);
+    };
+    let groups = Group::ALL
+        .iter()
+        .map(|&g| FieldGroup {
+            title: g.title(),
+            fields: (model.schema().fields.iter())
+                .filter(|f| Group::of(f) == g)
+                .map(|f| FieldCheck {
+                    name: f.name.to_string(),
+                    description: f.description.clone().unwrap_or_else(|| f.name.to_string()),
+                    checked: visible.iter().any(|v| **v == *f.name),
+                })
+                .collect(),
+        })
+        .filter(|g| !g.fields.is_empty())
+        .collect();
+    (groups, settings.version)
+}
+
 /// The list page (or the edit page, when the view is [`View::editing`]).
-pub fn page(app: &App, headers: &HeaderMap, status: StatusCode, v: View) -> Response {
+pub fn page(app: &App, headers: &HeaderMap, status: StatusCode, mut v: View) -> Response {
+    if let Some(id) = &v.editing {
+        (v.field_groups, v.settings_version) = field_groups(app, id, &v.form.model);
+    }
     let (heading, main) = match &v.editing {
         Some(id) => (format!("Edit heat pump {id}"), "heatpump_edit.html"),
         None => ("Heat pumps".to_string(), "heatpumps.html"),
