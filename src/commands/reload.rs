@@ -60,13 +60,18 @@ pub async fn reload(
     };
     let plan = Plan::of(running, &next);
     let mut live = 0;
+    let mut rebuild = plan.rebuild;
     for (node, id) in &plan.follow {
-        if let Some(p) = next.prepared.get(node) {
-            live += usize::from(control.reload(id, p.clone()));
+        let taken = (next.prepared.get(node)).is_some_and(|p| control.reload(id, p.clone()));
+        live += usize::from(taken);
+        // Its keys are the same but a file it read changed, and it cannot take
+        // that live (the dashboard's register map or display file): rebuilt.
+        if !taken && next.reads_changed(running, *node) {
+            rebuild.push((*node, format!("{}.{id}", node.0.table())));
         }
     }
     let mut failed = Vec::new();
-    for (node, id) in &plan.rebuild {
+    for (node, id) in &rebuild {
         let ty = type_name(&next, *node);
         let result = topology
             .rebuild(
@@ -91,7 +96,7 @@ pub async fn reload(
         );
     }
     if failed.is_empty() {
-        info!(followed = live, rebuilt = plan.rebuild.len(), "Configuration reloaded");
+        info!(followed = live, rebuilt = rebuild.len(), "Configuration reloaded");
         registry.reloads().applied(!plan.restart.is_empty());
         Some(next)
     } else {

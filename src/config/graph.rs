@@ -33,6 +33,11 @@ pub struct CheckedPipeline {
     pub prepared: HashMap<Node, Prepared>,
     /// Files the components read besides the pipeline file.
     pub reads: Vec<PathBuf>,
+    /// Which component read which of them.
+    pub read_by: HashMap<Node, Vec<PathBuf>>,
+    /// A fingerprint of each file read, taken when it was checked: a reload
+    /// rebuilds a component whose files changed although its keys did not.
+    pub fingerprints: HashMap<PathBuf, u64>,
 }
 
 impl CheckedPipeline {
@@ -42,6 +47,11 @@ impl CheckedPipeline {
         let mut v = vec![self.file.source.path.clone()];
         v.extend(self.reads.iter().cloned());
         v
+    }
+
+    /// Whether a file `node` read differs from what `other` saw of it.
+    pub fn reads_changed(&self, other: &CheckedPipeline, node: Node) -> bool {
+        (self.read_by.get(&node).into_iter().flatten()).any(|f| self.fingerprints.get(f) != other.fingerprints.get(f))
     }
 
     /// What the check of a component kept, if it is a `T`.
@@ -349,7 +359,9 @@ pub fn compile(file: PipelineFile, mut diags: Diagnostics) -> Result<(CheckedPip
             transform_order,
             input_schemas,
             prepared: found.prepared,
+            fingerprints: found.reads.iter().map(|f| (f.clone(), fingerprint(f))).collect(),
             reads: found.reads,
+            read_by: found.read_by,
         },
         diags,
     ))
@@ -378,6 +390,15 @@ struct Found {
     claims: Vec<(Claim, Node, Option<String>)>,
     prepared: HashMap<Node, Prepared>,
     reads: Vec<PathBuf>,
+    read_by: HashMap<Node, Vec<PathBuf>>,
+}
+
+/// A file's contents as a number (0 when it cannot be read).
+fn fingerprint(path: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn check_one<C: ComponentConfig>(
@@ -417,8 +438,9 @@ fn check_one<C: ComponentConfig>(
     }
     for path in cx.reads {
         if !found.reads.contains(&path) {
-            found.reads.push(path);
+            found.reads.push(path.clone());
         }
+        found.read_by.entry(node).or_default().push(path);
     }
     cx.outputs
 }

@@ -128,6 +128,7 @@ impl DashboardConfig {
         }
         if let Some(display) = &self.display {
             let path = cx.resolve(display);
+            cx.reads(&path);
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     if let Err(e) = settings::from_display_yml(&text).and_then(|s| check_settings(&s)) {
@@ -186,7 +187,9 @@ impl DashboardConfig {
     /// read and parsed: the Modbus source that polls it checks its entries.
     fn check_inventory(&self, cx: &mut Check<'_>) {
         if let Some(registers) = &self.registers {
-            match RegisterMap::load(cx.resolve(registers)) {
+            let path = cx.resolve(registers);
+            cx.reads(&path);
+            match RegisterMap::load(path) {
                 Ok(map) => cx.keep(Arc::new(map)),
                 Err(diags) => diags.into_iter().for_each(|d| cx.external(d)),
             }
