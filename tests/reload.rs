@@ -67,10 +67,16 @@ struct Running {
 impl Running {
     /// `hpflow run PIPELINE`, logging at info into `log`, scraped on `port`.
     fn start(pipeline: &Path, log: &Path, port: u16) -> Running {
+        Running::start_with(pipeline, log, port, &[])
+    }
+
+    /// As `start`, with more environment.
+    fn start_with(pipeline: &Path, log: &Path, port: u16, env: &[(&str, &str)]) -> Running {
         let child = hpflow()
             .arg("run")
             .arg(pipeline)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -328,20 +334,8 @@ registers = "{map}"
     )
     .unwrap();
     let token = "end-to-end-admin-token-0123";
-    let child = hpflow()
-        .arg("run")
-        .arg(&pipeline)
-        .env("HPFLOW_ADMIN_TOKEN", token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut run = Running {
-        child: Killed(child),
-        port: metrics,
-        started: Instant::now(),
-        hp1: 0.0,
-    };
+    let log = dir.path().join("hpflow.log");
+    let mut run = Running::start_with(&pipeline, &log, metrics, &[("HPFLOW_ADMIN_TOKEN", token)]);
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
     add(dashboard, gateway, token);
     run.until("hp2 added through the dashboard", |m| {
@@ -386,19 +380,8 @@ fn inline_devices_change_live_a_changed_sink_is_rebuilt_and_a_new_graph_waits() 
         std::fs::rename(&tmp, &pipeline).unwrap();
     };
     write(&[1], "heatpump", metrics, "");
-    let child = hpflow()
-        .arg("run")
-        .arg(&pipeline)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut run = Running {
-        child: Killed(child),
-        port: metrics,
-        started: Instant::now(),
-        hp1: 0.0,
-    };
+    let log = dir.path().join("hpflow.log");
+    let mut run = Running::start(&pipeline, &log, metrics);
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
 
     write(&[1, 2], "heatpump", metrics, "");
