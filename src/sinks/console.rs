@@ -5,8 +5,7 @@ use std::io::Write;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::component::{BoxError, Input, Sink, SinkContext};
-use crate::component::{BuildContext, Check};
+use crate::component::{BoxError, BuildContext, Check, Input, Sink, SinkContext};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

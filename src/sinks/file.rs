@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::component::{BoxError, Input, Sink, SinkContext};
-use crate::component::{BuildContext, Check, Claim};
+use crate::component::{BoxError, BuildContext, Check, Claim, Input, Sink, SinkContext};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

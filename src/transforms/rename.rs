@@ -26,8 +26,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::component::{BoxError, Transform};
-use crate::component::{BuildContext, Check};
+use crate::component::{BoxError, BuildContext, Check, Transform};
 use crate::event::{Event, FieldMeta, Schema, Tags};
 
 /// Tags every device has; user tags come on top and cannot be known statically.

@@ -8,8 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::component::{parse_listen_address, BuildContext, Check, Claim};
-use crate::component::{BoxError, Control, Sink};
+use crate::component::{parse_listen_address, BoxError, BuildContext, Check, Claim, Control, Sink};
 use crate::event::Schema;
 
 use super::app::{App, Parts, Registers};

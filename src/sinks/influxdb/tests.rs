@@ -19,8 +19,7 @@ mod influxd_support;
 use crate::test_net as net;
 
 use super::*;
-use crate::component::BuildContext;
-use crate::component::Input;
+use crate::component::{BuildContext, Input};
 use crate::event::{Metric, Schema, StateChange, Tags, Value};
 use crate::telemetry::{DeliverySnapshot, Registry};
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::component::{parse_listen_address, BuildContext, Check, Claim};
-use crate::component::{BoxError, Sink};
+use crate::component::{parse_listen_address, BoxError, BuildContext, Check, Claim, Sink};
 
 use super::names::is_valid_prefix;
 use super::render::{system_clock, Exporter};

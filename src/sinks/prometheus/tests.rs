@@ -14,8 +14,7 @@ use crate::test_net as net;
 mod prometheus_support;
 
 use super::*;
-use crate::component::{Check, Claim};
-use crate::component::{Input, Sink, SinkContext};
+use crate::component::{Check, Claim, Input, Sink, SinkContext};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
 use crate::telemetry::Registry;
 

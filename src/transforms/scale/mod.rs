@@ -49,8 +49,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::component::{BoxError, Transform};
-use crate::component::{BuildContext, Check};
+use crate::component::{BoxError, BuildContext, Check, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Schema, Value, ValueType};
 use crate::telemetry::ComponentMetrics;
 

@@ -56,8 +56,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::component::{BoxError, Transform};
-use crate::component::{BuildContext, Check, Claim};
+use crate::component::{BoxError, BuildContext, Check, Claim, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
 use crate::fsutil::{move_aside, write_atomically};
 use crate::telemetry::ComponentMetrics;
