@@ -25,6 +25,10 @@
 //!   came: only a device's last completed poll of a SIGKILL cycle may be missing
 //!   (at most one per device per SIGKILL).
 //!
+//! Once a run, at a seeded instant, the pipeline file is changed under hpflow
+//! (other keys for the InfluxDB sink and state_diff), so both are rebuilt while
+//! the pumps are polled: a rebuild must lose nothing either.
+//!
 //! `HPFLOW_CHAOS_SEED=<n>` replays a seed (the test prints the one it used);
 //! `HPFLOW_CHAOS_CYCLES=<n>` runs more cycles than the default 20;
 //! `HPFLOW_CHAOS_KEEP=1` keeps the working folder (logs, buffer, database);
@@ -220,6 +224,38 @@ fn end(mut child: Child, sig: Signal, log: &Path) {
     }
 }
 
+/// What happens at an instant of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// VictoriaMetrics stopped (false) or back (true).
+    Database(bool),
+    /// The pipeline file rewritten with this version of the keys.
+    Reload(u64),
+}
+
+/// The shipped pipeline with keys that differ by `version` in the InfluxDB sink
+/// and in state_diff (so a reload rebuilds both), written as editors save.
+fn write_pipeline(shipped: &str, path: &Path, version: u64) {
+    let text = shipped
+        .replacen(
+            "[sinks.influxdb]\n",
+            &format!("[sinks.influxdb]\nrequest_timeout = \"{}s\"\n", 10 + version % 2),
+            1,
+        )
+        .replacen(
+            "[transforms.states]\n",
+            &format!("[transforms.states]\nheartbeat = \"{}m\"\n", 15 + version % 2),
+            1,
+        );
+    assert_ne!(
+        text, shipped,
+        "the shipped pipeline has the tables the chaos test changes"
+    );
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// Sleeps until `at` after `t0` (at once when that has passed).
 fn sleep_until(t0: Instant, at: Duration) {
     if let Some(d) = at.checked_sub(t0.elapsed()) {
@@ -355,8 +391,12 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
             port = p.addr.port()
         );
     }
+    // The shipped pipeline, copied so that each run can change it under hpflow.
+    let shipped = std::fs::read_to_string(shipped_pipelines().join("heatpump.toml")).unwrap();
+    let pipeline = dir.join("pipeline.toml");
+    write_pipeline(&shipped, &pipeline, 0);
     let setup = Setup {
-        pipeline: shipped_pipelines().join("heatpump.toml"),
+        pipeline: pipeline.clone(),
         devices: dir.join("heatpumps.yml"),
         registers: registers.clone(),
         data_dir: dir.join("data"),
@@ -374,25 +414,36 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
             pumps.iter_mut().for_each(Pump::down);
         }
         // (offset from the start, database up?)
-        let mut db_events: Vec<(Duration, bool)> = db_back_in_next.take().map(|at| (at, true)).into_iter().collect();
+        let mut db_events: Vec<(Duration, Event)> = db_back_in_next
+            .take()
+            .map(|at| (at, Event::Database(true)))
+            .into_iter()
+            .collect();
         if let Outage::Database { down, up } = outage {
-            db_events.extend([(down, false), (up, true)]);
+            db_events.extend([(down, Event::Database(false)), (up, Event::Database(true))]);
         }
-        db_events.sort();
+        // Once a run, at a seeded instant, the InfluxDB sink and state_diff get
+        // other keys: hpflow rebuilds both while the pumps are polled.
+        let reload_at = Duration::from_millis(
+            fastrand::Rng::with_seed(seed.wrapping_mul(31).wrapping_add(i as u64)).u64(0..run_for.as_millis() as u64),
+        );
+        db_events.push((reload_at, Event::Reload(i as u64 + 1)));
+        db_events.sort_by_key(|(at, _)| *at);
         let log = dir.join(format!("run-{:02}.log", i + 1));
         let began = SystemTime::now();
         let t0 = Instant::now();
         let child = setup.spawn(&log);
-        for (at, up) in db_events {
+        for (at, event) in db_events {
             if at >= run_for {
                 db_back_in_next = Some(at - run_for);
                 continue;
             }
             sleep_until(t0, at);
-            match up {
-                true if !vm.is_running() => vm.restart(),
-                true => {}
-                false => vm.stop(),
+            match event {
+                Event::Database(true) if !vm.is_running() => vm.restart(),
+                Event::Database(true) => {}
+                Event::Database(false) => vm.stop(),
+                Event::Reload(version) => write_pipeline(&shipped, &pipeline, version),
             }
         }
         sleep_until(t0, run_for);
@@ -403,7 +454,7 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
             pumps.iter_mut().for_each(|p| p.up(&rt));
         }
         println!(
-            "chaos: cycle {:2}: {run_for:?} then {sig:?}, outage {outage:?}{}",
+            "chaos: cycle {:2}: {run_for:?} then {sig:?}, outage {outage:?}, reload at {reload_at:?}{}",
             i + 1,
             if vm.is_running() { "" } else { ", database still down" }
         );
@@ -608,6 +659,14 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
         polls_total > 0,
         "no poll completed: the plan's last request {last} is never answered"
     );
+    // The rebuilds happened (not every one: a run may end before its reload).
+    let rebuilt = (done.iter())
+        .filter(|c| std::fs::read_to_string(&c.log).is_ok_and(|l| l.contains("Component rebuilt")))
+        .count();
+    println!("chaos summary: runs in which the InfluxDB sink and state_diff were rebuilt: {rebuilt}");
+    if std::env::var_os("HPFLOW_CHAOS_BIN").is_none() && rebuilt == 0 {
+        failures.push("no run rebuilt a component: the reload path was not exercised".to_string());
+    }
     if !conflicts.is_empty() {
         failures.push(format!(
             "{} samples stored twice with different values, e.g.:\n  {}",
