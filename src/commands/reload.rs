@@ -84,7 +84,7 @@ pub async fn reload(
         match result {
             Ok(()) => info!(component = %id, "Component rebuilt with its new configuration"),
             Err(e) => {
-                error!(component = %id, error = %e, "Component cannot start with its new configuration; it runs on with the previous one");
+                error!(component = %id, error = %e, "Component cannot start with its new configuration; the previous one is started again if it can");
                 failed.push(format!("{id}: {e}"));
             }
         }

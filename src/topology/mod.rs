@@ -481,10 +481,14 @@ impl RunningTopology {
         };
         let (built, ty, result) = match build() {
             Ok(b) => (b, ty, Ok(())),
-            Err(e) => {
-                let (b, old_ty) = fallback()?;
-                (b, old_ty, Err(e))
-            }
+            Err(e) => match fallback() {
+                Ok((b, old_ty)) => (b, old_ty, Err(e)),
+                // Neither starts: the component is gone until the next reload
+                // or restart, and its queue closes (its upstreams see it gone).
+                Err(f) => {
+                    return Err(format!("{e}; and its previous configuration cannot start again either: {f}").into())
+                }
+            },
         };
         self.tasks
             .push(wiring.spawn(node, task.id, ty, built, queue, &self.shutdown));
