@@ -66,7 +66,8 @@ pub async fn reload(
         live += usize::from(taken);
         // Its keys are the same but a file it read changed, and it cannot take
         // that live (the dashboard's register map or display file): rebuilt.
-        if !taken && next.reads_changed(running, *node) {
+        // (Rebuilt in place only: a new graph places components elsewhere.)
+        if !taken && plan.same_shape && next.reads_changed(running, *node) {
             rebuild.push((*node, format!("{}.{id}", node.0.table())));
         }
     }
@@ -115,6 +116,9 @@ struct Plan {
     rebuild: Vec<(Node, String)>,
     /// What only a restart applies: the graph's shape, the data folder.
     restart: Vec<String>,
+    /// Same components in the same places with the same edges: a component
+    /// is found at the same node in the running pipeline.
+    same_shape: bool,
 }
 
 impl Plan {
@@ -135,6 +139,7 @@ impl Plan {
         if !same_shape {
             plan.restart.push("components or their inputs".to_string());
         }
+        plan.same_shape = same_shape;
         // A source whose inline devices changed takes them like a changed inventory file.
         plan.kind(&old.file.sources, &new.file.sources, same_shape, |a, b| {
             a.differs_in_devices_only(b)
