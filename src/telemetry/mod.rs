@@ -6,6 +6,7 @@
 mod components;
 mod delivery;
 mod devices;
+mod efficiency;
 mod reloads;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 pub use components::{ComponentCounts, ComponentMetrics};
 pub use delivery::{DeliverySnapshot, DeliveryStats};
+pub use efficiency::{cop, sum, Day, EfficiencyBoard};
 pub use devices::{
     on_time, DeviceHealth, HealthHandle, HealthRegistry, Histogram, RequestResult, Transition, DURATION_BUCKETS,
 };
@@ -26,6 +28,7 @@ pub struct Registry {
     devices: HealthRegistry,
     deliveries: Mutex<BTreeMap<String, Arc<DeliveryStats>>>,
     reloads: ReloadStats,
+    efficiency: EfficiencyBoard,
 }
 
 impl Registry {
@@ -57,6 +60,11 @@ impl Registry {
     /// The configuration reloads of the running pipeline.
     pub fn reloads(&self) -> &ReloadStats {
         &self.reloads
+    }
+
+    /// The daily energy and cycle figures of the `efficiency` transform.
+    pub fn efficiency(&self) -> &EfficiencyBoard {
+        &self.efficiency
     }
 
     /// Fresh delivery counters for the sink with this id (replacing those of an
