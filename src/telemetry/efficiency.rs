@@ -13,7 +13,7 @@ use jiff::civil::Date;
 /// One local calendar day of one device. Energy in kWh; `None` where the map
 /// lacks the register, or the figure could not be trusted (a counter that went
 /// backwards, an implausible jump, a gap across the day's end).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Day {
     pub date: Date,
     /// Heat the compressor produced for space heating.
@@ -33,6 +33,10 @@ pub struct Day {
     pub compressor_run_seconds: f64,
     pub defrosts: u32,
     pub defrost_seconds: f64,
+    /// One of the day's figures the device has is unknown: the combined heat,
+    /// electricity and COP are unknown too (the parts that are known stay).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 impl Day {
@@ -50,6 +54,7 @@ impl Day {
             compressor_run_seconds: 0.0,
             defrosts: 0,
             defrost_seconds: 0.0,
+            partial: false,
         }
     }
 
@@ -72,11 +77,11 @@ impl Day {
 
     /// All heat delivered: compressor and booster, heating and hot water.
     pub fn heat(&self) -> Option<f64> {
-        sum([self.heat_for_heating(), self.heat_for_dhw()])
+        sum([self.heat_for_heating(), self.heat_for_dhw()]).filter(|_| !self.partial)
     }
 
     pub fn electricity(&self) -> Option<f64> {
-        sum([self.electricity_for_heating(), self.electricity_for_dhw()])
+        sum([self.electricity_for_heating(), self.electricity_for_dhw()]).filter(|_| !self.partial)
     }
 
     pub fn cop(&self) -> Option<f64> {
@@ -151,5 +156,8 @@ mod tests {
         assert_eq!(d.cop_heating(), Some(32.0 / 12.0));
         assert_eq!(d.cop_dhw(), None, "no hot-water register");
         assert_eq!(d.heat(), Some(32.0));
+        d.partial = true;
+        assert_eq!((d.heat(), d.cop()), (None, None), "a part is unknown");
+        assert_eq!(d.cop_heating(), Some(32.0 / 12.0), "the known parts stay");
     }
 }

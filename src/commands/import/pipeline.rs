@@ -169,9 +169,17 @@ pub(super) fn build(folder: &Folder, names: &Names<'_>) -> Result<Pipeline, Vec<
     );
     t.kv("inputs", list(&source_ids), "");
     t.line("");
+    t.table("transforms.efficiency");
+    t.kv(
+        "type",
+        q("efficiency"),
+        "energy counters, daily COP and SCOP, compressor cycles (local days of the system's time zone)",
+    );
+    t.kv("inputs", list(&["scaled".to_string()]), "");
+    t.line("");
     t.table("transforms.states");
     t.kv("type", q("state_diff"), "since when each operating state holds");
-    t.kv("inputs", list(&["scaled".to_string()]), "");
+    t.kv("inputs", list(&["efficiency".to_string()]), "");
 
     t.line("");
     t.comment(
@@ -336,7 +344,7 @@ fn header(t: &mut Text, folder: &Folder, names: &Names<'_>) {
     t.comment("");
     t.comment("HPManager's collector and dashboard in one process:");
     t.comment(&format!(
-        "  {0}/heatpumps.yml + {0}/registers.yml → scale → state_diff",
+        "  {0}/heatpumps.yml + {0}/registers.yml → scale → efficiency → state_diff",
         names.files_dir
     ));
     t.comment("    → InfluxDB 2 (for Grafana) + Prometheus /metrics + the live dashboard");

@@ -1,0 +1,379 @@
+use super::*;
+use crate::component::Check;
+
+const HOUR: u64 = 3600;
+
+/// Midnight (UTC) eight days ago: recent, so the default `expire_after` keeps it.
+fn day0() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (now / 86_400 - 8) * 86_400
+}
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(day0() + secs)
+}
+
+fn field(name: &str, value_type: ValueType, kind: FieldKind) -> FieldMeta {
+    FieldMeta {
+        kind,
+        ..FieldMeta::gauge(name, value_type)
+    }
+}
+
+/// The shipped map's energy registers, or HPManager's (day counters only).
+fn schema(with_totals: bool, with_electricity: bool) -> Arc<Schema> {
+    let mut fields = vec![
+        field("heat_meter_heating_day", ValueType::Int, FieldKind::Gauge),
+        field("heat_meter_dhw_day", ValueType::Int, FieldKind::Gauge),
+        field("compressor_running", ValueType::Bool, FieldKind::State),
+        field("defrost_mode", ValueType::Bool, FieldKind::State),
+        field("outside_temperature", ValueType::Float, FieldKind::Gauge),
+    ];
+    if with_electricity {
+        fields.push(field("power_consumption_heating_day", ValueType::Int, FieldKind::Gauge));
+        fields.push(field("power_consumption_dhw_day", ValueType::Int, FieldKind::Gauge));
+    }
+    if with_totals {
+        for n in ["heat_meter_heating_total", "heat_meter_dhw_total"] {
+            fields.push(field(n, ValueType::Int, FieldKind::Counter));
+        }
+        if with_electricity {
+            for n in ["power_consumption_heating_total", "power_consumption_dhw_total"] {
+                fields.push(field(n, ValueType::Int, FieldKind::Counter));
+            }
+        }
+    }
+    Arc::new(Schema::new("wpm", fields))
+}
+
+fn config(text: &str) -> EfficiencyConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn build(c: &EfficiencyConfig, dir: &Path, schema: &Arc<Schema>, registry: &Arc<Registry>) -> Box<dyn Transform> {
+    BuildContext::alone("efficiency", dir, std::slice::from_ref(schema), registry, |cx| {
+        c.build(cx)
+    })
+    .unwrap()
+}
+
+fn feed(tr: &mut dyn Transform, schema: &Arc<Schema>, time: SystemTime, fields: &[(&str, Value)]) -> Arc<Metric> {
+    let mut m = Metric::new("hp1", Arc::default(), time, schema.clone());
+    for (k, v) in fields {
+        m.fields.insert((*k).into(), v.clone());
+    }
+    let mut out = Vec::new();
+    tr.transform(m.into(), &mut out);
+    match out.pop() {
+        Some(Event::Metric(m)) => m,
+        other => panic!("expected a metric, got {other:?}"),
+    }
+}
+
+fn num(m: &Metric, name: &str) -> Option<f64> {
+    m.fields.get(name).and_then(Value::as_f64)
+}
+
+/// A poll of the shipped map: heat and electricity (heating, hot water), each a
+/// day counter and a total.
+fn energy(heat: (i64, i64, i64, i64), el: (i64, i64, i64, i64)) -> Vec<(&'static str, Value)> {
+    vec![
+        ("heat_meter_heating_day", Value::Int(heat.0)),
+        ("heat_meter_heating_total", Value::Int(heat.1)),
+        ("heat_meter_dhw_day", Value::Int(heat.2)),
+        ("heat_meter_dhw_total", Value::Int(heat.3)),
+        ("power_consumption_heating_day", Value::Int(el.0)),
+        ("power_consumption_heating_total", Value::Int(el.1)),
+        ("power_consumption_dhw_day", Value::Int(el.2)),
+        ("power_consumption_dhw_total", Value::Int(el.3)),
+    ]
+}
+
+const UTC: &str = "time_zone = \"UTC\"";
+
+#[test]
+fn the_added_fields_have_kinds_and_units_and_the_output_schema_declares_them() {
+    let s = schema(true, true);
+    let mut cx = Check::new("efficiency", Path::new("."), Path::new("."), std::slice::from_ref(&s));
+    config(UTC).check(&mut cx);
+    assert!(cx.errors().is_empty(), "{:?}", cx.errors());
+    let out = extend(&s);
+    let kind = |n: &str| out.field(n).map(|f| (f.kind, f.unit.clone(), f.value_type));
+    assert_eq!(
+        kind("heat_kwh"),
+        Some((FieldKind::Counter, Some("kwh".into()), ValueType::Float))
+    );
+    assert_eq!(
+        kind("cop_today"),
+        Some((FieldKind::Gauge, Some("dimensionless".into()), ValueType::Float))
+    );
+    assert_eq!(
+        kind("compressor_starts"),
+        Some((FieldKind::Counter, None, ValueType::Int))
+    );
+    assert_eq!(kind("short_cycling"), Some((FieldKind::State, None, ValueType::Bool)));
+    assert!(out.field("heat_meter_heating_day").is_some(), "input fields stay");
+}
+
+#[test]
+fn a_misnamed_field_and_an_unknown_time_zone_are_errors_with_their_keys() {
+    let s = schema(true, true);
+    let mut cx = Check::new("efficiency", Path::new("."), Path::new("."), std::slice::from_ref(&s));
+    config("time_zone = \"Mars/Olympus\"\nfields = { outdoor_temperature = \"outdoor\" }\nmax_step_kwh = 0")
+        .check(&mut cx);
+    let keys: Vec<Option<String>> = cx.errors().into_iter().map(|(k, _)| k).collect();
+    assert!(keys.contains(&Some("time_zone".into())), "{keys:?}");
+    assert!(keys.contains(&Some("fields.outdoor_temperature".into())), "{keys:?}");
+    assert!(keys.contains(&Some("max_step_kwh".into())), "{keys:?}");
+}
+
+#[test]
+fn a_day_of_polls_gives_counters_todays_figures_and_cop_and_the_midnight_move_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    // 06:00: 3 kWh heat, 1 kWh electricity so far today.
+    let m = feed(&mut *tr, &s, t(6 * HOUR), &energy((3, 1000, 0, 500), (1, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_kwh"), Some(1503.0), "the device's own total + day");
+    assert_eq!(num(&m, "heat_today_kwh"), Some(3.0));
+    assert_eq!(num(&m, "cop_today"), Some(3.0));
+    assert_eq!(num(&m, "cop_24h"), None, "no 24 h known yet");
+    // 23:59: 30 heat (28 heating + 2 hot water), 9 electricity.
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(24 * HOUR - 60),
+        &energy((28, 1000, 2, 500), (8, 300, 1, 200)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1530.0));
+    assert_eq!(num(&m, "cop_today"), Some(3.33));
+    assert_eq!(num(&m, "cop_today_heating"), Some(3.5));
+    assert_eq!(num(&m, "cop_today_dhw"), Some(2.0));
+    // 00:00:10, the move seen half: the day counters reset, the totals not yet grown.
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(24 * HOUR + 10),
+        &energy((0, 1000, 0, 500), (0, 300, 0, 200)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1530.0), "nothing lost, nothing twice");
+    assert_eq!(num(&m, "cop_today"), None, "no electricity yet today: absent, not 0");
+    // 00:00:20: the totals took the day's whole kWh (one more came in the last minute).
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(24 * HOUR + 20),
+        &energy((0, 1029, 0, 502), (0, 309, 0, 201)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1531.0));
+    assert_eq!(num(&m, "electricity_kwh"), Some(510.0));
+    tr.tick(t(24 * HOUR + 30), &mut Vec::new());
+    let days = registry.efficiency().days("hp1").unwrap();
+    let first = days.iter().find(|d| {
+        d.date
+            == jiff::Timestamp::try_from(t(0))
+                .unwrap()
+                .to_zoned_datetime(TimeZone::UTC)
+                .date()
+    });
+    let first = first.unwrap();
+    assert_eq!((first.heat_heating, first.heat_dhw), (Some(29.0), Some(2.0)));
+    assert_eq!(
+        (first.electricity_heating, first.electricity_dhw),
+        (Some(9.0), Some(1.0))
+    );
+}
+
+#[test]
+fn a_counter_that_goes_back_or_jumps_is_absent_once_and_the_total_never_goes_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    let base = 10 * HOUR;
+    let m = feed(&mut *tr, &s, t(base), &energy((10, 1000, 0, 500), (3, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_kwh"), Some(1510.0));
+    // The heating total drops by 900 kWh (a torn read): absent, once.
+    let m = feed(&mut *tr, &s, t(base + 10), &energy((10, 100, 0, 500), (3, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_heating_kwh"), None);
+    assert_eq!(num(&m, "heat_kwh"), None);
+    assert_eq!(num(&m, "electricity_kwh"), Some(503.0), "other figures stay");
+    // Back to normal: counting goes on where it was.
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(base + 20),
+        &energy((11, 1000, 0, 500), (3, 300, 0, 200)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1511.0));
+    // A jump of 200 kWh in 10 s: absent, and counting goes on from the new value.
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(base + 30),
+        &energy((211, 1000, 0, 500), (3, 300, 0, 200)),
+    );
+    assert_eq!(num(&m, "heat_heating_kwh"), None);
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(base + 40),
+        &energy((212, 1000, 0, 500), (3, 300, 0, 200)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1512.0), "the jump is not counted");
+    // The device's counters are reset to 0 (a new controller): absent once, then counting goes on.
+    let m = feed(&mut *tr, &s, t(base + 50), &energy((0, 0, 0, 500), (3, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_heating_kwh"), None);
+    let m = feed(&mut *tr, &s, t(base + 60), &energy((1, 0, 0, 500), (3, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_kwh"), Some(1512.0));
+    let m = feed(&mut *tr, &s, t(base + 70), &energy((3, 0, 0, 500), (3, 300, 0, 200)));
+    assert_eq!(num(&m, "heat_kwh"), Some(1514.0));
+    // The day's heating figure can no longer be trusted: today's heat is unknown, COP absent.
+    assert_eq!(num(&m, "heat_heating_today_kwh"), None);
+    assert_eq!(num(&m, "cop_today"), None);
+    assert_eq!(num(&m, "cop_today_dhw"), None, "no hot-water electricity: absent");
+}
+
+#[test]
+fn hpmanagers_day_counters_alone_count_and_a_map_without_electricity_has_no_cop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(false, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    let day = |h: i64, e: i64| {
+        vec![
+            ("heat_meter_heating_day", Value::Int(h)),
+            ("heat_meter_dhw_day", Value::Int(0)),
+            ("power_consumption_heating_day", Value::Int(e)),
+            ("power_consumption_dhw_day", Value::Int(0)),
+        ]
+    };
+    feed(&mut *tr, &s, t(20 * HOUR), &day(20, 5));
+    let m = feed(&mut *tr, &s, t(23 * HOUR), &day(26, 7));
+    assert_eq!(num(&m, "heat_kwh"), Some(26.0));
+    let m = feed(&mut *tr, &s, t(24 * HOUR + 60), &day(0, 0));
+    assert_eq!(num(&m, "heat_kwh"), Some(26.0), "the reset is a new day, not a drop");
+    let m = feed(&mut *tr, &s, t(25 * HOUR), &day(2, 1));
+    assert_eq!(num(&m, "heat_kwh"), Some(28.0));
+    assert_eq!(num(&m, "cop_today"), Some(2.0));
+
+    let s = schema(false, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(HOUR),
+        &[
+            ("heat_meter_heating_day", Value::Int(3)),
+            ("heat_meter_dhw_day", Value::Int(1)),
+        ],
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(4.0));
+    assert_eq!(num(&m, "electricity_kwh"), None);
+    assert_eq!(num(&m, "cop_today"), None, "no electricity register: absent");
+    assert!(m.fields.keys().all(|k| !k.starts_with("cop") && !k.starts_with("scop")));
+}
+
+#[test]
+fn counters_and_days_survive_a_restart_and_a_missed_midnight_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    feed(
+        &mut *tr,
+        &s,
+        t(12 * HOUR),
+        &energy((10, 1000, 0, 500), (3, 300, 0, 200)),
+    );
+    let m = feed(
+        &mut *tr,
+        &s,
+        t(20 * HOUR),
+        &energy((20, 1000, 0, 500), (6, 300, 0, 200)),
+    );
+    assert_eq!(num(&m, "heat_kwh"), Some(1520.0));
+    tr.shutdown(&mut Vec::new());
+    drop(tr);
+    // hpflow is down over midnight; the device moved 24 kWh and counted 5 since.
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    assert!(
+        registry.efficiency().days("hp1").is_some(),
+        "days are published at build"
+    );
+    let m = feed(&mut *tr, &s, t(32 * HOUR), &energy((5, 1024, 0, 500), (2, 307, 0, 200)));
+    assert_eq!(num(&m, "heat_kwh"), Some(1529.0));
+    assert_eq!(num(&m, "electricity_kwh"), Some(509.0));
+    assert_eq!(num(&m, "heat_today_kwh"), Some(5.0));
+    tr.tick(t(32 * HOUR + 10), &mut Vec::new());
+    let days = registry.efficiency().days("hp1").unwrap();
+    assert_eq!(days.len(), 2);
+    assert_eq!(
+        days[0].heat_heating,
+        Some(24.0),
+        "the missed end of the day comes from the move"
+    );
+    assert_eq!(days[0].electricity_heating, Some(7.0));
+    assert_eq!(days[0].cop(), Some(24.0 / 7.0));
+}
+
+#[test]
+fn short_cycling_is_a_state_from_starts_per_hour_and_run_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    let on = |b: bool| {
+        vec![
+            ("compressor_running", Value::Bool(b)),
+            ("defrost_mode", Value::Bool(false)),
+        ]
+    };
+    feed(&mut *tr, &s, t(HOUR), &on(false));
+    let mut last = None;
+    // Runs of 4 minutes every 10 minutes.
+    for k in 0..5u64 {
+        let start = HOUR + 60 + k * 600;
+        feed(&mut *tr, &s, t(start), &on(true));
+        last = Some(feed(&mut *tr, &s, t(start + 240), &on(false)));
+    }
+    let m = last.unwrap();
+    assert_eq!(m.fields.get("short_cycling"), Some(&Value::Bool(true)));
+    assert_eq!(num(&m, "compressor_starts"), Some(5.0));
+    assert_eq!(num(&m, "compressor_starts_per_hour"), Some(5.0));
+    assert_eq!(num(&m, "compressor_last_run_seconds"), Some(240.0));
+    assert_eq!(num(&m, "compressor_run_seconds"), Some(1200.0));
+    // Two hours of rest: no longer short cycling.
+    let m = feed(&mut *tr, &s, t(4 * HOUR), &on(false));
+    assert_eq!(m.fields.get("short_cycling"), Some(&Value::Bool(false)));
+    // A 30-minute run once an hour is fine.
+    let m = feed(&mut *tr, &s, t(4 * HOUR + 60), &on(true));
+    assert_eq!(m.fields.get("short_cycling"), Some(&Value::Bool(false)));
+    let m = feed(&mut *tr, &s, t(4 * HOUR + 1860), &on(false));
+    assert_eq!(m.fields.get("short_cycling"), Some(&Value::Bool(false)));
+    assert_eq!(num(&m, "compressor_last_run_seconds"), Some(1800.0));
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_counting_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(dir.path(), "efficiency");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, b"{not json").unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    let m = feed(&mut *tr, &s, t(HOUR), &energy((1, 10, 0, 5), (1, 3, 0, 2)));
+    assert_eq!(num(&m, "heat_kwh"), Some(16.0));
+    let aside = fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+    assert!(aside, "the corrupt file was moved aside");
+}
