@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 
 pub use components::{ComponentCounts, ComponentMetrics};
 pub use delivery::{DeliverySnapshot, DeliveryStats};
-pub use efficiency::{cop, sum, Day, EfficiencyBoard};
 pub use devices::{
     on_time, DeviceHealth, HealthHandle, HealthRegistry, Histogram, RequestResult, Transition, DURATION_BUCKETS,
 };
+pub use efficiency::{cop, sum, Day, EfficiencyBoard};
 pub use reloads::{ReloadSnapshot, ReloadStats};
 
 /// Everything one pipeline counts: per-component event counters, per-device
