@@ -26,7 +26,7 @@ pub const SCOP_DAYS: i32 = 365;
 const W: f64 = 400.0;
 const LEFT: f64 = 38.0;
 const RIGHT: f64 = 8.0;
-const TOP: f64 = 16.0;
+const TOP: f64 = 24.0;
 const BOTTOM: f64 = 22.0;
 
 /// What the `efficiency` section of a pipeline looks like; the empty page shows it.
@@ -437,7 +437,7 @@ fn minutes(seconds: f64) -> String {
 
 fn scatter(days: &[&Day], recent_from: Date) -> Scatter {
     let height = 230.0;
-    let bottom = BOTTOM + 14.0;
+    let bottom = BOTTOM + 18.0;
     let base = height - bottom;
     let pairs: Vec<(&Day, f64, f64)> = days
         .iter()
