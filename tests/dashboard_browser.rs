@@ -187,6 +187,7 @@ async fn the_dashboard_in_chromium_shows_what_read_reads_stays_on_its_origin_and
     for path in [
         "/",
         "/pump/hp1",
+        "/pump/hp1/efficiency",
         "/settings",
         "/login",
         "/static/style.css",

@@ -40,8 +40,8 @@
 //!   published on the telemetry registry: heat and electricity per day
 //!   (heating, hot water, booster stacked) and compressor starts over the last
 //!   30 days, daily COP against the outdoor temperature and the seasonal COP of
-//!   the last 365 days, as SVG drawn on the server; without the transform, how
-//!   to add it. The card shows `cop_today`, `heat_today_kwh` and
+//!   the last 365 days, as SVG drawn on the server (not refreshed live);
+//!   without the transform, how to add it. The card shows `cop_today`, `heat_today_kwh` and
 //!   `electricity_today_kwh` when the last poll has them.
 //! - `GET /settings`, `POST /settings`: poll interval (applied to the running
 //!   sources at once through [`Control`](crate::component::Control)), refresh

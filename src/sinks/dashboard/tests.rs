@@ -295,7 +295,15 @@ async fn every_response_carries_the_security_headers() {
 async fn pages_have_no_inline_script_or_style_and_no_external_urls() {
     let h = harness(Some(TOKEN));
     let cookie = login(&h.app).await;
-    for uri in ["/", "/pump/hp1", "/settings", "/login"] {
+    h.app.telemetry.efficiency().publish("hp1", efficiency_days().into());
+    for uri in [
+        "/",
+        "/pump/hp1",
+        "/pump/hp1/efficiency",
+        "/pump/hp2/efficiency",
+        "/settings",
+        "/login",
+    ] {
         let r = send(
             &h.app,
             Request::get(uri).header(COOKIE, &cookie).body(Body::empty()).unwrap(),
@@ -1937,6 +1945,7 @@ async fn the_efficiency_page_draws_30_days_of_bars_the_cop_scatter_and_the_scop(
         .body
         .contains("href=\"/pump/hp1/efficiency\""));
     assert!(!body.contains("[transforms.efficiency]"));
+    assert!(body.contains("<body data-refresh=\"0\">"), "daily figures: not live");
 }
 
 #[tokio::test]

@@ -71,7 +71,8 @@ pub async fn pump(
     }
 }
 
-/// `GET /pump/{id}/efficiency`: daily energy, COP and compressor starts.
+/// `GET /pump/{id}/efficiency`: daily energy, COP and compressor starts. Not
+/// live: daily figures change slowly, and a swap would close the open table.
 pub async fn efficiency(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -80,7 +81,7 @@ pub async fn efficiency(
 ) -> Response {
     match app.efficiency_page(&id, app.now()) {
         Some(page) => {
-            let l = layout(&app, &headers, format!("{}: efficiency", page.name), "pump", true);
+            let l = layout(&app, &headers, format!("{}: efficiency", page.name), "pump", false);
             render(&app, l, "efficiency.html", &page, q.partial.is_some())
         }
         None => message(
