@@ -23,7 +23,7 @@ use hpflow::component::Kind;
 use hpflow::registers::RegisterMap;
 use hpflow::sim::{Clock, SimOptions, Simulator};
 use hpflow::sinks::dashboard::{Dashboard, DashboardConfig};
-use hpflow::telemetry::Registry;
+use hpflow::telemetry::{Day, Registry};
 use serde_json::{json, Value as Json};
 use support::chromium::Browser;
 use support::dashboard::fixture;
@@ -187,6 +187,7 @@ async fn the_dashboard_in_chromium_shows_what_read_reads_stays_on_its_origin_and
     for path in [
         "/",
         "/pump/hp1",
+        "/pump/hp1/efficiency",
         "/settings",
         "/login",
         "/static/style.css",
@@ -561,6 +562,164 @@ async fn heat_pumps_are_added_edited_disabled_and_deleted_through_the_pages() {
         assert!(!text().contains("hp2"), "{}", text());
         // The refused form's 422 is on purpose.
         problems(&cdp.events, &origin, &[422])
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// 200 days of a pump through autumn and winter up to today (UTC, the
+/// fixture's zone): heat follows the cold, the COP falls with it, a daily hot
+/// water charge, the booster on the coldest days, two days without figures.
+fn winter_days(today: jiff::civil::Date) -> Vec<Day> {
+    (0..200i32)
+        .filter_map(|i| {
+            let date = today.checked_sub(jiff::Span::new().days(199 - i)).unwrap();
+            if i == 185 {
+                return None; // the transform was not running that day
+            }
+            let x = f64::from(i);
+            let outdoor = 12.0 - 16.0 * x / 200.0 + 3.0 * (x * 0.9).sin();
+            let mut d = Day::new(date);
+            let heating = (18.0 - outdoor).max(0.0) * 2.6;
+            let cop = (3.4 + 0.09 * outdoor + 0.2 * (x * 2.1).sin()).clamp(1.6, 5.0);
+            d.heat_heating = Some(heating);
+            d.electricity_heating = Some(heating / cop);
+            d.heat_dhw = Some(7.5 + (x * 0.7).cos());
+            d.electricity_dhw = Some(d.heat_dhw.unwrap() / 2.6);
+            if outdoor < -3.0 {
+                d.booster_heating = Some(-outdoor * 1.5);
+            }
+            if i == 192 {
+                d.electricity_heating = None; // a meter that went backwards
+                d.electricity_dhw = None;
+                d.booster_heating = None;
+            }
+            d.outdoor_mean = Some(outdoor);
+            d.compressor_starts = (4.0 + (12.0 - outdoor).max(0.0) * 0.8 + 3.0 * (x * 1.3).sin().abs()) as u32;
+            d.compressor_run_seconds = f64::from(d.compressor_starts) * (1500.0 + 60.0 * (10.0 - outdoor).max(0.0));
+            d.defrosts = u32::from(outdoor < 3.0) * 4;
+            Some(d)
+        })
+        .collect()
+}
+
+/// The efficiency page of a pump with 200 days of figures: within the page
+/// budget, its charts drawn with a size, fitting a phone, in light and dark,
+/// and the empty page of a pump without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_efficiency_page_draws_its_charts_on_a_desktop_and_a_phone() {
+    let browser = Browser::launch();
+    let fx = fixture(2, 1, false, SystemTime::now(), Arc::new(SystemTime::now));
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let days = winter_days(today);
+    fx.registry.efficiency().publish("hp1", days.into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let router = hpflow::sinks::dashboard::router(fx.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let http = reqwest::Client::new();
+    let mut weight = 0;
+    for path in [
+        "/pump/hp1/efficiency",
+        "/static/style.css",
+        "/static/app.js",
+        "/static/icon.svg",
+    ] {
+        weight += http
+            .get(format!("{origin}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    eprintln!("page weight of the efficiency page with CSS, JS and icon: {weight} bytes");
+    assert!(weight < 100_000, "the efficiency page weighs {weight} bytes");
+
+    let origin2 = origin.clone();
+    let problems = tokio::task::spawn_blocking(move || {
+        let origin = origin2;
+        let mut cdp = browser.page();
+        // Today's figures on the card link to the page.
+        cdp.navigate(&format!("{origin}/"));
+        assert_eq!(
+            cdp.eval("document.querySelector('#pump-hp1 .today [data-field=cop_today] b').textContent"),
+            json!("3.10")
+        );
+        cdp.submit("document.querySelector('#pump-hp1 .today a').click()");
+        assert_eq!(cdp.eval("location.pathname"), json!("/pump/hp1/efficiency"));
+
+        let sizes = "Array.from(document.querySelectorAll('.eff svg')).map(s => { \
+                     const r = s.getBoundingClientRect(); return [s.closest('figure').id, r.width > 200 && r.height > 80]; })";
+        let check = |cdp: &mut support::chromium::Cdp, what: &str| {
+            assert_eq!(
+                cdp.eval(sizes),
+                json!([["heat", true], ["electricity", true], ["cop", true], ["cycles", true]]),
+                "{what}: every chart is drawn with a size"
+            );
+            assert_eq!(cdp.eval(FITS), json!(true), "{what}: no sideways scrolling");
+            // 30 days less the missing one; the day without electricity has heat.
+            assert_eq!(
+                cdp.eval("[document.querySelectorAll('#heat g.day').length, document.querySelectorAll('#electricity g.day').length, document.querySelectorAll('#cycles g.day').length]"),
+                json!([29, 28, 29]),
+                "{what}"
+            );
+            // Axis labels are not squeezed below legibility.
+            let smallest = cdp.eval(
+                "Math.min(...Array.from(document.querySelectorAll('.eff svg text')).map(t => t.getBoundingClientRect().height))",
+            );
+            assert!(smallest.as_f64().unwrap() >= 9.0, "{what}: labels {smallest} px high");
+            // No label of one chart overlaps another of the same chart.
+            let overlaps = cdp.eval(
+                "Array.from(document.querySelectorAll('.eff svg')).flatMap(s => { \
+                   const r = Array.from(s.querySelectorAll('text')).map(t => [t.textContent, t.getBoundingClientRect()]); \
+                   const o = []; \
+                   for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++) { \
+                     const a = r[i][1], b = r[j][1]; \
+                     if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) o.push(r[i][0] + ' / ' + r[j][0]); } \
+                   return o; })",
+            );
+            assert_eq!(overlaps, json!([]), "{what}: overlapping labels");
+        };
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 1500, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        cdp.navigate(&format!("{origin}/pump/hp1/efficiency"));
+        check(&mut cdp, "desktop");
+        let points = cdp.eval("document.querySelectorAll('#cop circle').length").as_u64().unwrap();
+        assert!(points >= 190, "a point per day with a COP: {points}");
+        cdp.screenshot("dashboard-efficiency.png");
+        cdp.call(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+        );
+        cdp.navigate(&format!("{origin}/pump/hp1/efficiency"));
+        cdp.screenshot("dashboard-efficiency-dark.png");
+        cdp.call("Emulation.setEmulatedMedia", json!({ "features": [] }));
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        );
+        cdp.navigate(&format!("{origin}/pump/hp1/efficiency"));
+        check(&mut cdp, "phone");
+        cdp.screenshot("dashboard-efficiency-phone.png");
+        cdp.eval("document.querySelector('#electricity').scrollIntoView(); true");
+        cdp.screenshot("dashboard-efficiency-phone-charts.png");
+        cdp.navigate(&format!("{origin}/pump/hp2/efficiency"));
+        assert_eq!(cdp.eval("document.querySelectorAll('.eff svg').length"), json!(0));
+        assert!(cdp
+            .eval("document.querySelector('.empty-state pre').textContent")
+            .as_str()
+            .unwrap()
+            .starts_with("[transforms.efficiency]\ntype = \"efficiency\""));
+        assert_eq!(cdp.eval(FITS), json!(true), "the empty page fits a phone");
+        cdp.screenshot("dashboard-efficiency-empty-phone.png");
+        problems(&cdp.events, &origin, &[])
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));

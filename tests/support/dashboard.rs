@@ -11,6 +11,7 @@ use hpflow::component::Control;
 use hpflow::event::{Event, Metric, Schema, StateChange, Tags, Value, ValueType};
 use hpflow::registers::RegisterMap;
 use hpflow::sinks::dashboard::{App, Clock, DashboardConfig};
+use hpflow::telemetry::Registry;
 
 pub fn wpm() -> Arc<Schema> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
@@ -24,6 +25,8 @@ pub struct Fixture {
     pub app: Arc<App>,
     pub control: Arc<Control>,
     pub dir: tempfile::TempDir,
+    /// The telemetry the app reads (the efficiency board: empty until a test publishes days).
+    pub registry: Arc<Registry>,
 }
 
 /// Fields that get a history in the light version (the default tiles).
@@ -45,12 +48,14 @@ const TILES: &[&str] = &[
 /// model is in the last poll; the earlier polls carry every field when
 /// `all_fields`, else the tiles and states only (fast to build in debug).
 /// Pump 3 was offline for 15 minutes half an hour ago, so its lines have a gap.
+/// The last poll carries the `efficiency` transform's figures of the day.
 /// The app reads the time from `clock`.
 pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, clock: Clock) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let control = Arc::new(Control::default());
     let _rx = control.poll_interval("heatpumps", Duration::from_secs(10));
     let schema = wpm();
+    let registry = Arc::new(Registry::default());
     let app = DashboardConfig::default()
         .app(
             "dashboard",
@@ -62,7 +67,8 @@ pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, cloc
             None,
         )
         .expect("the dashboard builds")
-        .with_clock(clock, jiff::tz::TimeZone::UTC);
+        .with_clock(clock, jiff::tz::TimeZone::UTC)
+        .with_telemetry(registry.clone());
     let polls = hours * 360;
     let states = [
         "compressor_running",
@@ -149,6 +155,14 @@ pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, cloc
                     m.fields.insert(meta.name.clone(), v);
                 }
             }
+            if last {
+                let heat = 30.0 + 4.0 * phase;
+                let electricity = heat / (3.1 + 0.2 * phase);
+                m.fields.insert("heat_today_kwh".into(), Value::Float(heat));
+                m.fields
+                    .insert("electricity_today_kwh".into(), Value::Float(electricity));
+                m.fields.insert("cop_today".into(), Value::Float(heat / electricity));
+            }
             for (k, v) in values {
                 debug_assert!(TILES.contains(&k));
                 m.fields.insert(k.into(), Value::Float((v * 10.0).round() / 10.0));
@@ -174,5 +188,6 @@ pub fn fixture(pumps: usize, hours: u64, all_fields: bool, now: SystemTime, cloc
         app: Arc::new(app),
         control,
         dir,
+        registry,
     }
 }

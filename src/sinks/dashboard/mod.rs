@@ -36,6 +36,13 @@
 //!   pump's tiles, plus `chart`), a window selector from 5 minutes to 24 hours,
 //!   recent state flips, and every field grouped (temperatures, pressures,
 //!   flow, power and energy, runtimes, status, parameters).
+//! - `GET /pump/{id}/efficiency`: the days the `efficiency` transform
+//!   published on the telemetry registry: heat and electricity per day
+//!   (heating, hot water, booster stacked) and compressor starts over the last
+//!   30 days, daily COP against the outdoor temperature and the seasonal COP of
+//!   the last 365 days, as SVG drawn on the server (not refreshed live);
+//!   without the transform, how to add it. The card shows `cop_today`, `heat_today_kwh` and
+//!   `electricity_today_kwh` when the last poll has them.
 //! - `GET /settings`, `POST /settings`: poll interval (applied to the running
 //!   sources at once through [`Control`](crate::component::Control)), refresh
 //!   interval, default and per-pump sparkline window, tiles per pump. See
@@ -61,6 +68,8 @@
 //!   text, unit, kind, group, description, since, since_known}]`.
 //! - `GET /api/pumps/{id}/states`: `{"id", "states": [{field, label, value,
 //!   text, since, since_known}]}` (`since` RFC 3339, `null` when unknown).
+//! - `GET /api/pumps/{id}/efficiency`: `{"id", "days": [{date, heat_heating,
+//!   …, cop, cop_heating, cop_dhw}]}` (dates `YYYY-MM-DD`, `null` unknown).
 //! - `GET /api/pumps/{id}/history/{field}?window=MIN` (5–1440, default the
 //!   pump's sparkline window): `{id, field, unit, window_minutes,
 //!   resolution_seconds, points: [[unix_ms, value], …]}`.

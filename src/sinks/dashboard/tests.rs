@@ -295,7 +295,15 @@ async fn every_response_carries_the_security_headers() {
 async fn pages_have_no_inline_script_or_style_and_no_external_urls() {
     let h = harness(Some(TOKEN));
     let cookie = login(&h.app).await;
-    for uri in ["/", "/pump/hp1", "/settings", "/login"] {
+    h.app.telemetry.efficiency().publish("hp1", efficiency_days().into());
+    for uri in [
+        "/",
+        "/pump/hp1",
+        "/pump/hp1/efficiency",
+        "/pump/hp2/efficiency",
+        "/settings",
+        "/login",
+    ] {
         let r = send(
             &h.app,
             Request::get(uri).header(COOKIE, &cookie).body(Body::empty()).unwrap(),
@@ -1795,4 +1803,221 @@ async fn the_edit_page_chooses_the_fields_shown_by_category_and_saves_them_with_
     assert_eq!(app.settings().visible_fields("hp1"), None);
     let r = send(app, form("/heatpumps/nope/fields", "settings_version=0", &admin)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+// ---- The efficiency page ----
+
+use crate::telemetry::Day;
+
+/// 40 days of figures ending on NOW's day (2025-06-15, UTC): the 10th has by
+/// far the most heat, the 12th no electricity figure, the 5th is missing.
+fn efficiency_days() -> Vec<Day> {
+    let last = jiff::civil::date(2025, 6, 15);
+    let mut days = Vec::new();
+    for i in 0..40i32 {
+        let date = last.checked_sub(jiff::Span::new().days(39 - i)).unwrap();
+        if date == jiff::civil::date(2025, 6, 5) {
+            continue;
+        }
+        let mut d = Day::new(date);
+        let heating = 10.0 + f64::from(i % 7);
+        d.heat_heating = Some(heating);
+        d.heat_dhw = Some(3.0);
+        d.electricity_heating = Some(heating / (2.5 + f64::from(i % 3)));
+        d.electricity_dhw = Some(1.5);
+        d.outdoor_mean = Some(-5.0 + f64::from(i) * 0.5);
+        d.compressor_starts = (i % 5 + 1) as u32;
+        d.compressor_run_seconds = f64::from(d.compressor_starts) * 1200.0;
+        if date == jiff::civil::date(2025, 6, 10) {
+            d.heat_heating = Some(50.0);
+            d.booster_heating = Some(2.0);
+        }
+        if date == jiff::civil::date(2025, 6, 12) {
+            d.electricity_heating = None;
+            d.electricity_dhw = None;
+        }
+        days.push(d);
+    }
+    days
+}
+
+/// The part of a page from `id="{id}"` to the end of its figure.
+fn figure<'a>(body: &'a str, id: &str) -> &'a str {
+    let start = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no figure {id}"));
+    let rest = &body[start..];
+    &rest[..rest.find("</figure>").unwrap()]
+}
+
+/// Each day's group of bars in a chart: its date, the x of its first bar and
+/// the top of its stack (smallest y), or NaN without a bar.
+fn bar_days(chart: &str) -> Vec<(String, f64, f64)> {
+    let attr = |s: &str, name: &str| -> f64 {
+        let i = s.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        s[i..i + s[i..].find('"').unwrap()].parse().unwrap()
+    };
+    chart
+        .split("<g class=\"day\" data-date=\"")
+        .skip(1)
+        .map(|g| {
+            let g = &g[..g.find("</g>").unwrap()];
+            let date = g[..10].to_string();
+            let rects: Vec<&str> = g.split("<rect").skip(1).collect();
+            let x = rects.first().map_or(f64::NAN, |r| attr(r, "x"));
+            let top = rects.iter().map(|r| attr(r, "y")).fold(f64::NAN, f64::min);
+            (date, x, top)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_efficiency_page_draws_30_days_of_bars_the_cop_scatter_and_the_scop() {
+    let h = harness(None);
+    let days = efficiency_days();
+    h.app.telemetry.efficiency().publish("hp1", days.clone().into());
+    let r = get(&h.app, "/pump/hp1/efficiency").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let body = &r.body;
+
+    // Heat: one stack per known day of the last 30, the 5th missing; left to right by date.
+    let heat = bar_days(figure(body, "heat"));
+    assert_eq!(heat.len(), 29, "{heat:?}");
+    assert_eq!(heat.first().unwrap().0, "2025-05-17");
+    assert_eq!(heat.last().unwrap().0, "2025-06-15");
+    assert!(!heat.iter().any(|(d, ..)| d == "2025-06-05"), "a missing day is a gap");
+    assert!(heat.windows(2).all(|w| w[0].1 < w[1].1), "x follows the date");
+    let highest = heat.iter().min_by(|a, b| a.2.total_cmp(&b.2)).unwrap();
+    assert_eq!(highest.0, "2025-06-10", "the day with the most heat stands highest");
+    assert_eq!(figure(body, "heat").matches("<rect class=\"booster\"").count(), 1);
+    // Electricity: the day without the figure has no bar (not a zero one).
+    let el = bar_days(figure(body, "electricity"));
+    assert_eq!(el.len(), 28);
+    assert!(!el.iter().any(|(d, ..)| d == "2025-06-12"));
+    assert!(figure(body, "electricity").contains("<title id=\"electricity-t\">Electricity per day (kWh)</title>"));
+
+    // COP against the outdoor temperature: every known day of the year, warmer to the right.
+    let cop = figure(body, "cop");
+    assert_eq!(
+        cop.matches("<circle class=\"pt").count(),
+        38,
+        "39 days, one without electricity"
+    );
+    assert!(!cop.contains("data-date=\"2025-06-12\""), "no COP without electricity");
+    assert_eq!(cop.matches("<circle class=\"pt recent\"").count(), 28);
+    let cx = |date: &str| -> f64 {
+        let i = cop.find(&format!("data-date=\"{date}\" cx=\"")).unwrap() + 27;
+        cop[i..i + cop[i..].find('"').unwrap()].parse().unwrap()
+    };
+    assert!(
+        cx("2025-05-10") < cx("2025-06-01"),
+        "outdoor mean rises through the data"
+    );
+    assert!(cop.contains("Outdoor temperature, daily mean (°C)"));
+
+    // SCOP: Σ heat ÷ Σ electricity of the days with both.
+    let both: Vec<&Day> = days.iter().filter(|d| d.electricity().is_some()).collect();
+    let scop = both.iter().map(|d| d.heat().unwrap()).sum::<f64>()
+        / both.iter().map(|d| d.electricity().unwrap()).sum::<f64>();
+    let tile = &body[body.find("data-scop=\"1\"").unwrap()..];
+    let tile = &tile[..tile.find("</div>").unwrap()];
+    assert!(
+        tile.contains(&format!("<span class=\"value\">{scop:.2}</span>")),
+        "{scop:.2} in {tile}"
+    );
+    assert!(tile.contains("38 days"), "{tile}");
+    assert!(body.contains("data-scop=\"3\""), "hot water has its own");
+
+    // Compressor starts: a bar per known day, as high as the starts.
+    let cycles = bar_days(figure(body, "cycles"));
+    assert_eq!(cycles.len(), 29);
+    let most = days.iter().rev().take(29).map(|d| d.compressor_starts).max().unwrap();
+    let tallest = cycles.iter().min_by(|a, b| a.2.total_cmp(&b.2)).unwrap();
+    let day = days.iter().find(|d| d.date.to_string() == tallest.0).unwrap();
+    assert_eq!(day.compressor_starts, most);
+    assert!(figure(body, "cycles").contains("Mean run per start over these days: 20 min."));
+
+    // The pump page links here, and this page back; the name is escaped.
+    assert!(body.contains("<a href=\"/pump/hp1\">← &lt;script&gt;alert(1)&lt;/script&gt;</a>"));
+    assert!(!body.contains(EVIL_NAME));
+    assert!(get(&h.app, "/pump/hp1")
+        .await
+        .body
+        .contains("href=\"/pump/hp1/efficiency\""));
+    assert!(!body.contains("[transforms.efficiency]"));
+    assert!(body.contains("<body data-refresh=\"0\">"), "daily figures: not live");
+}
+
+#[tokio::test]
+async fn without_the_efficiency_transform_the_page_says_how_to_add_it_and_unknown_pumps_are_404() {
+    let h = harness(None);
+    let r = get(&h.app, "/pump/hp2/efficiency").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<code>[transforms.efficiency]</code>"), "{}", r.body);
+    assert!(r.body.contains("<code>type = \"efficiency\"</code>"));
+    assert!(
+        r.body
+            .contains("type = &quot;efficiency&quot;\ninputs = [&quot;scaled&quot;]"),
+        "the example, escaped"
+    );
+    assert!(r
+        .body
+        .contains("between <code>scale</code> and <code>state_diff</code>"));
+    assert!(!r.body.contains("<svg class=\"bars\""));
+    assert!(!r.body.contains("Seasonal COP"));
+
+    for uri in ["/pump/nope/efficiency", "/api/pumps/nope/efficiency"] {
+        assert_eq!(get(&h.app, uri).await.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    // A pump only the transform knows (not yet polled into this dashboard) has its page.
+    h.app.telemetry.efficiency().publish("hp9", efficiency_days().into());
+    let r = get(&h.app, "/pump/hp9/efficiency").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(bar_days(figure(&r.body, "heat")).len(), 29);
+}
+
+#[tokio::test]
+async fn the_efficiency_api_gives_the_days_with_dates_and_nulls() {
+    let h = harness(None);
+    let r = get(&h.app, "/api/pumps/hp2/efficiency").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(parsed(&r), serde_json::json!({"id": "hp2", "days": []}));
+    h.app.telemetry.efficiency().publish("hp1", efficiency_days().into());
+    let v = parsed(&get(&h.app, "/api/pumps/hp1/efficiency").await);
+    let days = v["days"].as_array().unwrap();
+    assert_eq!(days.len(), 39);
+    assert_eq!(days[0]["date"], "2025-05-07");
+    let d12 = days.iter().find(|d| d["date"] == "2025-06-12").unwrap();
+    assert_eq!(d12["electricity_heating"], serde_json::Value::Null);
+    assert_eq!(d12["cop"], serde_json::Value::Null);
+    assert_eq!(d12["heat"], 14.0, "heat is known without electricity");
+    let d10 = days.iter().find(|d| d["date"] == "2025-06-10").unwrap();
+    assert_eq!(d10["booster_heating"], 2.0);
+    assert_eq!(d10["heat"], 55.0);
+}
+
+#[tokio::test]
+async fn the_card_shows_todays_cop_and_energy_only_when_the_poll_has_them() {
+    let h = harness(None);
+    let schema = wpm();
+    let mut m = Metric::new("hp1", tags("hp1", "One", ""), now(), schema);
+    m.fields.insert("cop_today".into(), Value::Float(3.2149));
+    m.fields.insert("heat_today_kwh".into(), Value::Float(24.46));
+    m.fields.insert("electricity_today_kwh".into(), Value::Float(7.6));
+    h.app.ingest(&Event::from(m));
+    let body = get(&h.app, "/").await.body;
+    let card = |id: &str| {
+        let s = &body[body.find(&format!("id=\"pump-{id}\"")).unwrap()..];
+        s[..s.find("</article>").unwrap()].to_string()
+    };
+    let one = card("hp1");
+    assert!(one.contains("data-field=\"cop_today\">COP <b>3.21</b>"), "{one}");
+    assert!(one.contains("data-field=\"heat_today_kwh\">Heat <b>24.5</b> <small>kWh</small>"));
+    assert!(one.contains("data-field=\"electricity_today_kwh\">Electricity <b>7.6</b> <small>kWh</small>"));
+    assert!(one.contains("href=\"/pump/hp1/efficiency\""));
+    let two = card("hp2");
+    assert!(
+        !two.contains("class=\"today\""),
+        "nothing (not 0) without the figures: {two}"
+    );
 }

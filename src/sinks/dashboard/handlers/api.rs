@@ -315,3 +315,38 @@ fn is_state_field(m: &Metric, name: &str) -> bool {
 pub(super) fn age_seconds(m: &Metric, now: SystemTime) -> u64 {
     now.duration_since(m.time).unwrap_or(Duration::ZERO).as_secs()
 }
+
+/// `GET /api/pumps/{id}/efficiency`: the days the `efficiency` transform
+/// published, oldest first (`[]` without it); unknown figures are `null`.
+pub async fn efficiency(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let days = app.telemetry.efficiency().days(&id);
+    if days.is_none() && !app.read_store().devices.contains_key(id.as_str()) {
+        return no_pump(&id);
+    }
+    let list: Vec<Json_> = days
+        .iter()
+        .flat_map(|d| d.iter())
+        .map(|d| {
+            json!({
+                "date": d.date.to_string(),
+                "heat_heating": d.heat_heating,
+                "heat_dhw": d.heat_dhw,
+                "booster_heating": d.booster_heating,
+                "booster_dhw": d.booster_dhw,
+                "electricity_heating": d.electricity_heating,
+                "electricity_dhw": d.electricity_dhw,
+                "outdoor_mean": d.outdoor_mean,
+                "compressor_starts": d.compressor_starts,
+                "compressor_run_seconds": d.compressor_run_seconds,
+                "defrosts": d.defrosts,
+                "defrost_seconds": d.defrost_seconds,
+                "heat": d.heat(),
+                "electricity": d.electricity(),
+                "cop": d.cop(),
+                "cop_heating": d.cop_heating(),
+                "cop_dhw": d.cop_dhw(),
+            })
+        })
+        .collect();
+    Json(json!({ "id": id, "days": list })).into_response()
+}

@@ -1,4 +1,5 @@
-//! The pages' handlers: the overview (`GET /`) and one pump (`GET /pump/{id}`).
+//! The pages' handlers: the overview (`GET /`), one pump (`GET /pump/{id}`)
+//! and its efficiency (`GET /pump/{id}/efficiency`).
 
 use std::sync::Arc;
 
@@ -59,6 +60,29 @@ pub async fn pump(
         Some(page) => {
             let l = layout(&app, &headers, page.card.name.clone(), "pump", true);
             render(&app, l, "pump.html", &page, q.partial.is_some())
+        }
+        None => message(
+            &app,
+            &headers,
+            StatusCode::NOT_FOUND,
+            "No such heat pump",
+            &format!("No heat pump `{id}` has reported to this dashboard."),
+        ),
+    }
+}
+
+/// `GET /pump/{id}/efficiency`: daily energy, COP and compressor starts. Not
+/// live: daily figures change slowly, and a swap would close the open table.
+pub async fn efficiency(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    match app.efficiency_page(&id, app.now()) {
+        Some(page) => {
+            let l = layout(&app, &headers, format!("{}: efficiency", page.name), "pump", false);
+            render(&app, l, "efficiency.html", &page, q.partial.is_some())
         }
         None => message(
             &app,

@@ -70,7 +70,26 @@ pub struct Card {
     pub states: Vec<StateRow>,
     pub tiles: Vec<Tile>,
     pub window: String,
+    /// Today's COP and energy from the `efficiency` transform, where the last
+    /// poll had them (nothing, not 0, without it).
+    pub today: Vec<Figure>,
 }
+
+/// One of the card's figures of the day.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub field: &'static str,
+    pub label: &'static str,
+    pub value: String,
+    pub unit: &'static str,
+}
+
+/// The card's figures of the day: field, label, decimals, unit.
+pub const TODAY: &[(&str, &str, usize, &str)] = &[
+    ("cop_today", "COP", 2, ""),
+    ("heat_today_kwh", "Heat", 1, "kWh"),
+    ("electricity_today_kwh", "Electricity", 1, "kWh"),
+];
 
 #[derive(Debug, Serialize)]
 pub struct StateRow {
@@ -409,6 +428,18 @@ impl App {
             states,
             tiles,
             window: window_label(window),
+            today: TODAY
+                .iter()
+                .filter_map(|&(field, label, decimals, unit)| {
+                    let v = m.fields.get(field)?.as_f64().filter(|v| v.is_finite())?;
+                    Some(Figure {
+                        field,
+                        label,
+                        value: format!("{v:.decimals$}"),
+                        unit,
+                    })
+                })
+                .collect(),
         }
     }
 

@@ -23,6 +23,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("overview.html", include_str!("../templates/overview.html")),
     ("card.html", include_str!("../templates/card.html")),
     ("pump.html", include_str!("../templates/pump.html")),
+    ("efficiency.html", include_str!("../templates/efficiency.html")),
     ("settings.html", include_str!("../templates/settings.html")),
     ("heatpumps.html", include_str!("../templates/heatpumps.html")),
     ("heatpump_edit.html", include_str!("../templates/heatpump_edit.html")),
