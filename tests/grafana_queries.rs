@@ -350,7 +350,7 @@ fn every_dashboard_query_returns_data_written_by_a_simulated_pipeline() {
     // 3000× real time: a simulated day passes in 29 s, so the controller's midnight
     // (when the day counters reset) comes within the test whenever it runs; a poll
     // every 100 ms sees 5 minutes of the plant, shorter than its compressor's runs
-    // and pauses (30-minute cycles, on for 25-95 %).
+    // and pauses (30-minute cycles, on for 10 minutes to 95 %).
     let (sim, modbus_port) = simulator_with(&["--devices", "2", "--speed", &SPEED.to_string()]);
     let pipeline = dir.path().join("pipeline.toml");
     let registers = shipped_registers();

@@ -27,11 +27,13 @@ fn at(h: u64, m: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_435_200 + h * 3600 + m * 60)
 }
 
+/// A simulator whose controllers keep UTC days, whatever the machine's time zone.
 fn frozen(seed: u64, controller: u16, t: SystemTime) -> Simulator {
     Simulator::new(SimOptions {
         seed,
         controller_id: Some(controller),
         clock: Clock::Frozen(t),
+        time_zone: jiff::tz::TimeZone::UTC,
         ..SimOptions::new(model())
     })
     .expect("simulator options are valid")

@@ -49,6 +49,11 @@ pub struct SimulateArgs {
     /// Model of the map to serve.
     #[arg(long, default_value = "stiebel_eltron_wpm")]
     pub model: String,
+    /// Time zone of the controllers' day (an IANA name such as Europe/Berlin,
+    /// or UTC): the day counters move into the totals at its midnight.
+    /// Default: the system's time zone.
+    #[arg(long, value_name = "NAME")]
+    pub time_zone: Option<String>,
     /// Seed of the simulated weather and plant; the same seed serves the same values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -87,8 +92,16 @@ pub fn simulators(
         latency: args.latency,
         drop_every: args.drop_every,
     };
+    let time_zone = match &args.time_zone {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| crate::sim::SimError::UnknownTimeZone {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?,
+        None => jiff::tz::TimeZone::system(),
+    };
     let base = SimOptions {
         seed: args.seed,
+        time_zone,
         controller_id: args.controller_id,
         clock: Clock::Running { speed: args.speed },
         faults,
@@ -263,4 +276,37 @@ async fn next_signal(s: &mut UserSignal) {
 #[cfg(not(unix))]
 async fn next_signal(_s: &mut UserSignal) {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn model() -> Arc<crate::registers::Model> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+        let map = crate::registers::RegisterMap::load(&path).expect("the shipped map loads");
+        Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"))
+    }
+
+    #[test]
+    fn time_zone_names_the_controllers_day_and_an_unknown_one_is_refused() {
+        let args = Cli::parse_from(["simulate", "--time-zone", "Europe/Berlin", "--devices", "2"]).args;
+        let sims = simulators(&args, model()).expect("a known time zone");
+        assert_eq!(sims[0].time_zone().iana_name(), Some("Europe/Berlin"));
+
+        let args = Cli::parse_from(["simulate", "--time-zone", "Europe/Atlantis"]).args;
+        let err = simulators(&args, model()).expect_err("an unknown time zone is refused");
+        assert!(matches!(err, crate::sim::SimError::UnknownTimeZone { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("unknown time zone \"Europe/Atlantis\""),
+            "{err}"
+        );
+    }
 }

@@ -105,7 +105,9 @@ impl Fixed {
 }
 
 /// A split counter the way the controller keeps it: the cumulative register
-/// takes the whole kWh of the day counter at midnight; the fraction stays.
+/// takes the whole kWh of the day counter at (local) midnight; the fraction
+/// stays. `now` and `at_midnight` are the energy since the origin now and at
+/// the last local midnight after it (0 before the first).
 fn counter(initial: f64, now: f64, at_midnight: f64) -> (i64, i64) {
     let moved = at_midnight.floor();
     let total = initial + moved;

@@ -5,8 +5,14 @@
 //!   simulated time ([`physics`]): outdoor temperature drifting, compressor
 //!   cycles flipping the status bits, defrosts, two hot-water charges a day,
 //!   energy counters split into kWh + MWh with the day counter moving into the
-//!   total at midnight, the controller id at input 5001, 0x8000 for sensors not
-//!   fitted. Values change at most once per simulated second.
+//!   total at local midnight ([`SimOptions::time_zone`]), heat = COP ×
+//!   electricity with a COP of the outdoor and flow temperatures
+//!   ([`physics::cop`]), compressor runs of at least
+//!   [`physics::MIN_RUN_SECS`], the controller id at input 5001, 0x8000 for
+//!   sensors not fitted. Values change at most once per simulated second.
+//! - **Exact figures for tests**: [`Simulator::energy_at`] (the floating
+//!   counters the registers are derived from) and
+//!   [`Simulator::compressor_runs`] (starts, defrosts and run time over a span).
 //! - **An ISG's address rule**: a read starting on an address the map does not
 //!   document gets exception 02 (as does one starting at input 608, as on a real
 //!   WPMsystem); undocumented addresses inside a span read 0x8000; optional
@@ -29,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use jiff::tz::TimeZone;
 use serde_json::{Map, Value as Json};
 
 use self::image::{Fixed, Image, Layout};
@@ -86,6 +93,10 @@ pub struct SimOptions {
     pub refuse_blocks: Option<Vec<String>>,
     pub clock: Clock,
     pub faults: Faults,
+    /// Where the controllers' day is: the day counters move into the totals
+    /// at local midnight here, and the hot-water charges run at fixed local
+    /// times. Default: the system's time zone.
+    pub time_zone: TimeZone,
 }
 
 impl SimOptions {
@@ -98,9 +109,31 @@ impl SimOptions {
             refuse_blocks: None,
             clock: Clock::Running { speed: 1.0 },
             faults: Faults::default(),
+            time_zone: TimeZone::system(),
         }
     }
 }
+
+/// The four energy counters of a simulated heat pump, kWh, floating: the
+/// readings the registers are derived from (the counters at the simulator's
+/// start plus the energy since). With `M` the last local midnight after the
+/// start (or the start itself), the registers show
+/// `*_total = floor(E(M))` and `*_day = floor(E(t)) − floor(E(M))`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SimEnergy {
+    /// Heat for heating (`heat_meter_heating_*`).
+    pub heat_heating: f64,
+    /// Heat for hot water (`heat_meter_dhw_*`).
+    pub heat_dhw: f64,
+    /// Electricity for heating, defrosts included (`power_consumption_heating_*`).
+    pub el_heating: f64,
+    /// Electricity for hot water (`power_consumption_dhw_*`).
+    pub el_dhw: f64,
+}
+
+/// A simulated compressor's runs over a span of time (see
+/// [`Simulator::compressor_runs`]).
+pub use physics::Runs as SimRuns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -114,6 +147,8 @@ pub enum SimError {
     BadExceptionRate(f64),
     #[error("speed {0} must be a positive number")]
     BadSpeed(f64),
+    #[error("unknown time zone {name:?} (an IANA name such as Europe/Berlin, or UTC): {reason}")]
+    UnknownTimeZone { name: String, reason: String },
 }
 
 /// One simulated heat pump.
@@ -139,6 +174,7 @@ struct ClockState {
 pub(crate) struct Inner {
     model: Arc<Model>,
     devices: Vec<SimDevice>,
+    time_zone: TimeZone,
     clock: Mutex<ClockState>,
     pub(crate) faults: Faults,
     pub(crate) requests: AtomicU64,
@@ -218,7 +254,7 @@ impl Simulator {
                 };
                 SimDevice {
                     unit,
-                    physics: Physics::new(seed, sim0),
+                    physics: Physics::new(seed, sim0, opts.time_zone.clone()),
                     fixed: Fixed::new(seed, controller),
                     layout: Layout::new(&opts.model, &refused),
                     cache: Mutex::new(None),
@@ -229,6 +265,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 model: opts.model,
                 devices,
+                time_zone: opts.time_zone,
                 clock: Mutex::new(ClockState {
                     clock: opts.clock,
                     real0: Instant::now(),
@@ -257,6 +294,38 @@ impl Simulator {
     /// The controller id a unit reports.
     pub fn controller_id(&self, unit: u8) -> Option<u16> {
         self.inner.device(unit).map(|d| d.fixed.controller)
+    }
+
+    /// The time zone of the controllers' day ([`SimOptions::time_zone`]).
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.inner.time_zone
+    }
+
+    /// The exact energy counters of `unit` at `t` (any time, not only the
+    /// simulated now; `None` for a unit not simulated). The registers at a
+    /// whole second `t` show these floored, as [`SimEnergy`] describes; before
+    /// the simulator's start they are the readings at the start.
+    pub fn energy_at(&self, unit: u8, t: SystemTime) -> Option<SimEnergy> {
+        let d = self.inner.device(unit)?;
+        let e = d.physics.energy(unix(t));
+        Some(SimEnergy {
+            heat_heating: d.fixed.heat_heating + e.heat_heating,
+            heat_dhw: d.fixed.heat_dhw + e.heat_dhw,
+            el_heating: d.fixed.el_heating + e.el_heating,
+            el_dhw: d.fixed.el_dhw + e.el_dhw,
+        })
+    }
+
+    /// The compressor runs of `unit` over `[from, to)`, worked out from the
+    /// plant's schedule (no sampling, so days cost little): starts (off → on
+    /// edges, the `compressor_running` bit of `operating_status` going up),
+    /// defrosts starting (`defrost_mode` going up), the seconds it ran within
+    /// the span and the shortest run starting in it. A hot-water charge that
+    /// meets a heating run continues it: one run, one start. `None` for a unit
+    /// not simulated.
+    pub fn compressor_runs(&self, unit: u8, from: SystemTime, to: SystemTime) -> Option<SimRuns> {
+        let d = self.inner.device(unit)?;
+        Some(d.physics.runs(unix(from), unix(to)))
     }
 
     /// Requests answered (or dropped) so far.
@@ -434,5 +503,230 @@ impl Inner {
             img.read_words(&d.layout, table, start, count)
                 .map(crate::registers::RawData::Words)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn model() -> Arc<Model> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+        let map = crate::registers::RegisterMap::load(&path).expect("the shipped map loads");
+        Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"))
+    }
+
+    fn berlin() -> TimeZone {
+        TimeZone::get("Europe/Berlin").expect("the time zone database has Europe/Berlin")
+    }
+
+    fn at(unix: i64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap())
+    }
+
+    /// Unix seconds of a local time in Berlin.
+    fn local(y: i16, mo: i8, d: i8, h: i8) -> i64 {
+        date(y, mo, d)
+            .at(h, 0, 0, 0)
+            .to_zoned_datetime(berlin())
+            .unwrap()
+            .timestamp()
+            .as_second()
+    }
+
+    fn frozen(seed: u64, t: SystemTime) -> Simulator {
+        Simulator::new(SimOptions {
+            seed,
+            clock: Clock::Frozen(t),
+            time_zone: berlin(),
+            ..SimOptions::new(model())
+        })
+        .expect("valid options")
+    }
+
+    /// The registers of the four counters: (total, day).
+    const COUNTERS: [(&str, &str); 4] = [
+        ("heat_meter_heating_total", "heat_meter_heating_day"),
+        ("heat_meter_dhw_total", "heat_meter_dhw_day"),
+        ("power_consumption_heating_total", "power_consumption_heating_day"),
+        ("power_consumption_dhw_total", "power_consumption_dhw_day"),
+    ];
+
+    /// The whole kWh of counter `i` of `e` (in [`COUNTERS`]' order).
+    fn whole(e: &SimEnergy, i: usize) -> i64 {
+        [e.heat_heating, e.heat_dhw, e.el_heating, e.el_dhw][i].floor() as i64
+    }
+
+    /// (total, day) of the four counters `sim` serves at `t`.
+    fn registers(sim: &Simulator, t: i64) -> [(i64, i64); 4] {
+        sim.set_time(at(t));
+        let truth = sim.truth(1).unwrap();
+        COUNTERS.map(|(total, day)| (truth[total].as_i64().unwrap(), truth[day].as_i64().unwrap()))
+    }
+
+    /// Over four local days from noon before the first of `midnights`: the
+    /// totals stand still all day and take the day's whole kWh at local
+    /// midnight, when the day counters start from 0 again.
+    fn counters_move_at_local_midnight(midnights: [i64; 4]) {
+        for seed in [1, 4] {
+            let origin = midnights[0] - 12 * 3600;
+            let sim = frozen(seed, at(origin));
+            let energy = |t: i64| sim.energy_at(1, at(t)).unwrap();
+            let mut last = registers(&sim, origin);
+            let mut previous = origin;
+            let mut moved_any = false;
+            for m in midnights {
+                // Every 10 minutes through the day: the total stands still and
+                // total + day never falls.
+                let mut t = previous;
+                while t < m {
+                    let now = registers(&sim, t);
+                    for i in 0..4 {
+                        assert_eq!(
+                            now[i].0,
+                            whole(&energy(previous), i),
+                            "seed {seed} {} at {t}",
+                            COUNTERS[i].0
+                        );
+                        assert!(
+                            now[i].0 + now[i].1 >= last[i].0 + last[i].1,
+                            "seed {seed} {} at {t}",
+                            COUNTERS[i].0
+                        );
+                    }
+                    last = now;
+                    t += 600;
+                }
+                let before = registers(&sim, m - 1);
+                let after = registers(&sim, m);
+                for i in 0..4 {
+                    let moved = after[i].0 - before[i].0;
+                    let expected = whole(&energy(m), i) - whole(&energy(previous), i);
+                    assert_eq!(moved, expected, "seed {seed} {} at {m}", COUNTERS[i].0);
+                    assert!(
+                        moved >= before[i].1,
+                        "the day's whole kWh move: {moved} < {}",
+                        before[i].1
+                    );
+                    assert_eq!(after[i].1, 0, "seed {seed} {} restarts at {m}", COUNTERS[i].0);
+                    assert!(after[i].0 + after[i].1 >= before[i].0 + before[i].1);
+                    moved_any |= moved > 0;
+                }
+                assert!(before[0].1 > 0, "seed {seed}: heat was made on the day before {m}");
+                last = after;
+                previous = m;
+            }
+            assert!(moved_any);
+        }
+    }
+
+    #[test]
+    fn the_day_counters_move_at_local_midnight_across_the_spring_change() {
+        let midnights = [
+            local(2026, 3, 28, 0),
+            local(2026, 3, 29, 0),
+            local(2026, 3, 30, 0),
+            local(2026, 3, 31, 0),
+        ];
+        // Berlin midnight is 23:00 UTC before the change and 22:00 after: the
+        // 29th has 23 hours.
+        assert_eq!(midnights[0].rem_euclid(86_400), 23 * 3600);
+        assert_eq!(midnights[2] - midnights[1], 23 * 3600);
+        counters_move_at_local_midnight(midnights);
+    }
+
+    #[test]
+    fn the_day_counters_move_at_local_midnight_across_the_autumn_change() {
+        let midnights = [
+            local(2026, 10, 24, 0),
+            local(2026, 10, 25, 0),
+            local(2026, 10, 26, 0),
+            local(2026, 10, 27, 0),
+        ];
+        assert_eq!(midnights[0].rem_euclid(86_400), 22 * 3600);
+        assert_eq!(midnights[2] - midnights[1], 25 * 3600);
+        counters_move_at_local_midnight(midnights);
+    }
+
+    #[test]
+    fn the_registers_show_the_exact_energy_floored() {
+        for seed in [2, 3, 5] {
+            let origin = local(2026, 1, 14, 9) + 17;
+            let sim = frozen(seed, at(origin));
+            let mut t = origin;
+            let mut grew = false;
+            while t < origin + 2 * 86_400 {
+                let regs = registers(&sim, t);
+                let now = sim.energy_at(1, at(t)).unwrap();
+                let day_start = jiff::Timestamp::from_second(t)
+                    .unwrap()
+                    .to_zoned_datetime(berlin())
+                    .start_of_day()
+                    .unwrap()
+                    .timestamp()
+                    .as_second();
+                let midnight = sim.energy_at(1, at(day_start.max(origin))).unwrap();
+                for (i, (total, day)) in regs.iter().enumerate() {
+                    assert_eq!(*total, whole(&midnight, i), "seed {seed} {} at {t}", COUNTERS[i].0);
+                    assert_eq!(total + day, whole(&now, i), "seed {seed} {} at {t}", COUNTERS[i].1);
+                    grew |= *day > 0;
+                }
+                t += 37 * 60 + 13;
+            }
+            assert!(grew);
+            // Before the start the counters stand at their starting readings.
+            assert_eq!(sim.energy_at(1, at(origin - 3600)), sim.energy_at(1, at(origin)));
+            assert_eq!(sim.energy_at(2, at(origin)), None);
+        }
+    }
+
+    #[test]
+    fn compressor_runs_agree_with_the_status_bits() {
+        let origin = local(2026, 1, 20, 0);
+        let sim = frozen(1, at(origin));
+        let step = 120;
+        let (mut on, mut off, mut defrosts_seen) = (0, 0, 0);
+        let mut prev: Option<(bool, bool)> = None;
+        let mut t = origin;
+        while t < origin + 86_400 {
+            sim.set_time(at(t));
+            let truth = sim.truth(1).unwrap();
+            let compressor = truth["compressor_running"].as_bool().unwrap();
+            let defrost = truth["defrost_mode"].as_bool().unwrap();
+            let here = sim.compressor_runs(1, at(t), at(t + 1)).unwrap();
+            assert_eq!(here.run_secs > 0.0, compressor, "at {t}");
+            if defrost {
+                let recent = sim.compressor_runs(1, at(t - 299), at(t + 1)).unwrap();
+                assert_eq!(recent.defrosts, 1, "a defrost started within 5 minutes of {t}");
+            }
+            if let Some((was_on, was_defrosting)) = prev {
+                let between = sim.compressor_runs(1, at(t - step + 1), at(t + 1)).unwrap();
+                if compressor && !was_on {
+                    assert!(between.starts >= 1, "a start before {t}: {between:?}");
+                }
+                defrosts_seen += u32::from(defrost && !was_defrosting);
+            }
+            on += u32::from(compressor);
+            off += u32::from(!compressor);
+            prev = Some((compressor, defrost));
+            t += step;
+        }
+        let day = sim.compressor_runs(1, at(origin), at(origin + 86_400)).unwrap();
+        assert!(on > 0 && off > 0);
+        assert!(day.starts > 10, "{day:?}");
+        assert!(
+            defrosts_seen > 0 && u64::from(defrosts_seen) <= day.defrosts,
+            "{defrosts_seen} vs {day:?}"
+        );
+        assert!(
+            day.shortest_run_secs.is_some_and(|s| s >= physics::MIN_RUN_SECS),
+            "{day:?}"
+        );
+        // Sampled every 2 minutes, each run's time is right to one sample's worth.
+        let sampled = f64::from(on) * step as f64;
+        let slack = (day.starts + 1) as f64 * step as f64;
+        assert!((sampled - day.run_secs).abs() <= slack, "{sampled} vs {day:?}");
+        assert_eq!(sim.compressor_runs(9, at(origin), at(origin + 60)), None);
     }
 }

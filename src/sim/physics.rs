@@ -1,23 +1,71 @@
-//! A heat pump in closed form: every value is a function of the seed and the
-//! time, so the same seed at the same instant always serves the same registers,
-//! whatever was asked before.
+//! A heat pump in closed form: every value is a function of the seed, the
+//! time zone and the time, so the same seed at the same instant always serves
+//! the same registers, whatever was asked before.
 //!
-//! The plant: the outdoor temperature follows a daily swing plus slow weather
-//! drift; heating runs in 30-minute cycles whose on-time grows as it gets colder;
-//! two hot-water charges a day (morning, evening) take over the compressor; some
-//! cold cycles start with a defrost. Energy is the integral of the compressor's
-//! power over those cycles, so counters only grow while the compressor runs.
+//! The plant: the outdoor temperature follows a daily swing (on UTC, roughly
+//! solar time) plus slow weather drift. Heating runs in 30-minute cycles: the
+//! compressor starts with the cycle and runs for an on-time that grows as it
+//! gets colder and is never shorter than [`MIN_RUN_SECS`]. Two hot-water
+//! charges a day (morning and evening, at fixed local times of the device's
+//! time zone) take over the compressor; some cold cycles start with a defrost.
+//! Every edge of that schedule falls on a whole second.
+//!
+//! Energy: the compressor draws a constant electrical power through a cycle
+//! (heating: more the colder it is; hot water: [`DHW_EL_KW`]) and makes
+//! heat = COP × electricity, with the COP of [`cop`], a Carnot fraction of the
+//! source (outdoor) and sink (flow) temperatures: heating at the cycle's flow
+//! set temperature, hot water at [`DHW_FLOW`], so a kWh of hot water costs
+//! more electricity than a kWh of heating. A defrost draws power and makes no
+//! heat. The counters are the exact integral of that power, worked out
+//! analytically per cycle, so they only grow while the compressor runs.
+//!
+//! Day counters: the energy at the last local midnight of the device's time
+//! zone (a day with a daylight-saving change is 23 or 25 hours long) is what
+//! the registers move into the cumulative counters (see `image.rs`).
 
 use std::f64::consts::TAU;
 use std::sync::Mutex;
 
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
 /// Length of one heating cycle (compressor on, then off).
 pub const CYCLE_SECS: f64 = 1800.0;
+/// The shortest a compressor run lasts (10 minutes): a heating run is at
+/// least this long, a hot-water charge ([`DHW_SECS`]) longer, and runs that
+/// touch or overlap merge into one longer run.
+pub const MIN_RUN_SECS: f64 = 600.0;
+/// Heating on-time of a cycle at full demand.
+const MAX_ON_SECS: f64 = 0.95 * CYCLE_SECS;
 /// Length of a hot-water charge.
-const DHW_SECS: f64 = 2400.0;
-/// Length of a defrost.
-const DEFROST_SECS: f64 = 300.0;
+pub const DHW_SECS: f64 = 2400.0;
+/// Length of a defrost (at the start of a cycle).
+pub const DEFROST_SECS: f64 = 300.0;
+/// Flow temperature of a hot-water charge, °C.
+pub const DHW_FLOW: f64 = 55.0;
+/// Electrical power of a hot-water charge, kW.
+pub const DHW_EL_KW: f64 = 2.0;
+/// Share of the Carnot COP the compressor reaches.
+const CARNOT_FRACTION: f64 = 0.45;
+/// The refrigerant condenses this much above the flow and evaporates this much
+/// below the outdoor air, kelvin.
+const SINK_ABOVE_FLOW: f64 = 5.0;
+const SOURCE_BELOW_OUTDOOR: f64 = 5.0;
 const DAY: f64 = 86_400.0;
+
+/// The coefficient of performance at an outdoor (source) and a flow (sink)
+/// temperature, °C: 45 % of the Carnot COP
+/// `T_sink / (T_sink − T_source)` in kelvin, where the refrigerant condenses
+/// 5 K above the flow and evaporates 5 K below the outdoor air; clamped to
+/// 1.5..6. About 3.1 at 0 °C outdoor and a 36 °C flow, 2.3 at −10 °C and 44 °C,
+/// 2.3 for hot water (55 °C) at 0 °C.
+pub fn cop(outdoor: f64, flow: f64) -> f64 {
+    let sink = flow + SINK_ABOVE_FLOW + 273.15;
+    let source = outdoor - SOURCE_BELOW_OUTDOOR + 273.15;
+    let lift = (sink - source).max(1.0);
+    (CARNOT_FRACTION * sink / lift).clamp(1.5, 6.0)
+}
 
 /// Everything a simulated heat pump shows at one instant, in engineering units.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +91,8 @@ pub struct State {
     pub water_flow: f64,
     /// Electrical power drawn now, kW.
     pub power_kw: f64,
+    /// Heat made now, kW (0 in a defrost).
+    pub heat_kw: f64,
     pub compressor: bool,
     pub heating: bool,
     pub dhw_mode: bool,
@@ -54,7 +104,8 @@ pub struct State {
     pub heat_dhw: f64,
     pub el_heating: f64,
     pub el_dhw: f64,
-    /// The same four at the last midnight (UTC) at or after the origin.
+    /// The same four at the last local midnight at or after the origin (0
+    /// before the first one).
     pub heat_heating_midnight: f64,
     pub heat_dhw_midnight: f64,
     pub el_heating_midnight: f64,
@@ -63,11 +114,11 @@ pub struct State {
 
 /// Energy of the four counters, kWh.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Energy {
-    heat_heating: f64,
-    heat_dhw: f64,
-    el_heating: f64,
-    el_dhw: f64,
+pub struct Energy {
+    pub heat_heating: f64,
+    pub heat_dhw: f64,
+    pub el_heating: f64,
+    pub el_dhw: f64,
 }
 
 impl Energy {
@@ -79,16 +130,42 @@ impl Energy {
     }
 }
 
+/// Compressor runs over a span of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Runs {
+    /// Compressor starts (off → on) in the span.
+    pub starts: u64,
+    /// Defrosts starting in the span.
+    pub defrosts: u64,
+    /// Seconds the compressor ran within the span.
+    pub run_secs: f64,
+    /// Length of the shortest run starting in the span (all of it, also past
+    /// the span's end); `None` without a start.
+    pub shortest_run_secs: Option<f64>,
+}
+
+/// What the compressor does at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Off,
+    Heating,
+    Defrost,
+    HotWater,
+}
+
 /// The simulated plant of one device.
 #[derive(Debug)]
 pub struct Physics {
     seed: u64,
     /// Where counters start (Unix seconds): energy is integrated from here.
     origin: f64,
+    /// Where the day counters' midnight and the hot-water schedule are.
+    tz: TimeZone,
     base_outdoor: f64,
     phase1: f64,
     phase2: f64,
-    /// Start of the morning and evening hot-water charge, seconds into the day.
+    /// Start of the morning and evening hot-water charge, whole seconds into
+    /// the local day.
     dhw_starts: [f64; 2],
     /// Energy from the origin to the start of each cycle since the origin's
     /// (`[k]` is cycle `c0 + k`), so any instant costs at most one new cycle.
@@ -107,17 +184,31 @@ pub(crate) fn unit(seed: u64, key: u64) -> f64 {
     (mix(seed, key) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Length of `[a0, a1)` inside `[b0, b1)`.
+fn overlap(a0: f64, a1: f64, b0: f64, b1: f64) -> f64 {
+    (a1.min(b1) - a0.max(b0)).max(0.0)
+}
+
+fn cycle_of(t: f64) -> i64 {
+    (t / CYCLE_SECS).floor() as i64
+}
+
+fn cycle_start(c: i64) -> f64 {
+    c as f64 * CYCLE_SECS
+}
+
 impl Physics {
-    pub fn new(seed: u64, origin: f64) -> Self {
+    pub fn new(seed: u64, origin: f64, tz: TimeZone) -> Self {
         Physics {
             seed,
             origin,
+            tz,
             base_outdoor: -2.0 + 8.0 * unit(seed, 1),
             phase1: TAU * unit(seed, 2),
             phase2: TAU * unit(seed, 3),
             dhw_starts: [
-                5.0 * 3600.0 + 3600.0 * unit(seed, 4),
-                17.0 * 3600.0 + 3600.0 * unit(seed, 5),
+                (5.0 * 3600.0 + 3600.0 * unit(seed, 4)).floor(),
+                (17.0 * 3600.0 + 3600.0 * unit(seed, 5)).floor(),
             ],
             prefix: Mutex::new(vec![Energy::default()]),
         }
@@ -144,97 +235,161 @@ impl Physics {
         (20.0 + (20.0 - outdoor) * 0.8).clamp(25.0, 55.0)
     }
 
+    /// The local date at `t`.
+    fn local_date(&self, t: f64) -> Option<Date> {
+        let ts = Timestamp::from_second(t.floor() as i64).ok()?;
+        Some(ts.to_zoned_datetime(self.tz.clone()).date())
+    }
+
+    /// Unix time of `secs` (whole, under a day) of local clock time on `date`;
+    /// a clock time a daylight-saving change skips is taken as the time after.
+    fn local_time(&self, date: Date, secs: f64) -> Option<f64> {
+        let s = secs as i64;
+        let dt = date.at((s / 3600) as i8, (s / 60 % 60) as i8, (s % 60) as i8, 0);
+        let zoned = self.tz.to_zoned_datetime(dt).ok()?;
+        Some(zoned.timestamp().as_second() as f64)
+    }
+
+    /// The last local midnight at or before `t` (Unix seconds): the start of
+    /// the local day, 23, 24 or 25 hours before the next one.
+    pub fn day_start(&self, t: f64) -> f64 {
+        self.local_date(t)
+            .and_then(|d| self.local_time(d, 0.0))
+            .filter(|m| *m <= t)
+            .unwrap_or_else(|| (t / DAY).floor() * DAY)
+    }
+
+    /// The hot-water charges (start, end) of the local days from `a`'s, the
+    /// day before, to `b`'s.
+    fn charges(&self, a: f64, b: f64) -> Vec<(f64, f64)> {
+        let (Some(first), Some(last)) = (self.local_date(a), self.local_date(b)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut d = first.yesterday().unwrap_or(first);
+        while d <= last {
+            for s in self.dhw_starts {
+                if let Some(start) = self.local_time(d, s) {
+                    out.push((start, start + DHW_SECS));
+                }
+            }
+            match d.tomorrow() {
+                Ok(next) => d = next,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The hot-water charges overlapping `[a, b)`.
+    fn charges_between(&self, a: f64, b: f64) -> Vec<(f64, f64)> {
+        self.charges(a, b)
+            .into_iter()
+            .filter(|(s, e)| *s < b && *e > a)
+            .collect()
+    }
+
     /// The hot-water charge running at `t`: its start, if any.
     fn dhw_charge(&self, t: f64) -> Option<f64> {
-        let day_start = (t / DAY).floor() * DAY;
-        self.dhw_starts
-            .iter()
-            .map(|s| day_start + s)
-            .find(|s| t >= *s && t < s + DHW_SECS)
+        self.charges(t, t)
+            .into_iter()
+            .find(|(s, e)| t >= *s && t < *e)
+            .map(|(s, _)| s)
     }
 
     /// End of the last hot-water charge before `t`.
     fn last_dhw_end(&self, t: f64) -> f64 {
-        let day_start = (t / DAY).floor() * DAY;
-        let mut best = f64::NEG_INFINITY;
-        for d in [day_start - DAY, day_start] {
-            for s in self.dhw_starts {
-                let end = d + s + DHW_SECS;
-                if end <= t && end > best {
-                    best = end;
-                }
-            }
-        }
-        best
+        self.charges(t, t)
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| *e <= t)
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
-    /// Seconds the compressor heats in cycle `c` (from the cycle's start).
+    /// Seconds the compressor heats in cycle `c` (from the cycle's start): 0
+    /// without demand, else from [`MIN_RUN_SECS`] at the least demand to 95 %
+    /// of the cycle at the most, in whole seconds.
     fn on_secs(&self, c: i64) -> f64 {
-        let start = c as f64 * CYCLE_SECS;
-        let d = Self::demand(self.outdoor(start));
+        let d = Self::demand(self.outdoor(cycle_start(c)));
         if d <= 0.0 {
             0.0
         } else {
-            CYCLE_SECS * (0.25 + 0.7 * d)
+            (MIN_RUN_SECS + (MAX_ON_SECS - MIN_RUN_SECS) * d).round()
         }
     }
 
+    /// Whether cycle `c` starts with a defrost: one cold cycle in four, never
+    /// one that starts during a hot-water charge.
     fn defrosts(&self, c: i64) -> bool {
-        let start = c as f64 * CYCLE_SECS;
-        self.outdoor(start) < 5.0 && self.on_secs(c) > 2.0 * DEFROST_SECS && mix(self.seed, c as u64).is_multiple_of(4)
+        let start = cycle_start(c);
+        self.outdoor(start) < 5.0
+            && self.on_secs(c) > 2.0 * DEFROST_SECS
+            && mix(self.seed, c as u64).is_multiple_of(4)
+            && self.dhw_charge(start).is_none()
     }
 
-    fn heating_kw(outdoor: f64) -> (f64, f64) {
-        let d = Self::demand(outdoor);
-        let el = 1.2 + 1.5 * d;
-        let cop = (3.5 + 0.08 * outdoor).clamp(2.0, 5.0);
-        (el, el * cop)
+    /// Electrical power of heating (and defrosting) in cycle `c`, kW, and the
+    /// COP of its heating and of a hot-water charge in it.
+    fn cycle_rates(&self, c: i64) -> (f64, f64, f64) {
+        let outdoor = self.outdoor(cycle_start(c));
+        let el = 1.2 + 1.5 * Self::demand(outdoor);
+        (el, cop(outdoor, Self::flow_set(outdoor)), cop(outdoor, DHW_FLOW))
     }
 
-    const DHW_EL_KW: f64 = 2.0;
-    const DHW_COP: f64 = 2.8;
+    /// What the compressor does at `t`: a hot-water charge takes precedence,
+    /// then a defrost at the cycle's start, then heating until the on-time ends.
+    fn mode(&self, t: f64) -> Mode {
+        if self.dhw_charge(t).is_some() {
+            return Mode::HotWater;
+        }
+        let c = cycle_of(t);
+        let in_cycle = t - cycle_start(c);
+        if in_cycle < self.on_secs(c) {
+            if in_cycle < DEFROST_SECS && self.defrosts(c) {
+                Mode::Defrost
+            } else {
+                Mode::Heating
+            }
+        } else {
+            Mode::Off
+        }
+    }
 
-    /// Energy of cycle `c` between `from` and `to` seconds into the cycle.
+    /// Energy of cycle `c` between `from` and `to` seconds into the cycle,
+    /// exactly: the power is constant in each mode through a cycle.
     fn cycle_energy(&self, c: i64, from: f64, to: f64) -> Energy {
-        let start = c as f64 * CYCLE_SECS;
+        let start = cycle_start(c);
         let mut e = Energy::default();
         if to <= from {
             return e;
         }
-        // The hot-water charges and the heating on-time share the compressor:
-        // step through the span in minutes, which is exact enough for counters.
-        let (el_kw, heat_kw) = Self::heating_kw(self.outdoor(start));
-        let on = self.on_secs(c);
-        let defrost_end = if self.defrosts(c) { DEFROST_SECS } else { 0.0 };
-        let mut s = from;
-        while s < to {
-            let next = ((s / 60.0).floor() + 1.0) * 60.0;
-            let step = next.min(to) - s;
-            let t = start + s;
-            let h = step / 3600.0;
-            if self.dhw_charge(t).is_some() {
-                e.el_dhw += Self::DHW_EL_KW * h;
-                e.heat_dhw += Self::DHW_EL_KW * Self::DHW_COP * h;
-            } else if s < on && s >= defrost_end {
-                e.el_heating += el_kw * h;
-                e.heat_heating += heat_kw * h;
-            } else if s < defrost_end {
-                // Defrost draws power and takes heat back from the circuit.
-                e.el_heating += el_kw * h;
-            }
-            s = next.min(to);
-        }
+        let (a, b) = (start + from, start + to);
+        let charges = self.charges_between(a, b);
+        // Seconds of [x0, x1) in the span, and of those in a charge.
+        let span = |x0: f64, x1: f64| overlap(x0, x1, a, b);
+        let charged = |x0: f64, x1: f64| -> f64 { charges.iter().map(|(s, e)| span(x0.max(*s), x1.min(*e))).sum() };
+        let on_end = start + self.on_secs(c);
+        let defrost_end = if self.defrosts(c) { start + DEFROST_SECS } else { start };
+        let dhw = charged(a, b);
+        // The defrost lies inside the on-time; a charge overrides both.
+        let defrost = span(start, defrost_end) - charged(start, defrost_end);
+        let heating = span(start, on_end) - charged(start, on_end) - defrost;
+        let (el_kw, cop_heating, cop_dhw) = self.cycle_rates(c);
+        e.el_heating = el_kw * (heating + defrost) / 3600.0;
+        e.heat_heating = el_kw * cop_heating * heating / 3600.0;
+        e.el_dhw = DHW_EL_KW * dhw / 3600.0;
+        e.heat_dhw = DHW_EL_KW * cop_dhw * dhw / 3600.0;
         e
     }
 
-    /// Energy from the origin to `t`.
-    fn energy(&self, t: f64) -> Energy {
+    /// Energy from the origin to `t`, kWh.
+    pub fn energy(&self, t: f64) -> Energy {
         if t <= self.origin {
             return Energy::default();
         }
-        let c_now = (t / CYCLE_SECS).floor() as i64;
-        let c0 = (self.origin / CYCLE_SECS).floor() as i64;
-        let first_from = self.origin - c0 as f64 * CYCLE_SECS;
+        let c_now = cycle_of(t);
+        let c0 = cycle_of(self.origin);
+        let first_from = self.origin - cycle_start(c0);
         let whole = |c: i64| {
             let from = if c == c0 { first_from } else { 0.0 };
             self.cycle_energy(c, from, CYCLE_SECS)
@@ -250,21 +405,72 @@ impl Physics {
         let mut total = prefix[k];
         drop(prefix);
         let from = if c_now == c0 { first_from } else { 0.0 };
-        total.add(self.cycle_energy(c_now, from, t - c_now as f64 * CYCLE_SECS));
+        total.add(self.cycle_energy(c_now, from, t - cycle_start(c_now)));
         total
+    }
+
+    /// Energy at the last local midnight at or before `t` (0 before the
+    /// first one after the origin): what the day counters count from.
+    pub fn energy_at_midnight(&self, t: f64) -> Energy {
+        let midnight = self.day_start(t);
+        if midnight > self.origin {
+            self.energy(midnight)
+        } else {
+            Energy::default()
+        }
+    }
+
+    /// The compressor's runs over `[from, to)`, from the schedule: a run is a
+    /// span of heating on-times, defrosts and hot-water charges that touch or
+    /// overlap.
+    pub fn runs(&self, from: f64, to: f64) -> Runs {
+        let mut r = Runs::default();
+        if to <= from {
+            return r;
+        }
+        // A run is a few cycles and a charge at most: look this far around.
+        let pad = 3.0 * 3600.0;
+        let mut spans = self.charges_between(from - pad, to + pad);
+        for c in cycle_of(from - pad)..=cycle_of(to + pad) {
+            let start = cycle_start(c);
+            let on = self.on_secs(c);
+            if on > 0.0 {
+                spans.push((start, start + on));
+            }
+            if (from..to).contains(&start) && self.defrosts(c) {
+                r.defrosts += 1;
+            }
+        }
+        spans.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut merged: Vec<(f64, f64)> = Vec::new();
+        for (s, e) in spans {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        for (s, e) in merged {
+            if (from..to).contains(&s) {
+                r.starts += 1;
+                r.shortest_run_secs = Some(r.shortest_run_secs.map_or(e - s, |m: f64| m.min(e - s)));
+            }
+            r.run_secs += overlap(s, e, from, to);
+        }
+        r
     }
 
     /// The plant at Unix time `t` (seconds).
     pub fn at(&self, t: f64) -> State {
         let outdoor = self.outdoor(t);
-        let c = (t / CYCLE_SECS).floor() as i64;
-        let in_cycle = t - c as f64 * CYCLE_SECS;
+        let c = cycle_of(t);
+        let in_cycle = t - cycle_start(c);
         let on = self.on_secs(c);
-        let summer = Self::demand(outdoor) <= 0.0 && Self::demand(self.outdoor(c as f64 * CYCLE_SECS)) <= 0.0;
+        let summer = Self::demand(outdoor) <= 0.0 && Self::demand(self.outdoor(cycle_start(c))) <= 0.0;
+        let mode = self.mode(t);
         let dhw_charge = self.dhw_charge(t);
-        let defrost = dhw_charge.is_none() && self.defrosts(c) && in_cycle < DEFROST_SECS;
-        let heating = dhw_charge.is_none() && !defrost && in_cycle < on;
-        let compressor = dhw_charge.is_some() || defrost || heating;
+        let defrost = mode == Mode::Defrost;
+        let heating = mode == Mode::Heating;
+        let compressor = mode != Mode::Off;
 
         let flow_set = Self::flow_set(outdoor);
         let since_on = in_cycle;
@@ -314,21 +520,17 @@ impl Physics {
                 eq + 6.0 * (-since_off / 300.0).exp(),
             )
         };
-        let power_kw = if dhw_charge.is_some() {
-            Self::DHW_EL_KW
-        } else if heating || defrost {
-            Self::heating_kw(outdoor).0
-        } else {
-            0.0
+        // The same power the counters integrate.
+        let (el_kw, cop_heating, cop_dhw) = self.cycle_rates(c);
+        let (power_kw, heat_kw) = match mode {
+            Mode::HotWater => (DHW_EL_KW, DHW_EL_KW * cop_dhw),
+            Mode::Heating => (el_kw, el_kw * cop_heating),
+            Mode::Defrost => (el_kw, 0.0),
+            Mode::Off => (0.0, 0.0),
         };
 
         let e = self.energy(t);
-        let midnight = (t / DAY).floor() * DAY;
-        let m = if midnight > self.origin {
-            self.energy(midnight)
-        } else {
-            Energy::default()
-        };
+        let m = self.energy_at_midnight(t);
 
         State {
             t,
@@ -353,6 +555,7 @@ impl Physics {
                 0.0
             },
             power_kw,
+            heat_kw,
             compressor,
             heating,
             dhw_mode: dhw_charge.is_some(),
@@ -370,7 +573,6 @@ impl Physics {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,16 +582,16 @@ mod tests {
 
     #[test]
     fn the_same_seed_and_time_give_the_same_state_whatever_came_before() {
-        let a = Physics::new(7, T0);
-        let b = Physics::new(7, T0);
+        let a = Physics::new(7, T0, TimeZone::UTC);
+        let b = Physics::new(7, T0, TimeZone::UTC);
         let _ = a.at(T0 + 5.0 * DAY);
         assert_eq!(a.at(T0 + 3600.0), b.at(T0 + 3600.0));
-        assert_ne!(Physics::new(8, T0).at(T0 + 3600.0), b.at(T0 + 3600.0));
+        assert_ne!(Physics::new(8, T0, TimeZone::UTC).at(T0 + 3600.0), b.at(T0 + 3600.0));
     }
 
     #[test]
     fn the_compressor_cycles_and_counters_only_grow_while_it_runs() {
-        let p = Physics::new(1, T0);
+        let p = Physics::new(1, T0, TimeZone::UTC);
         let mut flips = 0;
         let mut last = p.at(T0);
         for m in 1..(24 * 60) {
@@ -411,7 +613,7 @@ mod tests {
         let mut dhw_minutes = 0;
         let mut defrost_minutes = 0;
         for seed in 0..4 {
-            let p = Physics::new(seed, T0);
+            let p = Physics::new(seed, T0, TimeZone::UTC);
             for m in 0..(24 * 60) {
                 let s = p.at(T0 + f64::from(m) * 60.0);
                 dhw_minutes += usize::from(s.dhw_mode);
@@ -424,7 +626,7 @@ mod tests {
 
     #[test]
     fn outdoor_temperature_drifts_slowly() {
-        let p = Physics::new(3, T0);
+        let p = Physics::new(3, T0, TimeZone::UTC);
         for m in 0..1000 {
             let a = p.outdoor(T0 + f64::from(m) * 60.0);
             let b = p.outdoor(T0 + f64::from(m + 1) * 60.0);
@@ -434,11 +636,138 @@ mod tests {
 
     #[test]
     fn energy_is_the_same_counted_forward_or_from_scratch() {
-        let p = Physics::new(5, T0);
+        let p = Physics::new(5, T0, TimeZone::UTC);
         let _ = p.at(T0 + 2.0 * DAY);
         let late = p.at(T0 + 2.5 * DAY);
-        let fresh = Physics::new(5, T0).at(T0 + 2.5 * DAY);
+        let fresh = Physics::new(5, T0, TimeZone::UTC).at(T0 + 2.5 * DAY);
         assert!((late.heat_heating - fresh.heat_heating).abs() < 1e-9);
         assert!(late.heat_heating_midnight <= late.heat_heating);
+    }
+
+    #[test]
+    fn a_day_makes_two_to_five_kwh_of_heat_per_kwh_of_electricity() {
+        for seed in 0..6 {
+            let p = Physics::new(seed, T0, TimeZone::UTC);
+            for day in 0..7 {
+                let a = p.energy(T0 + f64::from(day) * DAY);
+                let b = p.energy(T0 + f64::from(day + 1) * DAY);
+                let heat = b.heat_heating + b.heat_dhw - a.heat_heating - a.heat_dhw;
+                let el = b.el_heating + b.el_dhw - a.el_heating - a.el_dhw;
+                let cop_day = heat / el;
+                assert!(
+                    (2.0..=5.0).contains(&cop_day),
+                    "seed {seed} day {day}: COP {cop_day:.2}"
+                );
+                // Hot water, made at a higher flow temperature, costs more.
+                let cop_heating = (b.heat_heating - a.heat_heating) / (b.el_heating - a.el_heating);
+                let cop_dhw = (b.heat_dhw - a.heat_dhw) / (b.el_dhw - a.el_dhw);
+                assert!(
+                    cop_dhw < cop_heating,
+                    "seed {seed} day {day}: {cop_dhw:.2} ≥ {cop_heating:.2}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_cop_falls_as_it_gets_colder_outside_and_hotter_in_the_flow() {
+        assert!(cop(0.0, 35.0) > cop(-10.0, 35.0));
+        assert!(cop(0.0, 35.0) > cop(0.0, 55.0));
+        let c = cop(0.0, 35.0);
+        assert!((2.5..4.0).contains(&c), "{c}");
+    }
+
+    /// What sampling the plant every second over `[from, to)` shows.
+    #[derive(Debug, Default)]
+    struct Sampled {
+        /// Compressor starts (off → on).
+        starts: u64,
+        /// Runs that started and ended in the span: (start, end).
+        runs: Vec<(f64, f64)>,
+        defrosts: u64,
+        run_secs: f64,
+        /// Energy summed from the power shown, kWh.
+        el: f64,
+        heat: f64,
+    }
+
+    fn sampled(p: &Physics, from: f64, to: f64) -> Sampled {
+        let mut out = Sampled::default();
+        let mut prev = p.at(from - 1.0);
+        let mut run_start = None;
+        let mut t = from;
+        while t < to {
+            let s = p.at(t);
+            if s.compressor && !prev.compressor {
+                out.starts += 1;
+                run_start = Some(t);
+            }
+            if !s.compressor && prev.compressor {
+                if let Some(start) = run_start.take() {
+                    out.runs.push((start, t));
+                }
+            }
+            out.defrosts += u64::from(s.defrost && !prev.defrost);
+            out.run_secs += f64::from(u8::from(s.compressor));
+            out.el += s.power_kw / 3600.0;
+            out.heat += s.heat_kw / 3600.0;
+            prev = s;
+            t += 1.0;
+        }
+        out
+    }
+
+    #[test]
+    fn every_compressor_run_lasts_the_minimum_run_time_and_the_schedule_agrees_with_the_samples() {
+        for seed in [1, 2] {
+            let p = Physics::new(seed, T0, TimeZone::UTC);
+            let (from, to) = (T0 + 3600.0, T0 + DAY);
+            let s = sampled(&p, from, to);
+            assert!(s.runs.len() > 10, "seed {seed}: {} runs", s.runs.len());
+            for (a, b) in &s.runs {
+                assert!(b - a >= MIN_RUN_SECS, "seed {seed}: a run of {} s at {a}", b - a);
+            }
+            // Every edge is on a whole second: the schedule and the samples agree.
+            let r = p.runs(from, to);
+            assert_eq!(r.starts, s.starts, "seed {seed}");
+            assert_eq!(r.defrosts, s.defrosts, "seed {seed}");
+            assert!(s.defrosts > 0, "seed {seed}: a cold day has defrosts");
+            assert_eq!(r.run_secs, s.run_secs, "seed {seed}");
+            let shortest = s.runs.iter().map(|(a, b)| b - a).fold(f64::INFINITY, f64::min);
+            assert!(
+                r.shortest_run_secs.is_some_and(|m| m <= shortest),
+                "{r:?} vs {shortest}"
+            );
+            // The counters are the integral of the power shown.
+            let (a, b) = (p.energy(from), p.energy(to));
+            assert!((b.el_heating + b.el_dhw - a.el_heating - a.el_dhw - s.el).abs() < 1e-6);
+            assert!((b.heat_heating + b.heat_dhw - a.heat_heating - a.heat_dhw - s.heat).abs() < 1e-6);
+        }
+        for seed in 0..8 {
+            let r = Physics::new(seed, T0, TimeZone::UTC).runs(T0, T0 + 7.0 * DAY);
+            assert!(r.starts > 50, "seed {seed}: {r:?}");
+            assert!(
+                r.shortest_run_secs.is_some_and(|s| s >= MIN_RUN_SECS),
+                "seed {seed}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_day_starts_at_local_midnight_also_on_a_daylight_saving_day() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let p = Physics::new(1, T0, berlin);
+        // 2026-03-29 00:00 +01:00 is 2026-03-28 23:00 UTC; that day has 23 hours.
+        let m29 = 1_774_738_800.0;
+        assert_eq!(p.day_start(m29), m29);
+        assert_eq!(p.day_start(m29 - 1.0), m29 - DAY);
+        assert_eq!(p.day_start(m29 + 22.0 * 3600.0), m29);
+        assert_eq!(p.day_start(m29 + 23.0 * 3600.0), m29 + 23.0 * 3600.0);
+        // The hot-water charges stay at their local times: one hour earlier in UTC.
+        let before = p.charges_between(m29 - DAY, m29);
+        let after = p.charges_between(m29 + 23.0 * 3600.0, m29 + 47.0 * 3600.0);
+        assert_eq!(before.len(), 2);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].0 - (m29 + 23.0 * 3600.0), before[0].0 - (m29 - DAY));
     }
 }
