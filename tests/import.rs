@@ -188,6 +188,8 @@ fn the_real_hpmanager_folder_imports_into_a_pipeline_that_validates() {
     assert_eq!(strings(&t, "transforms.scaled.inputs"), ["heatpumps"]);
     assert_eq!(s(&t, "transforms.scaled.type"), "scale");
     assert_eq!(s(&t, "transforms.states.type"), "state_diff");
+    assert_eq!(s(&t, "transforms.efficiency.type"), "efficiency");
+    assert_eq!(strings(&t, "transforms.states.inputs"), ["efficiency"]);
     assert_eq!(s(&t, "sinks.influxdb.api"), "v2");
     assert_eq!(
         s(&t, "sinks.influxdb.endpoint"),
@@ -233,7 +235,7 @@ fn the_real_hpmanager_folder_imports_into_a_pipeline_that_validates() {
     );
     assert!(carried.contains("sinks.influxdb.retry_max = \"30s\""), "{carried}");
     assert!(
-        report.contains("valid: 1 source, 2 transforms, 3 sinks, 5 edges"),
+        report.contains("valid: 1 source, 3 transforms, 3 sinks, 6 edges"),
         "{report}"
     );
     assert!(report.contains("stand-in for INFLUXDB_TOKEN"), "{report}");
@@ -335,7 +337,7 @@ fn rtu_pumps_on_two_ports_get_a_source_per_bus_and_no_tcp_source() {
     let valid = case.validate(Some("t"));
     assert_eq!(valid.code, Some(0), "{valid}");
     assert!(
-        valid.stdout.contains("valid: 2 sources, 2 transforms, 3 sinks"),
+        valid.stdout.contains("valid: 2 sources, 3 transforms, 3 sinks"),
         "{valid}"
     );
 }
