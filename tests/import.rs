@@ -247,7 +247,7 @@ fn the_real_hpmanager_folder_imports_into_a_pipeline_that_validates() {
     let valid = case.validate(Some("t0ken"));
     assert_eq!(valid.code, Some(0), "{valid}");
     assert!(
-        valid.stdout.contains("valid: 1 source, 2 transforms, 3 sinks, 5 edges"),
+        valid.stdout.contains("valid: 1 source, 3 transforms, 3 sinks, 6 edges"),
         "{valid}"
     );
     // The token stays required, as in HPManager: no token, no start.

@@ -173,7 +173,7 @@ fn every_component_is_documented_with_exactly_the_keys_it_accepts() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 10, "every component type was checked");
+    assert_eq!(checked, 11, "every component type was checked");
 }
 
 /// The TOML examples of the README: whole pipelines as they are; a sink or
@@ -260,7 +260,7 @@ fn the_shipped_pipelines_validate_as_shipped() {
     assert!(n >= 2, "pipelines/ holds demo.toml and heatpump.toml");
     let (_, out) = validate(&shipped_pipelines().join("heatpump.toml"), &[]);
     assert!(
-        out.contains("1 source, 2 transforms, 3 sinks"),
-        "heatpump.toml: modbus → scale → state_diff → influxdb + prometheus + dashboard: {out}"
+        out.contains("1 source, 3 transforms, 3 sinks"),
+        "heatpump.toml: modbus → scale → efficiency → state_diff → influxdb + prometheus + dashboard: {out}"
     );
 }

@@ -107,11 +107,13 @@ impl Fixed {
 /// A split counter the way the controller keeps it: the cumulative register
 /// takes the whole kWh of the day counter at (local) midnight; the fraction
 /// stays. `now` and `at_midnight` are the energy since the origin now and at
-/// the last local midnight after it (0 before the first).
+/// the last local midnight after it (0 before the first). Both registers are
+/// whole kWh of the cumulative readings (`initial` + energy), the same sums
+/// `Simulator::energy_at` gives, so a reading that lands on a whole kWh at
+/// midnight floors the same way in both.
 fn counter(initial: f64, now: f64, at_midnight: f64) -> (i64, i64) {
-    let moved = at_midnight.floor();
-    let total = initial + moved;
-    let day = (now - moved).max(0.0).floor();
+    let total = (initial + at_midnight).floor();
+    let day = ((initial + now).floor() - total).max(0.0);
     (total as i64, day as i64)
 }
 

@@ -167,6 +167,14 @@ pub fn field_metric_names(prefix: &str, field: &str, unit: Option<&Unit>, counte
         }
     }
     if let Some(u) = unit {
+        // A field named after its unit's short spelling (`heat_kwh`) keeps one unit.
+        if let Some(short) = short_unit(&u.register_suffix) {
+            if let Some(stripped) = base.strip_suffix(&format!("_{short}")) {
+                if !stripped.is_empty() {
+                    base.truncate(stripped.len());
+                }
+            }
+        }
         if u.suffix != u.register_suffix {
             // Converted: a field named after its register unit loses it.
             if let Some(stripped) = base.strip_suffix(&format!("_{}", u.register_suffix)) {
@@ -185,6 +193,18 @@ pub fn field_metric_names(prefix: &str, field: &str, unit: Option<&Unit>, counte
         family.clone()
     };
     (family, sample)
+}
+
+/// The short spelling of a unit suffix, as field names carry it.
+fn short_unit(suffix: &str) -> Option<&'static str> {
+    Some(match suffix {
+        "kilowatt_hours" => "kwh",
+        "watt_hours" => "wh",
+        "megawatt_hours" => "mwh",
+        "kilowatts" => "kw",
+        "watts" => "w",
+        _ => return None,
+    })
 }
 
 /// Appends a label value escaped for both formats: `\` `"` and newline.
@@ -262,6 +282,8 @@ mod tests {
         );
         assert_eq!(n("heat_total", Some("kwh"), true).0, "heatpump_heat_kilowatt_hours");
         assert_eq!(n("flow", Some("l/min"), false).0, "heatpump_flow_liters_per_minute");
+        assert_eq!(n("heat_kwh", Some("kwh"), true).1, "heatpump_heat_kilowatt_hours_total");
+        assert_eq!(n("power_kw", Some("kw"), false).0, "heatpump_power_kilowatts");
         assert_eq!(n("2nd-stage", None, false).0, "heatpump__2nd_stage");
     }
 
@@ -274,6 +296,10 @@ mod tests {
         assert_eq!(
             n("runtime_hours", "h", true),
             ("heatpump_runtime_seconds_total".into(), Some(3600.0))
+        );
+        assert_eq!(
+            n("heat_today_kwh", "kwh", false),
+            ("heatpump_heat_today_joules".into(), Some(3.6e6))
         );
         assert_eq!(
             n("heat_total", "kwh", true),
