@@ -125,6 +125,38 @@ fn demo_serves_live_simulated_values_on_the_dashboard_and_metrics_and_stops_clea
         let flow = metric(&body, "heatpump_actual_flow_temperature_celsius", pump);
         assert!(flow.is_some_and(|f| (10.0..80.0).contains(&f)), "{pump} flow {flow:?}");
     }
+    // The efficiency transform's figures reach Prometheus with their kinds and
+    // units, and the whole exposition is promtool-clean.
+    for pump in ["hp1", "hp2"] {
+        let heat = metric(&body, "heatpump_heat_joules_total", pump);
+        let el = metric(&body, "heatpump_electricity_joules_total", pump);
+        assert!(heat.is_some_and(|h| h > 0.0), "{pump} heat counter {heat:?}");
+        assert!(el.is_some_and(|e| e > 0.0), "{pump} electricity counter {el:?}");
+        let el_today = metric(&body, "heatpump_electricity_today_joules", pump).expect("electricity today");
+        let cop = metric(&body, "heatpump_cop_today", pump);
+        if el_today > 0.0 {
+            assert!(
+                cop.is_some_and(|c| (1.0..=6.0).contains(&c)),
+                "{pump} COP today {cop:?}"
+            );
+        } else {
+            assert_eq!(cop, None, "{pump}: no electricity today, no COP");
+        }
+        assert!(
+            metric(&body, "heatpump_short_cycling", pump).is_some(),
+            "{pump} short_cycling"
+        );
+        assert!(metric(&body, "heatpump_compressor_starts_total", pump).is_some());
+    }
+    for line in [
+        "# TYPE heatpump_heat_joules_total counter",
+        "# TYPE heatpump_heat_today_joules gauge",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line}");
+    }
+    let (clean, report) = support::prometheus::promtool_check(&body);
+    assert!(clean, "promtool check metrics:\n{report}");
+
     // Two pumps with their own weather: the simulated values differ.
     assert_ne!(
         metric(&body, "heatpump_outside_temperature_celsius", "hp1"),
@@ -312,5 +344,22 @@ fn demo_with_influxdb_url_writes_both_pumps_into_a_real_influxdb() {
         .collect();
     for key in ["heat_pump_id", "location", "model", "name"] {
         assert!(keys.contains(&key), "tag {key} in {keys:?}");
+    }
+    // The efficiency transform's fields, with the types their descriptions give.
+    let fields = influxd.query("hpdemo", "SHOW FIELD KEYS FROM heatpump_metrics");
+    let types: std::collections::BTreeMap<&str, &str> = fields["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v[0].as_str()?, v[1].as_str()?)))
+        .collect();
+    for (field, ty) in [
+        ("heat_kwh", "float"),
+        ("electricity_kwh", "float"),
+        ("heat_today_kwh", "float"),
+        ("compressor_starts", "integer"),
+        ("short_cycling", "boolean"),
+    ] {
+        assert_eq!(types.get(field), Some(&ty), "{field} in {types:?}");
     }
 }
