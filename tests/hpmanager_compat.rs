@@ -228,6 +228,7 @@ fn ask(influxd: &Influxd, db: &str, q: &Query, from_ms: i64, to_ms: i64) -> (Str
         from_ms: from_ms as u128,
         to_ms: to_ms as u128,
         pumps: PUMPS.iter().map(|p| p.to_string()).collect(),
+        time_zone: "Europe/Berlin".to_string(),
     };
     let sent = interpolate(q, &vars);
     let j = influxd.query_raw(db, &sent);

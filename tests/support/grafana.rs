@@ -113,6 +113,8 @@ pub struct Vars {
     pub to_ms: u128,
     /// The values selected in the `heat_pump_id` variable.
     pub pumps: Vec<String>,
+    /// The value of the `time_zone` variable (an IANA name for InfluxQL's `tz()`).
+    pub time_zone: String,
 }
 
 /// Replaces Grafana's variables as Grafana's InfluxDB data source does: the time
@@ -126,7 +128,7 @@ pub fn interpolate(q: &Query, v: &Vars) -> String {
     let interval_ms = INTERVAL_MS.to_string();
     let (from, to) = (v.from_ms.to_string(), v.to_ms.to_string());
     // Longer names first, so `$__interval` does not eat `$__interval_ms`.
-    let vars: [(&str, &str); 16] = [
+    let vars: [(&str, &str); 18] = [
         ("${__interval_ms}", &interval_ms),
         ("$__interval_ms", &interval_ms),
         ("${__interval}", INTERVAL),
@@ -143,6 +145,8 @@ pub fn interpolate(q: &Query, v: &Vars) -> String {
         ("$__to", &to),
         ("${heat_pump_id}", &pumps),
         ("$heat_pump_id", &pumps),
+        ("${time_zone}", &v.time_zone),
+        ("$time_zone", &v.time_zone),
     ];
     let mut s = q.text.clone();
     for (name, value) in vars {
