@@ -7,6 +7,63 @@ use std::time::SystemTime;
 
 use crate::event::unix_millis;
 
+/// What reading a component's versioned JSON state file found.
+#[derive(Debug, PartialEq)]
+pub enum Stored<T> {
+    /// No file yet.
+    Missing,
+    Loaded(T),
+    /// The file was corrupt or of another format version: it was moved aside
+    /// (`<name>.corrupt-<unix ms>`) and the reason logged.
+    Unusable,
+}
+
+/// Reads a state file whose JSON has a top-level `version`: `parse` gets the
+/// bytes when it is `version`. A file that cannot be read at all is an error
+/// (the component must not start over on top of it); one that is corrupt or of
+/// another version is moved aside, logged with `consequence`, and `Unusable`.
+pub fn read_state_file<T>(
+    path: &Path,
+    version: u32,
+    component: &str,
+    consequence: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Stored<T>, String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        version: Option<u32>,
+    }
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::Missing),
+        Err(e) => return Err(format!("cannot read the state file {}: {e}", path.display())),
+    };
+    let parsed = match serde_json::from_slice::<Probe>(&bytes) {
+        Err(e) => Err(format!("not a state file: {e}")),
+        Ok(Probe { version: Some(v) }) if v == version => parse(&bytes),
+        Ok(Probe { version: found }) => Err(format!(
+            "format version {} is not the supported {version}",
+            found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+        )),
+    };
+    match parsed {
+        Ok(t) => Ok(Stored::Loaded(t)),
+        Err(problem) => {
+            match move_aside(path) {
+                Ok(aside) => tracing::warn!(
+                    component, path = %path.display(), moved_to = %aside.display(), %problem,
+                    "State file unusable; {consequence}"
+                ),
+                Err(e) => tracing::warn!(
+                    component, path = %path.display(), %problem, error = %e,
+                    "State file unusable and could not be moved aside; {consequence}"
+                ),
+            }
+            Ok(Stored::Unusable)
+        }
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new
 /// file, never a mix: a temporary file in the same folder, synced, renamed over
 /// the old one, then the folder synced so the rename itself is durable. Blocking

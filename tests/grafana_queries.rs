@@ -406,7 +406,20 @@ fn every_dashboard_query_returns_data_written_by_a_simulated_pipeline() {
     // (when the day counters reset) comes within the test whenever it runs; a poll
     // every 100 ms sees 5 minutes of the plant, shorter than its compressor's runs
     // and pauses (30-minute cycles, on for 10 minutes to 95 %).
-    let (sim, modbus_port) = simulator_with(&["--devices", "2", "--speed", &SPEED.to_string()]);
+    // The simulated clock starts at 04:30 UTC on a winter day, so the simulated day
+    // the run covers holds both hot-water charges before the controller's midnight,
+    // whatever the time of day the test runs at (a run without a charge would have
+    // no hot-water COP to show).
+    let (sim, modbus_port) = simulator_with(&[
+        "--devices",
+        "2",
+        "--speed",
+        &SPEED.to_string(),
+        "--start",
+        "2026-01-15T04:30:00Z",
+        "--time-zone",
+        "UTC",
+    ]);
     let pipeline = dir.path().join("pipeline.toml");
     let registers = shipped_registers();
     let devices: String = PUMPS

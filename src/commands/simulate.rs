@@ -63,6 +63,10 @@ pub struct SimulateArgs {
     /// Simulated seconds per real second.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// Start the simulated clock at this instant (RFC 3339, e.g.
+    /// 2026-01-15T03:00:00Z) instead of now, so a run covers a known part of the day.
+    #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak)]
+    pub start: Option<std::time::SystemTime>,
     /// Share of requests (0-1) answered with --exception-code.
     #[arg(long, default_value_t = 0.0)]
     pub exception_rate: f64,
@@ -104,6 +108,7 @@ pub fn simulators(
         time_zone,
         controller_id: args.controller_id,
         clock: Clock::Running { speed: args.speed },
+        start: args.start,
         faults,
         ..SimOptions::new(model)
     };

@@ -92,6 +92,8 @@ pub struct SimOptions {
     /// Optional blocks the controller refuses; default: by controller (see module docs).
     pub refuse_blocks: Option<Vec<String>>,
     pub clock: Clock,
+    /// Where a running clock starts (and the counters count from): default now.
+    pub start: Option<SystemTime>,
     pub faults: Faults,
     /// Where the controllers' day is: the day counters move into the totals
     /// at local midnight here, and the hot-water charges run at fixed local
@@ -108,6 +110,7 @@ impl SimOptions {
             controller_id: None,
             refuse_blocks: None,
             clock: Clock::Running { speed: 1.0 },
+            start: None,
             faults: Faults::default(),
             time_zone: TimeZone::system(),
         }
@@ -228,7 +231,7 @@ impl Simulator {
         }
         let start = match opts.clock {
             Clock::Running { speed } if !(speed.is_finite() && speed > 0.0) => return Err(SimError::BadSpeed(speed)),
-            Clock::Running { .. } => SystemTime::now(),
+            Clock::Running { .. } => opts.start.unwrap_or_else(SystemTime::now),
             Clock::Frozen(t) => t,
         };
         let sim0 = unix(start).floor();

@@ -74,7 +74,7 @@ use self::cycles::{Limits, Runs};
 use self::meter::{Meter, Moment, Reading};
 use crate::component::{BoxError, BuildContext, Check, Claim, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Value, ValueType};
-use crate::fsutil::{move_aside, write_atomically};
+use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::{cop, sum, ComponentMetrics, Day, Registry};
 
 const FILE_VERSION: u32 = 1;
@@ -1143,49 +1143,23 @@ struct StateFile {
     devices: BTreeMap<String, Device>,
 }
 
-#[derive(Debug, Deserialize)]
-struct VersionProbe {
-    version: Option<u32>,
-}
-
 fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Arc<str>, Device>, BoxError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("cannot read the energy file {}: {e}", path.display()).into()),
-    };
-    let parsed = match serde_json::from_slice::<VersionProbe>(&bytes) {
-        Err(e) => Err(format!("not an energy file: {e}")),
-        Ok(VersionProbe {
-            version: Some(FILE_VERSION),
-        }) => serde_json::from_slice::<StateFile>(&bytes).map_err(|e| format!("not an energy file: {e}")),
-        Ok(VersionProbe { version }) => Err(format!(
-            "format version {} is not the supported {FILE_VERSION}",
-            version.map_or_else(|| "(none)".to_string(), |v| v.to_string())
-        )),
-    };
-    match parsed {
-        Ok(file) => {
-            info!(component = %id, path = %path.display(), devices = file.devices.len(), "Restored energy figures");
-            Ok(file
-                .devices
-                .into_iter()
-                .map(|(k, v)| (Arc::from(k.as_str()), v))
-                .collect())
-        }
-        Err(problem) => {
-            metrics.error();
-            match move_aside(path) {
-                Ok(aside) => warn!(
-                    component = %id, path = %path.display(), moved_to = %aside.display(), %problem,
-                    "Energy file unusable; counting starts over"
-                ),
-                Err(e) => warn!(
-                    component = %id, path = %path.display(), %problem, error = %e,
-                    "Energy file unusable and could not be moved aside; counting starts over"
-                ),
+    let parse =
+        |bytes: &[u8]| serde_json::from_slice::<StateFile>(bytes).map_err(|e| format!("not an energy file: {e}"));
+    Ok(
+        match read_state_file(path, FILE_VERSION, id, "counting starts over", parse)? {
+            Stored::Loaded(file) => {
+                info!(component = %id, path = %path.display(), devices = file.devices.len(), "Restored energy figures");
+                file.devices
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), v))
+                    .collect()
             }
-            Ok(BTreeMap::new())
-        }
-    }
+            Stored::Missing => BTreeMap::new(),
+            Stored::Unusable => {
+                metrics.error();
+                BTreeMap::new()
+            }
+        },
+    )
 }

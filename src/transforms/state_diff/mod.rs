@@ -58,7 +58,7 @@ use tracing::{info, warn};
 
 use crate::component::{BoxError, BuildContext, Check, Claim, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tags, Value, ValueType};
-use crate::fsutil::{move_aside, write_atomically};
+use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::ComponentMetrics;
 
 const FILE_VERSION: u32 = 1;
@@ -482,12 +482,6 @@ struct StateFile {
     devices: BTreeMap<String, StoredDevice>,
 }
 
-/// Only the version, read first so an unknown format is recognised as such.
-#[derive(Debug, Deserialize)]
-struct VersionProbe {
-    version: Option<u32>,
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredDevice {
     last_seen: String,
@@ -592,43 +586,24 @@ fn from_file(file: StateFile) -> Result<BTreeMap<Arc<str>, Device>, String> {
 /// one is reported, moved aside, and the transform starts empty; only a file
 /// that exists but cannot be read is an error.
 fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Arc<str>, Device>, BoxError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("cannot read the state file {}: {e}", path.display()).into()),
-    };
-    let parsed = match serde_json::from_slice::<VersionProbe>(&bytes) {
-        Err(e) => Err(format!("not a state file: {e}")),
-        Ok(VersionProbe {
-            version: Some(FILE_VERSION),
-        }) => serde_json::from_slice::<StateFile>(&bytes)
+    let parse = |bytes: &[u8]| {
+        serde_json::from_slice::<StateFile>(bytes)
             .map_err(|e| format!("not a state file: {e}"))
-            .and_then(from_file),
-        Ok(VersionProbe { version }) => Err(format!(
-            "format version {} is not the supported {FILE_VERSION}",
-            version.map_or_else(|| "(none)".to_string(), |v| v.to_string())
-        )),
+            .and_then(from_file)
     };
-    match parsed {
-        Ok(devices) => {
-            info!(component = %id, path = %path.display(), devices = devices.len(), "Restored states");
-            Ok(devices)
-        }
-        Err(problem) => {
-            metrics.error();
-            match move_aside(path) {
-                Ok(aside) => warn!(
-                    component = %id, path = %path.display(), moved_to = %aside.display(), %problem,
-                    "State file unusable; starting without history"
-                ),
-                Err(e) => warn!(
-                    component = %id, path = %path.display(), %problem, error = %e,
-                    "State file unusable and could not be moved aside; starting without history"
-                ),
+    Ok(
+        match read_state_file(path, FILE_VERSION, id, "starting without history", parse)? {
+            Stored::Loaded(devices) => {
+                info!(component = %id, path = %path.display(), devices = devices.len(), "Restored states");
+                devices
             }
-            Ok(BTreeMap::new())
-        }
-    }
+            Stored::Missing => BTreeMap::new(),
+            Stored::Unusable => {
+                metrics.error();
+                BTreeMap::new()
+            }
+        },
+    )
 }
 
 #[cfg(test)]
