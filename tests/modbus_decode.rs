@@ -286,3 +286,47 @@ async fn a_poll_where_nothing_succeeds_emits_nothing_and_a_gateway_failure_is_co
     assert!(h.consecutive_failures >= 2);
     src.stop().await;
 }
+
+#[tokio::test]
+async fn a_reply_of_the_wrong_length_is_an_error_in_the_health_and_its_fields_are_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = write_map(
+        dir.path(),
+        r#"
+models:
+  m:
+    registers:
+      - {name: a, address: 100, register_type: input}
+      - {name: b, address: 101, register_type: input}
+      - {name: h, address: 1500, register_type: holding}
+"#,
+    );
+    let dev = FakeDevice::new();
+    dev.set(4, 100, &[7, 8]);
+    dev.set(3, 1500, &[9]);
+    // Input registers come back one word short: 1 value to a read of 2.
+    dev.short_fc.store(4, std::sync::atomic::Ordering::SeqCst);
+    let server = serve_fake(dev).await;
+    let mut src = run_tcp("short", dir.path(), &source_toml(map, server.addr.port(), ""));
+    for _ in 0..3 {
+        let m = src.next(WAIT, "polls with a short reply").await;
+        assert_eq!(
+            m.fields.get("h"),
+            Some(&Value::Int(9)),
+            "the good request's field stays"
+        );
+        assert!(
+            !m.fields.contains_key("a") && !m.fields.contains_key("b"),
+            "{:?}",
+            m.fields
+        );
+    }
+    let h = src.devices().get("short", "dev").expect("health entry");
+    assert!(h.requests(RequestResult::WrongLength) >= 3, "{h:?}");
+    assert_eq!(
+        h.requests(RequestResult::Ok),
+        h.requests(RequestResult::WrongLength),
+        "only the holding read counts as answered"
+    );
+    src.stop().await;
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, Rng};
 use super::link::{Connector, Link};
@@ -19,6 +19,8 @@ use crate::telemetry::{HealthHandle, HealthRegistry};
 const BUSY_WAIT: Duration = Duration::from_millis(200);
 /// Retries of a busy request within one poll.
 const BUSY_RETRIES: u32 = 2;
+/// A device's wrong-length replies are logged at most this often.
+const WRONG_LENGTH_TELL_EVERY: Duration = Duration::from_secs(3600);
 
 /// A device as a poll holds it: its unit behind the link, its adaptive read
 /// plan, its reconnect backoff and its health counters.
@@ -29,6 +31,8 @@ pub struct Device {
     pub backoff: Backoff,
     pub health: HealthHandle,
     pub timeout: Duration,
+    /// When a wrong-length reply was last logged.
+    wrong_length_told: Option<std::time::Instant>,
 }
 
 impl Device {
@@ -55,6 +59,7 @@ impl Device {
             },
             health: health.register(component, id),
             timeout,
+            wrong_length_told: None,
         }
     }
 }
@@ -169,7 +174,7 @@ impl PollOutcome {
                 Some(*c),
                 format!("{req}: exception {c:02X} ({})", exception_meaning(*c)),
             ),
-            Reply::Broken(_) | Reply::Data(_) => failure(FailureKind::Link, None, message),
+            Reply::Broken(_) | Reply::Data(_) | Reply::WrongLength { .. } => failure(FailureKind::Link, None, message),
         }
     }
 
@@ -248,6 +253,16 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
                 Reply::Busy | Reply::Refused(_) => {
                     debug!(device = %id, request = %req, reply = %reply, "Request refused; its fields are absent");
                     dev.plan.record(&req, Outcome::Failed, now);
+                }
+                Reply::WrongLength { .. } => {
+                    dev.plan.record(&req, Outcome::Failed, now);
+                    let due = dev
+                        .wrong_length_told
+                        .is_none_or(|t| now.duration_since(t) >= WRONG_LENGTH_TELL_EVERY);
+                    if due {
+                        dev.wrong_length_told = Some(now);
+                        warn!(device = %id, request = %req, reply = %reply, "Device answered with the wrong number of values; the request's fields are absent (told once an hour per device)");
+                    }
                 }
                 Reply::IllegalAddress => {
                     let change = dev.plan.record(&req, Outcome::IllegalAddress, now);

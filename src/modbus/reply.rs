@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::ExceptionCode;
+use tokio_modbus::{Request, Response};
 
 use crate::registers::{RawData, Table};
 use crate::telemetry::RequestResult;
@@ -27,6 +28,12 @@ pub enum Reply {
     Timeout,
     /// I/O error, connection closed, garbled or mismatched reply.
     Broken(String),
+    /// A well-formed reply with another number of registers (or too few bits)
+    /// than the request asked for: its values cannot be placed, so none is used.
+    WrongLength {
+        expected: u16,
+        got: usize,
+    },
 }
 
 impl Reply {
@@ -40,6 +47,7 @@ impl Reply {
             Reply::Refused(_) => RequestResult::Exception,
             Reply::Timeout => RequestResult::Timeout,
             Reply::Broken(_) => RequestResult::Transport,
+            Reply::WrongLength { .. } => RequestResult::WrongLength,
         }
     }
 
@@ -60,6 +68,9 @@ impl std::fmt::Display for Reply {
             Reply::Refused(c) => write!(f, "exception {c:02X}"),
             Reply::Timeout => f.write_str("no answer (timeout)"),
             Reply::Broken(e) => write!(f, "link broken: {e}"),
+            Reply::WrongLength { expected, got } => {
+                write!(f, "a reply of {got} values to a read of {expected}")
+            }
         }
     }
 }
@@ -100,24 +111,41 @@ pub fn classify(result: Result<tokio_modbus::Result<RawData>, tokio::time::error
 
 /// Sends one read and waits at most `timeout` for its answer.
 pub async fn read_once(ctx: &mut Context, table: Table, start: u16, count: u16, timeout: Duration) -> Reply {
-    let call = async {
-        match table {
-            Table::InputRegisters => ctx
-                .read_input_registers(start, count)
-                .await
-                .map(|r| r.map(RawData::Words)),
-            Table::HoldingRegisters => ctx
-                .read_holding_registers(start, count)
-                .await
-                .map(|r| r.map(RawData::Words)),
-            Table::Coils => ctx.read_coils(start, count).await.map(|r| r.map(RawData::Bits)),
-            Table::DiscreteInputs => ctx
-                .read_discrete_inputs(start, count)
-                .await
-                .map(|r| r.map(RawData::Bits)),
-        }
+    // Through `call`, not the `Reader` methods: those assert the reply's length
+    // (a panic in a debug build), and a device's wrong answer is data to count.
+    let request = match table {
+        Table::InputRegisters => Request::ReadInputRegisters(start, count),
+        Table::HoldingRegisters => Request::ReadHoldingRegisters(start, count),
+        Table::Coils => Request::ReadCoils(start, count),
+        Table::DiscreteInputs => Request::ReadDiscreteInputs(start, count),
     };
-    classify(tokio::time::timeout(timeout, call).await)
+    let call = async {
+        ctx.call(request).await.map(|r| {
+            r.map(|response| match response {
+                Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) => RawData::Words(w),
+                Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) => {
+                    // Bits come packed in bytes: the last byte's padding is not data.
+                    b.truncate(usize::from(count));
+                    RawData::Bits(b)
+                }
+                // `call` only returns a response of the request's function.
+                _ => RawData::Words(Vec::new()),
+            })
+        })
+    };
+    checked(count, classify(tokio::time::timeout(timeout, call).await))
+}
+
+/// Data of another length than `count` asked for becomes [`Reply::WrongLength`].
+/// Registers must match exactly; bits come packed in bytes, so more bits than
+/// asked for is the padding of the last byte.
+pub fn checked(count: u16, reply: Reply) -> Reply {
+    let got = match &reply {
+        Reply::Data(RawData::Words(w)) if w.len() != usize::from(count) => w.len(),
+        Reply::Data(RawData::Bits(b)) if b.len() < usize::from(count) => b.len(),
+        _ => return reply,
+    };
+    Reply::WrongLength { expected: count, got }
 }
 
 #[cfg(test)]

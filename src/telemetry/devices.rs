@@ -28,10 +28,12 @@ pub enum RequestResult {
     Timeout,
     /// The link broke (I/O error, connection refused, garbled or mismatched reply).
     Transport,
+    /// A reply with another number of values than asked for (discarded).
+    WrongLength,
 }
 
 impl RequestResult {
-    pub const ALL: [RequestResult; 7] = [
+    pub const ALL: [RequestResult; 8] = [
         RequestResult::Ok,
         RequestResult::Busy,
         RequestResult::IllegalAddress,
@@ -39,6 +41,7 @@ impl RequestResult {
         RequestResult::Exception,
         RequestResult::Timeout,
         RequestResult::Transport,
+        RequestResult::WrongLength,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl RequestResult {
             RequestResult::Exception => "exception",
             RequestResult::Timeout => "timeout",
             RequestResult::Transport => "transport",
+            RequestResult::WrongLength => "wrong_length",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct FakeDevice {
     pub bits: Mutex<HashMap<(u8, u16), bool>>,
     pub rule: Mutex<Option<Rule>>,
     pub busy_first: AtomicU32,
+    /// Register reads of this function code are answered one word short.
+    pub short_fc: AtomicU32,
     pub log: Mutex<Vec<Seen>>,
 }
 
@@ -44,6 +46,7 @@ impl FakeDevice {
             bits: Mutex::new(HashMap::new()),
             rule: Mutex::new(None),
             busy_first: AtomicU32::new(0),
+            short_fc: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
         })
     }
@@ -101,7 +104,8 @@ impl FakeDevice {
             });
         }
         let words = self.words.lock().unwrap();
-        let v: Vec<u16> = (0..count)
+        let short = u16::from(self.short_fc.load(Ordering::SeqCst) == u32::from(fc));
+        let v: Vec<u16> = (0..count.saturating_sub(short))
             .map(|i| words.get(&(fc, start + i)).copied().unwrap_or(0))
             .collect();
         Ok(if fc == 3 {

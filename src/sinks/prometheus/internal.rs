@@ -9,7 +9,7 @@
 //! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_dead_letter_dropped_points_total`, `…_dead_letter_dropped_bytes_total`, `…_dead_letter_write_failures_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
 //! | `hpflow_config_reloads_total` | counter | `result` (`applied`, `refused`) |
 //! | `hpflow_config_last_reload_successful`, `hpflow_config_restart_required` | gauge | |
-//! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`) |
+//! | `hpflow_modbus_requests_total` | counter | `component_id`, `device`, `result` (`ok`, `busy`, `illegal_address`, `gateway_failed`, `exception`, `timeout`, `transport`, `wrong_length`: a reply with another number of values than asked, discarded) |
 //! | `hpflow_modbus_polls_total`, `…_polls_failed_total`, `…_polls_skipped_total` (ticks missed while a poll ran), `…_connect_failures_total` | counter | `component_id`, `device` |
 //! | `hpflow_modbus_polls_on_time_total`, `…_polls_late_total` (a poll is on time when it began within a tenth of its interval, or within 1 s, of its scheduled instant) | counter | `component_id`, `device` |
 //! | `hpflow_modbus_request_duration_seconds`, `hpflow_modbus_poll_duration_seconds` | histogram (`le` 0.005 … 10, `+Inf`) | `component_id`, `device` |
