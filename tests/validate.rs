@@ -24,6 +24,7 @@ fn validate(case: &Path) -> (Option<i32>, String, String) {
         .env_remove("HPFLOW_DATA_DIR")
         .env("HPFLOW_TEST_SECRET", "s3cret")
         .env_remove("HPFLOW_TEST_UNSET")
+        .env_remove("HPFLOW_ADMIN_TOKEN")
         .output()
         .expect("hpflow runs");
     (
@@ -87,4 +88,38 @@ fn a_missing_file_is_a_config_error_not_a_panic() {
     let (code, _, stderr) = validate(Path::new("/nonexistent/hpflow-case"));
     assert_eq!(code, Some(78));
     assert!(stderr.contains("cannot read pipeline file"), "{stderr}");
+}
+
+#[test]
+fn a_short_admin_token_in_the_environment_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        "[sources.s]\ntype = \"modbus_tcp\"\nregisters = \"r.yml\"\n\n[sinks.d]\ntype = \"dashboard\"\ninputs = [\"s\"]\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "models:\n  m:\n    registers:\n      - {name: t, address: 1, register_type: input}\n",
+    )
+    .unwrap();
+    let run = |token: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hpflow"))
+            .arg("validate")
+            .arg(&path)
+            .env("HPFLOW_ADMIN_TOKEN", token)
+            .env_remove("HPFLOW_DATA_DIR")
+            .output()
+            .expect("hpflow runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let short = run("hunter2");
+    assert!(
+        short.contains("warning: sinks.d: HPFLOW_ADMIN_TOKEN is shorter than 16 characters"),
+        "{short}"
+    );
+    assert!(!short.contains("hunter2"), "the token itself is never printed: {short}");
+    let long = run("0123456789abcdef0123456789abcdef");
+    assert!(!long.contains("HPFLOW_ADMIN_TOKEN is shorter"), "{long}");
 }

@@ -21,6 +21,8 @@ use crate::registers::RegisterMap;
 
 /// The environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "HPFLOW_ADMIN_TOKEN";
+/// An admin token shorter than this gets a warning (from a file or the environment).
+const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,12 +141,20 @@ impl DashboardConfig {
         }
         if let Some(file) = &self.admin_token_file {
             match read_token_file(&cx.resolve(file)) {
-                Ok(t) if t.len() < 16 => cx.warn(
+                Ok(t) if t.len() < MIN_TOKEN_LEN => cx.warn(
                     Some("admin_token_file"),
-                    "the admin token is shorter than 16 characters; a long random one (`openssl rand -hex 16`) is safer",
+                    format!("the admin token is shorter than {MIN_TOKEN_LEN} characters; a long random one (`openssl rand -hex 16`) is safer"),
                 ),
                 Ok(_) => {}
                 Err(e) => cx.error(Some("admin_token_file"), e),
+            }
+        } else if let Ok(t) = std::env::var(TOKEN_ENV) {
+            let t = t.trim();
+            if !t.is_empty() && t.len() < MIN_TOKEN_LEN {
+                cx.warn(
+                    None,
+                    format!("{TOKEN_ENV} is shorter than {MIN_TOKEN_LEN} characters; a long random one (`openssl rand -hex 16`) is safer"),
+                );
             }
         }
         for (i, o) in self.trusted_origins.iter().enumerate() {
