@@ -51,6 +51,7 @@ pub struct Parts {
     pub history_path: PathBuf,
     pub token: Option<String>,
     pub trusted_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
     pub control: Arc<Control>,
     pub schemas: Vec<Arc<Schema>>,
     pub offline_after: Option<Duration>,
@@ -98,7 +99,7 @@ pub struct App {
 impl App {
     pub fn new(parts: Parts) -> App {
         let store = Store::new(parts.max_pumps);
-        let auth = Auth::new(parts.token, &parts.id, parts.trusted_origins);
+        let auth = Auth::new(parts.token, &parts.id, parts.trusted_origins, parts.allowed_hosts);
         let app = App {
             id: parts.id.into(),
             title: parts.title,

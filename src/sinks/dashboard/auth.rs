@@ -11,6 +11,11 @@
 //! `trusted_origins` (a reverse proxy that rewrites `Host`). A request with
 //! neither header is only accepted with a bearer token, which browsers never
 //! attach on their own.
+//!
+//! Every request, reading too, must name a `Host` the dashboard answers to: an
+//! IP literal, `localhost`, a name in `allowed_hosts` or the host of one of
+//! `trusted_origins`. A page of another site whose name was rebound to the
+//! dashboard's address (DNS rebinding) sends its own name and is refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -55,12 +60,14 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Instant>>,
     failures: Mutex<VecDeque<Instant>>,
     trusted_origins: Vec<String>,
+    /// Host names answered besides IP literals and `localhost`, lowercase.
+    allowed_hosts: Vec<String>,
 }
 
 impl Auth {
     /// `id` (the sink id) names the cookie, so two dashboards on one host
     /// (cookies ignore ports) do not log each other out.
-    pub fn new(token: Option<String>, id: &str, trusted_origins: Vec<String>) -> Self {
+    pub fn new(token: Option<String>, id: &str, trusted_origins: Vec<String>, allowed_hosts: Vec<String>) -> Self {
         let safe: String = id
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -70,11 +77,30 @@ impl Auth {
             cookie: format!("hpflow_{safe}_session"),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(VecDeque::new()),
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .chain(trusted_origins.iter().filter_map(|o| {
+                    let authority = o.split_once("://")?.1.trim_end_matches('/');
+                    Some(host_part(authority).to_ascii_lowercase())
+                }))
+                .collect(),
             trusted_origins: trusted_origins
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
         }
+    }
+
+    /// True when a request naming `host` (a `Host` header: name or IP literal,
+    /// with an optional port) may be answered.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = host_part(host.trim()).to_ascii_lowercase();
+        let literal = name.trim_start_matches('[').trim_end_matches(']');
+        literal.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.allowed_hosts.contains(&name)
     }
 
     pub fn enabled(&self) -> bool {
@@ -217,6 +243,14 @@ impl Auth {
     }
 }
 
+/// The host of an authority (`name:port`, `[v6]:port`), without the port.
+fn host_part(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().map_or(authority, |h| &authority[..h.len() + 2]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
 /// `scheme://authority` of a URL (the part of a Referer an Origin would hold).
 fn origin_of(url: &str) -> String {
     match url.split_once("://") {
@@ -272,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_login_opens_a_random_session_that_is_not_the_token() {
-        let auth = Auth::new(Some("correct horse".into()), "dash", vec![]);
+        let auth = Auth::new(Some("correct horse".into()), "dash", vec![], vec![]);
         let id = auth.login("correct horse").unwrap();
         assert_eq!(id.len(), 32);
         assert_ne!(id, auth.login("correct horse").unwrap());
@@ -289,7 +323,7 @@ mod tests {
 
     #[test]
     fn failed_logins_are_throttled() {
-        let auth = Auth::new(Some("t0ken".into()), "d", vec![]);
+        let auth = Auth::new(Some("t0ken".into()), "d", vec![], vec![]);
         for _ in 0..MAX_FAILURES_PER_MINUTE {
             assert_eq!(auth.login("guess"), Err(Refusal::WrongToken));
         }
@@ -298,15 +332,50 @@ mod tests {
 
     #[test]
     fn without_a_token_nothing_is_allowed() {
-        let auth = Auth::new(None, "d", vec![]);
+        let auth = Auth::new(None, "d", vec![], vec![]);
         assert_eq!(auth.login(""), Err(Refusal::NoToken));
         let h = headers(&[(AUTHORIZATION, "Bearer ")]);
         assert_eq!(auth.credential(&h), Err(Refusal::NoToken));
     }
 
     #[test]
+    fn only_ip_literals_localhost_and_listed_names_are_answered() {
+        let auth = Auth::new(
+            None,
+            "d",
+            vec!["https://proxy.example.org".into()],
+            vec!["Heat.Example.org".into()],
+        );
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "192.168.1.20:8080",
+            "[::1]:8080",
+            "[fe80::1]",
+            "localhost:8080",
+            "LOCALHOST",
+            "hp.localhost",
+            "heat.example.org",
+            "heat.example.org:443",
+            "proxy.example.org",
+        ] {
+            assert!(auth.host_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "heat.example.org.evil.example",
+            "",
+        ] {
+            assert!(!auth.host_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
     fn origin_must_match_host_and_referer_stands_in() {
-        let auth = Auth::new(Some("t".into()), "d", vec!["https://hp.example.org".into()]);
+        let auth = Auth::new(Some("t".into()), "d", vec!["https://hp.example.org".into()], vec![]);
         let uri = Uri::from_static("/settings");
         let ok = |pairs: &[(axum::http::HeaderName, &str)], c| auth.same_origin(&headers(pairs), &uri, c).is_ok();
         assert!(ok(&[(HOST, "127.0.0.1:8080"), (ORIGIN, "http://127.0.0.1:8080")], None));

@@ -45,6 +45,11 @@ pub struct DashboardConfig {
     /// reverse proxy that rewrites `Host` (`https://heat.example.org`).
     #[serde(default)]
     pub trusted_origins: Vec<String>,
+    /// Host names the dashboard answers to besides IP literals and `localhost`
+    /// (`heat.example.org`); a request naming another `Host` is refused, so a
+    /// web page cannot reach the dashboard through a name rebound to it.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// A pump without a poll for this long shows as offline. Default: three
     /// poll intervals, at least 30s.
     #[serde(default, with = "crate::component::duration")]
@@ -103,6 +108,7 @@ impl Default for DashboardConfig {
             display: None,
             admin_token_file: None,
             trusted_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             offline_after: None,
             fault_field: default_fault_field(),
             mode_field: default_mode_field(),
@@ -154,6 +160,15 @@ impl DashboardConfig {
                 cx.warn(
                     None,
                     format!("{TOKEN_ENV} is shorter than {MIN_TOKEN_LEN} characters; a long random one (`openssl rand -hex 16`) is safer"),
+                );
+            }
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            let ok = !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !ok {
+                cx.error(
+                    Some(&format!("allowed_hosts[{i}]")),
+                    format!("`{h}` is not a host name; write the name alone, e.g. `heat.example.org` (no scheme, port or path)"),
                 );
             }
         }
@@ -306,6 +321,7 @@ impl DashboardConfig {
             history_path: dir.join("history.bin"),
             token,
             trusted_origins: self.trusted_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
             control: control.clone(),
             schemas: schemas.to_vec(),
             offline_after: self.offline_after,

@@ -10,6 +10,7 @@
 //! display = "../config/display.yml"           # HPManager's display settings, read while no settings file exists
 //! # admin_token_file = "/run/secrets/hpflow_admin_token"   # else HPFLOW_ADMIN_TOKEN; neither: read-only
 //! # trusted_origins = ["https://heat.example.org"]          # behind a reverse proxy that rewrites Host
+//! # allowed_hosts = ["heatpump.home.arpa"]                  # names besides IP addresses and localhost
 //! # offline_after = "1m"                      # default: 3 poll intervals, at least 30s
 //! fault_field = "fault_status"                # non-zero: a fault banner on the card
 //! mode_field = "operating_mode"               # its label is the card's operating mode

@@ -110,7 +110,9 @@ impl Harness {
     }
 }
 
-fn build(dir: &Path, control: &Arc<Control>, token: Option<&str>, config: DashboardConfig) -> App {
+/// The tests reach the dashboard as `dash.test`, a name it must be told about.
+fn build(dir: &Path, control: &Arc<Control>, token: Option<&str>, mut config: DashboardConfig) -> App {
+    config.allowed_hosts.push("dash.test".into());
     config
         .app("dash", dir, dir, &[wpm()], control, token.map(str::to_string), None)
         .expect("the dashboard builds")
@@ -928,10 +930,13 @@ async fn a_silent_pump_turns_offline_and_its_history_survives_a_restart() {
     // The same folder, an hour later, before any new poll.
     let control = Arc::new(Control::default());
     let later = || UNIX_EPOCH + Duration::from_secs(NOW + 3600);
-    let app = DashboardConfig::default()
-        .app("dash", h.dir.path(), h.dir.path(), &[wpm()], &control, None, None)
-        .unwrap()
-        .with_clock(Arc::new(later), TimeZone::UTC);
+    let app = DashboardConfig {
+        allowed_hosts: vec!["dash.test".into()],
+        ..DashboardConfig::default()
+    }
+    .app("dash", h.dir.path(), h.dir.path(), &[wpm()], &control, None, None)
+    .unwrap()
+    .with_clock(Arc::new(later), TimeZone::UTC);
     app.restore_history();
     let app = Arc::new(app);
     let r = get(&app, "/").await;
@@ -2020,4 +2025,32 @@ async fn the_card_shows_todays_cop_and_energy_only_when_the_poll_has_them() {
         !two.contains("class=\"today\""),
         "nothing (not 0) without the figures: {two}"
     );
+}
+
+#[tokio::test]
+async fn a_host_name_the_dashboard_was_not_told_about_is_refused_even_for_reading() {
+    let h = harness(Some("t0ken-t0ken-t0ken"));
+    let req = |host: &str| Request::get("/").header(HOST, host).body(Body::empty()).unwrap();
+    // A page of evil.example whose name now points at the dashboard (DNS rebinding).
+    let r = send(&h.app, req("evil.example:8080")).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(
+        r.body.contains("allowed_hosts") && !r.body.contains("Heat pump"),
+        "{}",
+        r.body
+    );
+    let r = send(&h.app, req("dash.test.evil.example")).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    // A bearer token does not make another host acceptable either.
+    let put = Request::put("/api/settings")
+        .header(HOST, "evil.example")
+        .header(AUTHORIZATION, "Bearer t0ken-t0ken-t0ken")
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&h.app, put).await.status, StatusCode::MISDIRECTED_REQUEST);
+    // Addresses and localhost are answered, as is the listed name.
+    for ok in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080", HOST_NAME] {
+        assert_eq!(send(&h.app, req(ok)).await.status, StatusCode::OK, "{ok}");
+    }
 }

@@ -65,8 +65,31 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/registers/{model}", get(heatpumps::registers))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), known_host))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// Refuses a request whose `Host` the dashboard does not answer to (DNS
+/// rebinding); one without `Host` (HTTP/1.0) goes on.
+async fn known_host(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|h| h.to_str().unwrap_or("(not text)"));
+    match host {
+        Some(h) if !app.auth.host_allowed(h) => {
+            let body = format!(
+                "This dashboard does not answer to the host name `{h}`. If you reach it by that name, add it to `allowed_hosts` in the dashboard's section of the pipeline file.\n"
+            );
+            (StatusCode::MISDIRECTED_REQUEST, body).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 async fn security_headers(mut res: Response) -> Response {
