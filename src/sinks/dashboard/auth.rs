@@ -13,8 +13,8 @@
 //! attach on their own.
 //!
 //! Every request, reading too, must name a `Host` the dashboard answers to: an
-//! IP literal, `localhost`, a name in `allowed_hosts` or the host of one of
-//! `trusted_origins`. A page of another site whose name was rebound to the
+//! IP literal, `localhost`, a name in `allowed_hosts` (with the machine's own
+//! name added by the config) or the host of one of `trusted_origins`. A page of another site whose name was rebound to the
 //! dashboard's address (DNS rebinding) sends its own name and is refused.
 
 use std::collections::{HashMap, VecDeque};

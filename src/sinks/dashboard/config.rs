@@ -321,7 +321,7 @@ impl DashboardConfig {
             history_path: dir.join("history.bin"),
             token,
             trusted_origins: self.trusted_origins.clone(),
-            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_hosts: self.allowed_hosts.iter().cloned().chain(own_host_names()).collect(),
             control: control.clone(),
             schemas: schemas.to_vec(),
             offline_after: self.offline_after,
@@ -369,6 +369,20 @@ fn check_settings(s: &Settings) -> Result<(), String> {
         Ok(())
     } else {
         Err(errors.into_iter().map(|e| e.message).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// The machine's own name and its `.local` (mDNS) form: a dashboard on the LAN
+/// is usually opened by them.
+fn own_host_names() -> Vec<String> {
+    let name = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+    match name {
+        Some(n) => vec![format!("{n}.local"), n],
+        None => Vec::new(),
     }
 }
 
