@@ -18,6 +18,7 @@
 //! dashboard's address (DNS rebinding) sends its own name and is refused.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,12 @@ use axum::http::{HeaderMap, Uri};
 /// How long a login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_SESSIONS: usize = 64;
-/// Failed logins allowed per minute, across all clients, before `429`.
+/// Failed credentials (a wrong login or bearer token) allowed per client
+/// address and minute before its attempts get `429`.
 const MAX_FAILURES_PER_MINUTE: usize = 10;
+/// Client addresses the limiter remembers at most.
+const MAX_CLIENTS: usize = 4096;
+const WINDOW: Duration = Duration::from_secs(60);
 
 /// How a request proved it may change things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +53,7 @@ pub enum Refusal {
     NotLoggedIn,
     #[error("The admin token is wrong.")]
     WrongToken,
-    #[error("Too many failed logins; wait a minute and try again.")]
+    #[error("Too many failed attempts from your address; wait a minute and try again.")]
     TooManyFailures,
     #[error("Refused a change sent from another site ({0}).")]
     CrossOrigin(String),
@@ -58,7 +63,8 @@ pub struct Auth {
     token: Option<String>,
     cookie: String,
     sessions: Mutex<HashMap<String, Instant>>,
-    failures: Mutex<VecDeque<Instant>>,
+    /// Recent failed credentials by client address (`None`: unknown address).
+    failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
     trusted_origins: Vec<String>,
     /// Host names answered besides IP literals and `localhost`, lowercase.
     allowed_hosts: Vec<String>,
@@ -76,7 +82,7 @@ impl Auth {
             token: token.filter(|t| !t.is_empty()),
             cookie: format!("hpflow_{safe}_session"),
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(VecDeque::new()),
+            failures: Mutex::new(HashMap::new()),
             allowed_hosts: allowed_hosts
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
@@ -144,21 +150,8 @@ impl Auth {
             return Err(Refusal::NoToken);
         };
         let now = Instant::now();
-        {
-            let mut failures = lock(&self.failures);
-            while failures
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-            {
-                failures.pop_front();
-            }
-            if failures.len() >= MAX_FAILURES_PER_MINUTE {
-                return Err(Refusal::TooManyFailures);
-            }
-            if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-                failures.push_back(now);
-                return Err(Refusal::WrongToken);
-            }
+        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(Refusal::WrongToken);
         }
         let id = random_id().map_err(|_| Refusal::NotLoggedIn)?;
         let mut sessions = lock(&self.sessions);
@@ -170,6 +163,41 @@ impl Auth {
         }
         sessions.insert(id.clone(), now + SESSION_TTL);
         Ok(id)
+    }
+
+    /// True while `client` has used up its failed attempts of the last minute.
+    pub fn throttled(&self, client: Option<IpAddr>) -> bool {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        match failures.get_mut(&client) {
+            Some(times) => {
+                while times.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+                    times.pop_front();
+                }
+                times.len() >= MAX_FAILURES_PER_MINUTE
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed credential (login form or bearer) of `client`.
+    pub fn failed(&self, client: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        if failures.len() >= MAX_CLIENTS && !failures.contains_key(&client) {
+            failures.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= WINDOW));
+            if failures.len() >= MAX_CLIENTS {
+                // Still full of live guessers: forget one rather than grow.
+                if let Some(k) = failures.keys().next().copied() {
+                    failures.remove(&k);
+                }
+            }
+        }
+        let times = failures.entry(client).or_default();
+        times.push_back(now);
+        while times.len() > MAX_FAILURES_PER_MINUTE {
+            times.pop_front();
+        }
     }
 
     pub fn logout(&self, headers: &HeaderMap) {
@@ -322,12 +350,20 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_throttled() {
+    fn failures_are_throttled_per_client_address() {
         let auth = Auth::new(Some("t0ken".into()), "d", vec![], vec![]);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for _ in 0..MAX_FAILURES_PER_MINUTE {
-            assert_eq!(auth.login("guess"), Err(Refusal::WrongToken));
+            assert!(!auth.throttled(Some(a)));
+            auth.failed(Some(a));
         }
-        assert_eq!(auth.login("t0ken"), Err(Refusal::TooManyFailures));
+        assert!(auth.throttled(Some(a)));
+        assert!(!auth.throttled(Some(b)), "another address is not locked out");
+        assert!(!auth.throttled(None));
+        for i in 0..MAX_CLIENTS as u32 + 10 {
+            auth.failed(Some(IpAddr::from(i.to_be_bytes())));
+        }
+        assert!(lock(&auth.failures).len() <= MAX_CLIENTS, "memory stays bounded");
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl Sink for Dashboard {
         info!(component = %cx.id, %address, "Serving the dashboard at http://{address}/");
 
         let stop = CancellationToken::new();
-        let serve = axum::serve(listener, router(app.clone())).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve = axum::serve(
+            listener,
+            router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut server = tokio::spawn(async move { serve.await });
 
         let mut persist = tokio::time::interval(persist_interval);

@@ -2054,3 +2054,55 @@ async fn a_host_name_the_dashboard_was_not_told_about_is_refused_even_for_readin
         assert_eq!(send(&h.app, req(ok)).await.status, StatusCode::OK, "{ok}");
     }
 }
+
+#[tokio::test]
+async fn wrong_bearer_tokens_and_logins_are_throttled_per_client_address() {
+    use axum::extract::connect_info::MockConnectInfo;
+    let h = harness(Some(TOKEN));
+    let from = |ip: &str| {
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        router(h.app.clone()).layer(MockConnectInfo(addr))
+    };
+    let status = |res: axum::response::Response| res.status();
+    let guesser = "192.0.2.66";
+    // Ten wrong bearer tokens from one address (the API, not the login form)...
+    for i in 0..10 {
+        let r = from(guesser)
+            .oneshot(put_json(
+                r#"{"version":0}"#,
+                &[(AUTHORIZATION, &format!("Bearer guess{i}"))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+    }
+    // ...lock that address out, even with the right token, and the login form too.
+    let right = format!("Bearer {TOKEN}");
+    let r = from(guesser)
+        .oneshot(put_json(r#"{"version":0}"#, &[(AUTHORIZATION, &right)]))
+        .await
+        .unwrap();
+    assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+    let r = from(guesser)
+        .oneshot(form("/login", &format!("token={TOKEN}"), &[(ORIGIN, SAME)]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "60");
+    // Another address is not locked out: its login works.
+    let r = from("192.0.2.7")
+        .oneshot(form("/login", &format!("token={TOKEN}"), &[(ORIGIN, SAME)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "the login of another client goes through"
+    );
+    // Reading stays open for everyone.
+    let r = from(guesser)
+        .oneshot(Request::get("/").header(HOST, HOST_NAME).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -65,9 +65,45 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/registers/{model}", get(heatpumps::registers))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), limit_guesses))
         .layer(middleware::from_fn_with_state(app.clone(), known_host))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// Counts every failed credential (a wrong bearer token, a wrong token typed
+/// into the login form) per client address, and answers `429` to a client's
+/// further attempts once it used up its minute.
+async fn limit_guesses(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
+    let ext = req.extensions();
+    let client = (ext.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0))
+        .or_else(|| ext.get::<MockConnectInfo<std::net::SocketAddr>>().map(|c| c.0))
+        .map(|a| a.ip());
+    let attempt = req.headers().contains_key(axum::http::header::AUTHORIZATION)
+        || (req.method() == axum::http::Method::POST && req.uri().path() == "/login");
+    if !attempt {
+        return next.run(req).await;
+    }
+    if app.auth.throttled(client) {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{}\n", crate::sinks::dashboard::auth::Refusal::TooManyFailures),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let res = next.run(req).await;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        app.auth.failed(client);
+    }
+    res
 }
 
 /// Refuses a request whose `Host` the dashboard does not answer to (DNS
