@@ -10,7 +10,8 @@
 //! - [`Check`] and [`BuildContext`]: what a component sees while the pipeline is
 //!   checked and built, including the [`Registry`](crate::telemetry::Registry)
 //!   it counts into and the [`Control`] knobs shared at runtime;
-//! - [`duration`]: bounded durations for configs.
+//! - [`duration`]: bounded durations for configs;
+//! - [`http`]: serving HTTP with header timeouts and a connection cap.
 //!
 //! It depends only on the bottom modules (`event`, `diagnostic`, `telemetry`);
 //! `config`, `topology` and every component depend on it.
@@ -18,6 +19,7 @@
 mod check;
 mod control;
 pub mod duration;
+pub mod http;
 mod output;
 mod traits;
 

@@ -66,6 +66,17 @@ pub struct DashboardConfig {
     /// How often the history is also saved while running (it always is at shutdown).
     #[serde(default = "default_persist_interval", with = "crate::component::duration")]
     pub persist_interval: Duration,
+    /// A request's headers must arrive within this, and a kept-alive
+    /// connection that sends no new request within it is closed.
+    #[serde(
+        default = "crate::component::http::default_header_read_timeout",
+        with = "crate::component::duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// Connections open at once, at most; past it new ones are closed at once.
+    #[serde(default = "crate::component::http::default_max_connections")]
+    pub max_connections: usize,
+
     /// The device inventory (HPManager's `heatpumps.yml`) the heat pump API
     /// manages. Relative to the pipeline file; needs `registers`.
     #[serde(default)]
@@ -114,6 +125,8 @@ impl Default for DashboardConfig {
             mode_field: default_mode_field(),
             max_pumps: default_max_pumps(),
             persist_interval: default_persist_interval(),
+            header_read_timeout: crate::component::http::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: crate::component::http::DEFAULT_MAX_CONNECTIONS,
             inventory: None,
             registers: None,
         }
@@ -127,6 +140,13 @@ pub fn state_dir(data_dir: &Path, id: &str) -> PathBuf {
 
 impl DashboardConfig {
     pub fn check(&self, cx: &mut Check<'_>) {
+        crate::component::http::check_limits(
+            cx,
+            crate::component::http::HttpLimits {
+                header_read_timeout: self.header_read_timeout,
+                max_connections: self.max_connections,
+            },
+        );
         if let Some(addr) = parse_listen_address(cx, "address", &self.address) {
             cx.claim(Some("address"), Claim::Listen(addr));
         }
@@ -257,12 +277,13 @@ impl DashboardConfig {
             )?
             .with_telemetry(cx.registry.clone());
         app.restore_history();
-        Ok(Box::new(Dashboard::bind(
-            cx.id,
-            address,
-            Arc::new(app),
-            self.persist_interval,
-        )?))
+        let limits = crate::component::http::HttpLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+        };
+        Ok(Box::new(
+            Dashboard::bind(cx.id, address, Arc::new(app), self.persist_interval)?.with_limits(limits),
+        ))
     }
 
     pub fn socket_address(&self) -> Result<SocketAddr, BoxError> {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::component::http::{self, HttpLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 
 use super::app::App;
@@ -23,6 +24,7 @@ pub struct Dashboard {
     listener: std::net::TcpListener,
     app: Arc<App>,
     persist_interval: Duration,
+    limits: HttpLimits,
 }
 
 impl Dashboard {
@@ -45,7 +47,17 @@ impl Dashboard {
             listener,
             app,
             persist_interval,
+            limits: HttpLimits {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            },
         })
+    }
+
+    /// Header timeout and connection cap of the server (defaults: 10 s, 256).
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -79,18 +91,15 @@ impl Sink for Dashboard {
             listener,
             app,
             persist_interval,
+            limits,
         } = *self;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let address = listener.local_addr()?;
         info!(component = %cx.id, %address, "Serving the dashboard at http://{address}/");
 
         let stop = CancellationToken::new();
-        let serve = axum::serve(
-            listener,
-            router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { serve.await });
+        let serve = http::serve(listener, router(app.clone()), limits, stop.clone());
+        let mut server = tokio::spawn(serve);
 
         let mut persist = tokio::time::interval(persist_interval);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

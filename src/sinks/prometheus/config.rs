@@ -32,6 +32,16 @@ pub struct PrometheusConfig {
     /// `_hours`); `base`: time, energy and power in seconds, joules and watts.
     #[serde(default)]
     pub units: Units,
+    /// A request's headers must arrive within this, and a kept-alive
+    /// connection that sends no new request within it is closed.
+    #[serde(
+        default = "crate::component::http::default_header_read_timeout",
+        with = "crate::component::duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// Connections open at once, at most; past it new ones are closed at once.
+    #[serde(default = "crate::component::http::default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// Which units the series are in.
@@ -70,12 +80,22 @@ impl Default for PrometheusConfig {
             expire_after: default_expire_after(),
             include_internal: default_include_internal(),
             units: Units::default(),
+            header_read_timeout: crate::component::http::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: crate::component::http::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 impl PrometheusConfig {
+    fn limits(&self) -> crate::component::http::HttpLimits {
+        crate::component::http::HttpLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
     pub fn check(&self, cx: &mut Check<'_>) {
+        crate::component::http::check_limits(cx, self.limits());
         if let Some(addr) = parse_listen_address(cx, "address", &self.address) {
             cx.claim(Some("address"), Claim::Listen(addr));
         }
@@ -116,6 +136,8 @@ impl PrometheusConfig {
                 Arc::new(move || registry.devices().snapshot())
             });
         let exporter = Arc::new(exporter);
-        Ok(Box::new(Prometheus::bind(cx.id, address, exporter)?))
+        Ok(Box::new(
+            Prometheus::bind(cx.id, address, exporter)?.with_limits(self.limits()),
+        ))
     }
 }

@@ -15,6 +15,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::component::http::{self, HttpLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
 
@@ -23,6 +24,8 @@ use super::render::Exporter;
 
 /// How long open scrapes may take to finish once the input has closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Scrapes rendered at once, across the process; more wait their turn.
+static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// `/metrics` (text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it) and a
 /// one-line index at `/`.
@@ -36,7 +39,11 @@ pub fn router(exporter: Arc<Exporter>) -> Router {
 async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     // Thousands of devices take milliseconds to render: keep that off the
-    // threads that serve connections.
+    // threads that serve connections, and render at most RENDERS at once so a
+    // burst of scrapes queues instead of filling the blocking pool.
+    let Ok(_permit) = RENDERS.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
     match tokio::task::spawn_blocking(move || exporter.render(format)).await {
         Ok(body) => ([(CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(e) => {
@@ -66,6 +73,7 @@ pub struct Prometheus {
     id: Arc<str>,
     listener: std::net::TcpListener,
     exporter: Arc<Exporter>,
+    limits: HttpLimits,
 }
 
 impl Prometheus {
@@ -93,7 +101,17 @@ impl Prometheus {
             id: id.into(),
             listener,
             exporter,
+            limits: HttpLimits {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            },
         })
+    }
+
+    /// Header timeout and connection cap of the server (defaults: 10 s, 256).
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound.
@@ -109,15 +127,19 @@ impl Prometheus {
 #[async_trait]
 impl Sink for Prometheus {
     async fn run(self: Box<Self>, mut input: Input, cx: SinkContext) -> Result<(), BoxError> {
-        let Prometheus { id, listener, exporter } = *self;
+        let Prometheus {
+            id,
+            listener,
+            exporter,
+            limits,
+        } = *self;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let address = listener.local_addr()?;
         info!(component = %id, %address, "Serving Prometheus metrics at /metrics");
 
         let stop = CancellationToken::new();
-        let serve =
-            axum::serve(listener, router(exporter.clone())).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { serve.await });
+        let serve = http::serve(listener, router(exporter.clone()), limits, stop.clone());
+        let mut server = tokio::spawn(serve);
 
         let mut sweep = tokio::time::interval(exporter.sweep_interval());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -731,6 +731,8 @@ fn config_claims_its_address_and_reports_bad_values() {
         expire_after: Duration::ZERO,
         include_internal: true,
         units: Units::Register,
+        header_read_timeout: Duration::ZERO,
+        max_connections: 0,
     };
     let cx = check(&bad);
     let keys: Vec<_> = cx
@@ -741,7 +743,16 @@ fn config_claims_its_address_and_reports_bad_values() {
             _ => None,
         })
         .collect();
-    assert_eq!(keys, ["address", "namespace", "expire_after"]);
+    assert_eq!(
+        keys,
+        [
+            "header_read_timeout",
+            "max_connections",
+            "address",
+            "namespace",
+            "expire_after"
+        ]
+    );
 }
 
 #[test]
