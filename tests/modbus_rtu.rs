@@ -75,3 +75,58 @@ async fn the_simulator_makes_its_own_pty_when_socat_is_not_at_hand() {
     both_units_match(&mut src, &sim).await;
     src.stop().await;
 }
+
+/// A unit that answers every fourth request (a poll's second) after it timed out: the
+/// late answer has the same unit, function code and length as the next request
+/// (two blocks of three input registers), so only the link can tell them apart.
+/// Every value polled must be the one of its own register; polls go on.
+#[tokio::test]
+async fn a_late_answer_is_never_read_as_the_answer_to_the_next_request() {
+    use std::sync::atomic::Ordering;
+    let pair = socat_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let map = support::modbus::write_map(
+        dir.path(),
+        "models:\n  m:\n    registers:\n\
+         \x20     - {name: a0, address: 100, register_type: input}\n\
+         \x20     - {name: a1, address: 101, register_type: input}\n\
+         \x20     - {name: a2, address: 102, register_type: input}\n\
+         \x20     - {name: b0, address: 300, register_type: input}\n\
+         \x20     - {name: b1, address: 301, register_type: input}\n\
+         \x20     - {name: b2, address: 302, register_type: input}\n",
+    );
+    let dev = support::modbus::FakeDevice::new();
+    // Each register holds its own address: a value in the wrong field shows.
+    dev.set(4, 100, &[100, 101, 102]);
+    dev.set(4, 300, &[300, 301, 302]);
+    dev.late_every.store(4, Ordering::SeqCst);
+    dev.late_ms.store(450, Ordering::SeqCst);
+    let _server = support::modbus::serve_fake_rtu(dev.clone(), &pair.a);
+    let toml = format!(
+        "port = {:?}\nbaud = 19200\nregisters = \"{map}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nphase_spread = false\n\n[[devices]]\nid = \"u1\"\nmodel = \"m\"\nunit_id = 1\n",
+        pair.b.display().to_string()
+    );
+    let mut src = run_rtu("late", dir.path(), &toml);
+    let mut values = 0;
+    let mut polls = 0;
+    while dev.requests.load(Ordering::SeqCst) < 40 {
+        let m = src.next(Duration::from_secs(5), "RTU polls with late answers").await;
+        polls += 1;
+        for (name, v) in &m.fields {
+            let base = if name.starts_with('a') { 100 } else { 300 };
+            let want = base + i64::from(name.as_bytes()[1] - b'0');
+            assert_eq!(
+                v.as_i64(),
+                Some(want),
+                "poll {polls}: `{name}` holds another register's value"
+            );
+            values += 1;
+        }
+    }
+    let h = src.devices().get("late", "u1").unwrap();
+    let timeouts = h.requests(hpflow::telemetry::RequestResult::Timeout);
+    eprintln!("{polls} polls, {values} values all in their own fields, {timeouts} timeouts");
+    assert!(timeouts >= 3, "the late answers timed out ({timeouts})");
+    assert!(polls >= 8, "polling went on ({polls} polls)");
+    src.stop().await;
+}

@@ -141,6 +141,7 @@ impl TargetArgs {
                 data_bits: self.data_bits,
                 stop_bits: self.stop_bits,
                 gap: inter_frame_gap(self.baud, self.data_bits, self.parity.into(), self.stop_bits),
+                settle: None,
             }),
             (None, host) => Box::new(TcpConnector {
                 host: host.clone().unwrap_or_default(),

@@ -27,6 +27,9 @@ pub trait Connector: Send + 'static {
     fn drop_on_timeout(&self) -> bool {
         true
     }
+    /// Told when a request timed out after `timeout`: a transport where a late
+    /// answer could be read as the next one makes sure it cannot be.
+    fn timed_out(&mut self, _timeout: Duration) {}
     /// Silence to keep between frames (RTU's inter-frame gap).
     fn frame_gap(&self) -> Duration {
         Duration::ZERO
@@ -120,6 +123,7 @@ impl Link {
                 self.last_error = Some(format!("link broken: {e}"));
             }
             Reply::Timeout => {
+                self.connector.timed_out(timeout);
                 if self.connector.drop_on_timeout() {
                     self.ctx = None;
                 }

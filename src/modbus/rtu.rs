@@ -1,5 +1,11 @@
 //! Modbus RTU transport: a serial port, its line settings and the silence
 //! kept between frames.
+//!
+//! A unit that answers after the request timed out would have its answer read
+//! as the answer to the next request (same unit and function code, same length:
+//! nothing in an RTU frame tells them apart), and values would land in the
+//! wrong fields. So after a timeout the port is closed, and opened again only
+//! after discarding whatever arrives for one more timeout.
 
 use std::io;
 use std::path::PathBuf;
@@ -40,6 +46,8 @@ pub struct RtuConnector {
     pub data_bits: u8,
     pub stop_bits: u8,
     pub gap: Duration,
+    /// After a timeout: how long to discard input before the next request.
+    pub settle: Option<Duration>,
 }
 
 impl RtuConnector {
@@ -72,7 +80,10 @@ impl RtuConnector {
 #[async_trait]
 impl Connector for RtuConnector {
     async fn connect(&mut self, _timeout: Duration) -> io::Result<Context> {
-        let port = self.open()?;
+        let mut port = self.open()?;
+        if let Some(settle) = self.settle.take() {
+            discard_input(&mut port, settle).await?;
+        }
         Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))
     }
 
@@ -81,10 +92,29 @@ impl Connector for RtuConnector {
     }
 
     fn drop_on_timeout(&self) -> bool {
-        false
+        true
+    }
+
+    fn timed_out(&mut self, timeout: Duration) {
+        self.settle = Some(timeout + self.gap);
     }
 
     fn frame_gap(&self) -> Duration {
         self.gap
     }
+}
+
+/// Reads and drops what the line brings for `settle` (a late answer), then
+/// clears what the driver still holds.
+async fn discard_input(port: &mut tokio_serial::SerialStream, settle: Duration) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    use tokio_serial::SerialPort;
+    let deadline = tokio::time::Instant::now() + settle;
+    let mut buf = [0u8; 256];
+    while let Ok(read) = tokio::time::timeout_at(deadline, port.read(&mut buf)).await {
+        if read? == 0 {
+            break;
+        }
+    }
+    port.clear(tokio_serial::ClearBuffer::Input).map_err(io::Error::from)
 }

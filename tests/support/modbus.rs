@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 
 /// A read as the device saw it: (function code, start, count).
@@ -36,6 +37,10 @@ pub struct FakeDevice {
     pub busy_first: AtomicU32,
     /// Register reads of this function code are answered one word short.
     pub short_fc: AtomicU32,
+    /// Every Nth request (0: none) is answered this many milliseconds late.
+    pub late_every: AtomicU32,
+    pub late_ms: AtomicU32,
+    pub requests: AtomicU32,
     pub log: Mutex<Vec<Seen>>,
 }
 
@@ -47,6 +52,9 @@ impl FakeDevice {
             rule: Mutex::new(None),
             busy_first: AtomicU32::new(0),
             short_fc: AtomicU32::new(0),
+            late_every: AtomicU32::new(0),
+            late_ms: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
         })
     }
@@ -127,7 +135,16 @@ impl Service for Svc {
 
     fn call(&self, req: Self::Request) -> Self::Future {
         let r = self.0.answer(&req.request);
-        Box::pin(async move { r })
+        let n = self.0.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = self.0.late_every.load(Ordering::SeqCst);
+        let late = (every > 0 && n.is_multiple_of(every))
+            .then(|| Duration::from_millis(u64::from(self.0.late_ms.load(Ordering::SeqCst))));
+        Box::pin(async move {
+            if let Some(d) = late {
+                tokio::time::sleep(d).await;
+            }
+            r
+        })
     }
 }
 
@@ -155,6 +172,17 @@ pub fn serve(device: Arc<FakeDevice>, listener: TcpListener) -> Served {
         let _ = server.serve(&on_connected, |_| {}).await;
     });
     Served { addr, task }
+}
+
+/// Serves `device` as Modbus RTU on the serial port (a pty) at `path`.
+pub fn serve_fake_rtu(device: Arc<FakeDevice>, path: &Path) -> JoinHandle<()> {
+    let port = tokio_serial::new(path.to_string_lossy(), 19200)
+        .open_native_async()
+        .expect("the pty opens");
+    tokio::spawn(async move {
+        let server = tokio_modbus::server::rtu::Server::new(port);
+        let _ = server.serve_forever(Svc(device)).await;
+    })
 }
 
 pub async fn serve_fake(device: Arc<FakeDevice>) -> Served {

@@ -54,6 +54,7 @@ impl ModbusRtuConfig {
             data_bits: self.data_bits,
             stop_bits: self.stop_bits,
             gap: self.frame_gap(),
+            settle: None,
         }
     }
 }
