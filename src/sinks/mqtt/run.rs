@@ -121,6 +121,7 @@ fn describe(e: &ConnectionError, s: &Settings) -> String {
         ConnectionError::Io(e) if s.tls.is_some() => format!("cannot connect to broker {at} over TLS: {e}"),
         ConnectionError::Io(e) => format!("cannot reach broker {at}: {e}"),
         ConnectionError::NetworkTimeout => format!("broker {at} did not answer in time"),
+        ConnectionError::MqttState(e) => format!("lost the connection to broker {at}: {e}"),
         other => format!("connection to broker {at} failed: {other}"),
     }
 }
@@ -171,6 +172,8 @@ struct Device {
     last_poll: Instant,
     /// What its availability topic says (None: nothing published yet).
     published_online: Option<bool>,
+    /// The availability last logged, so a reconnect does not log it again.
+    logged_online: Option<bool>,
 }
 
 /// The receiving side's state.
@@ -241,6 +244,7 @@ impl Core {
             }
         }
         let published_online = old.as_ref().and_then(|o| o.published_online);
+        let logged_online = old.as_ref().and_then(|o| o.logged_online);
         self.devices.insert(
             m.device.clone(),
             Device {
@@ -252,6 +256,7 @@ impl Core {
                 dirty: false,
                 last_poll: Instant::now(),
                 published_online,
+                logged_online,
             },
         );
     }
@@ -372,7 +377,11 @@ impl Core {
                 self.outbox
                     .push_back((self.topics.availability(id), body.to_vec(), true));
                 d.published_online = Some(online);
-                tracing::info!(sink = %self.s.id, device = %id, "availability: {}", if online { "online" } else { "offline" });
+                if d.logged_online != Some(online) {
+                    d.logged_online = Some(online);
+                    let word = if online { "online" } else { "offline" };
+                    tracing::info!(sink = %self.s.id, device = %id, "mqtt sink `{}`: device {id} is {word}", self.s.id);
+                }
             }
         }
     }
