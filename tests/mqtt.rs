@@ -319,7 +319,7 @@ fn wrong_credentials_fail_loudly_naming_the_sink() {
 }
 
 #[test]
-fn tls_with_the_brokers_ca_and_a_loud_failure_with_another() {
+fn tls_with_a_client_certificate_and_loud_failures_without() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let broker_dir = dir.path().join("broker");
@@ -339,18 +339,58 @@ fn tls_with_the_brokers_ca_and_a_loud_failure_with_another() {
     let mut hp = run(dir.path(), &path);
     wait_for("the TLS failure in the log", WAIT, || {
         let l = log(dir.path());
-        l.contains("mqtt sink `mqtt`") && l.contains("TLS")
+        l.contains("mqtt sink `mqtt`") && l.contains("TLS") && l.contains("`ca_file`")
     });
     let l = log(dir.path());
     println!("{}", l.lines().find(|l| l.contains("TLS")).unwrap_or_default());
     terminate(&mut hp.0, Duration::from_secs(20));
 
-    // The broker's own CA: states arrive over TLS.
+    // The broker's own CA but no client certificate: refused, loudly.
+    std::fs::write(dir.path().join("hpflow.log"), "").unwrap();
     let extra = format!("tls = true\nca_file = {:?}\n", tls.ca.display().to_string());
     let path = pipeline(dir.path(), sim_port, broker.port, &extra);
     let mut hp = run(dir.path(), &path);
+    wait_for("the refused handshake in the log", WAIT, || {
+        log(dir.path())
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("mqtt sink `mqtt`") && l.contains("`cert_file`"))
+    });
+    let l = log(dir.path());
+    println!(
+        "{}",
+        l.lines().find(|l| l.contains("mqtt sink `mqtt`")).unwrap_or_default()
+    );
+    assert_eq!(broker.retained_one("hpflow/hp1/state"), None, "nothing was published");
+    terminate(&mut hp.0, Duration::from_secs(20));
+
+    // The broker's CA and a client certificate: states arrive over TLS, and
+    // each field on its own topic too.
+    let extra = format!(
+        "tls = true\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\nper_field_topics = true\n",
+        tls.ca.display().to_string(),
+        tls.client_cert.display().to_string(),
+        tls.client_key.display().to_string(),
+    );
+    let path = pipeline(dir.path(), sim_port, broker.port, &extra);
+    let mut hp = run(dir.path(), &path);
     wait_for("the first state over TLS", WAIT, || state(&broker).is_some());
-    assert_state_is_read_json(&state(&broker).unwrap(), &read_json(&rt, sim_port));
+    let read = read_json(&rt, sim_port);
+    assert_state_is_read_json(&state(&broker).unwrap(), &read);
+    let fields: BTreeMap<String, String> = broker
+        .retained("hpflow/hp1/+", Duration::from_secs(2))
+        .into_iter()
+        .collect();
+    for (k, v) in &read {
+        let want = match v {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(
+            fields.get(&format!("hpflow/hp1/{k}")),
+            Some(&want),
+            "per-field topic of {k}"
+        );
+    }
     terminate(&mut hp.0, Duration::from_secs(20));
 }
 

@@ -38,14 +38,17 @@ pub const PASSWORD: &str = "pump-s3cret";
 
 /// The broker's TLS material, made for one test.
 pub struct Tls {
-    /// PEM of the CA that signed the server certificate (for the client).
+    /// PEM of the CA that signed the server and client certificates.
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A client certificate and key signed by the same CA.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
-/// Makes a CA and a server certificate for 127.0.0.1 and `localhost` in `dir`
-/// with the `openssl` command line.
+/// Makes a CA, a server certificate for 127.0.0.1 and `localhost` and a
+/// client certificate in `dir` with the `openssl` command line.
 pub fn make_tls(dir: &Path) -> Tls {
     let openssl = program("openssl", "openssl");
     let run = |args: &[&str]| {
@@ -109,10 +112,46 @@ pub fn make_tls(dir: &Path) -> Tls {
         "-out",
         "server.pem",
     ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=hpflow",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.pem",
+    ]);
     Tls {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
     }
 }
 
@@ -121,8 +160,9 @@ pub struct Mosquitto {
     child: Option<Child>,
     dir: PathBuf,
     pub port: u16,
-    /// The CA file clients check the broker with, when it serves TLS.
-    ca: Option<PathBuf>,
+    /// The CA file clients check the broker with, and the client certificate
+    /// and key they show, when it serves TLS.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Mosquitto {
@@ -131,7 +171,8 @@ impl Mosquitto {
         Mosquitto::start_with(dir, None)
     }
 
-    /// As [`start`](Self::start), serving TLS only with `tls`'s certificate.
+    /// As [`start`](Self::start), serving TLS only with `tls`'s certificate
+    /// and asking every client for a certificate signed by its CA.
     pub fn start_with(dir: &Path, tls: Option<&Tls>) -> Mosquitto {
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let passwd = dir.join("passwd");
@@ -157,14 +198,19 @@ impl Mosquitto {
             dir.join("mosquitto.log").display(),
         );
         if let Some(t) = tls {
-            conf.push_str(&format!("certfile {}\nkeyfile {}\n", t.cert.display(), t.key.display()));
+            conf.push_str(&format!(
+                "certfile {}\nkeyfile {}\ncafile {}\nrequire_certificate true\n",
+                t.cert.display(),
+                t.key.display(),
+                t.ca.display()
+            ));
         }
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         let mut m = Mosquitto {
             child: None,
             dir: dir.to_path_buf(),
             port,
-            ca: tls.map(|t| t.ca.clone()),
+            tls: tls.map(|t| (t.ca.clone(), t.client_cert.clone(), t.client_key.clone())),
         };
         m.spawn();
         m
@@ -232,8 +278,13 @@ impl Mosquitto {
             "-P",
             PASSWORD,
         ]);
-        if let Some(ca) = &self.ca {
-            cmd.arg("--cafile").arg(ca);
+        if let Some((ca, cert, key)) = &self.tls {
+            cmd.arg("--cafile")
+                .arg(ca)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
         }
     }
 

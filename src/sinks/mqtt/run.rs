@@ -101,8 +101,25 @@ enum Link {
     Closed,
 }
 
-/// The connection error as a sentence naming the broker.
+/// The connection error as a sentence naming the broker, with a hint for
+/// the TLS failures a configuration causes.
 fn describe(e: &ConnectionError, s: &Settings) -> String {
+    let text = e.to_string();
+    let hint = if text.contains("CertificateRequired") {
+        " (the broker asks for a client certificate: set `cert_file` and `key_file`)"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (the broker's certificate is not signed by the CA of `ca_file` or the system)"
+    } else if text.contains("NotValidForName") {
+        " (the broker's certificate does not name `host`)"
+    } else if text.contains("Expired") {
+        " (a certificate has expired)"
+    } else {
+        ""
+    };
+    format!("{}{hint}", describe_plain(e, s))
+}
+
+fn describe_plain(e: &ConnectionError, s: &Settings) -> String {
     let at = format!("{}:{}", s.host, s.port);
     match e {
         ConnectionError::ConnectionRefused(code) => match code {
@@ -215,6 +232,11 @@ impl Core {
             d.last_poll = Instant::now();
             if d.tags != m.tags {
                 d.tags = m.tags.clone();
+            }
+            // A device coming (back) online is announced at once; the rest
+            // is the periodic check's (it reads every device's health).
+            if d.published_online == Some(true) || !self.connected {
+                return;
             }
         }
         self.availability();
@@ -461,7 +483,9 @@ impl Sink for Mqtt {
             subscribe_pending: false,
             version: env!("CARGO_PKG_VERSION"),
         };
+        // Retries what did not fit in the client's queue; checks availability each second.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_check = Instant::now();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -470,7 +494,10 @@ impl Sink for Mqtt {
                     None => break,
                 },
                 Some(l) = rx.recv() => core.link(l, &cx.metrics),
-                _ = tick.tick() => core.availability(),
+                _ = tick.tick() => if last_check.elapsed() >= Duration::from_secs(1) {
+                    last_check = Instant::now();
+                    core.availability();
+                },
             }
             core.flush(&client, &cx.metrics);
         }

@@ -368,3 +368,60 @@ fn topics_and_ids_are_safe() {
     assert_eq!(t.parse_config_topic("homeassistant/sensor/x/config"), None);
     assert_eq!(t.parse_config_topic("other/sensor/a/b/config"), None);
 }
+
+/// With no broker to talk to, the sink still takes every event at once (it
+/// keeps the newest per device), counts the failed connects, and stops when
+/// its input closes.
+#[tokio::test]
+async fn the_sink_drains_its_input_while_the_broker_is_unreachable() {
+    use crate::component::{BuildContext, Input, SinkContext};
+    use crate::event::Event;
+    use crate::telemetry::Registry;
+    use std::time::{Duration, Instant};
+
+    // A port nobody listens on: every connect is refused.
+    let port = crate::test_net::free_port();
+    let c = config(&format!("host = \"127.0.0.1\"\nport = {port}"));
+    let registry = Arc::new(Registry::default());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = BuildContext::alone("mqtt", dir.path(), &[], &registry, |cx| c.build(cx)).expect("the sink builds");
+    let metrics = registry.component("mqtt", "sink", "mqtt");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let input = Input::new(rx, metrics.clone());
+    let task = tokio::spawn(sink.run(
+        input,
+        SinkContext {
+            id: "mqtt".into(),
+            metrics: metrics.clone(),
+        },
+    ));
+    let schema = Arc::new(Schema::new("m", vec![FieldMeta::gauge("t", ValueType::Float)]));
+    let start = Instant::now();
+    let n = 20_000u64;
+    for i in 0..n {
+        let mut m = Metric::new(
+            &format!("hp{}", i % 10),
+            Arc::default(),
+            SystemTime::now(),
+            schema.clone(),
+        );
+        m.fields.insert("t".into(), Value::Float(i as f64));
+        tokio::time::timeout(Duration::from_secs(5), tx.send(Event::from(m)))
+            .await
+            .expect("the sink takes every event without waiting for the broker")
+            .unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    // Let the event loop report at least one refused connect.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the sink stops when its input closes")
+        .unwrap()
+        .expect("the sink returns Ok");
+    let counts = metrics.counts();
+    assert_eq!(counts.events_in, n);
+    assert_eq!(counts.events_out, 0, "nothing was published");
+    assert!(counts.errors >= 1, "the refused connects are counted: {counts:?}");
+}
