@@ -18,6 +18,10 @@
 //! | `percent` | % | (none) | measurement |
 //! | other or none | as written (none for `dimensionless`, `enum`, `bitmap`) | (none) | measurement for gauges, total_increasing for counters |
 //!
+//! Fields of kind `state` (bitmaps, raw operating states) get no state class;
+//! a counter in a unit whose device class HA allows only `measurement` for
+//! (temperature, pressure, power, flow) gets `measurement`.
+//!
 //! Energy and volume accept no `measurement` in HA: their gauges (the ISG's
 //! "today" figures) rise during the day and fall to 0 at midnight, which is
 //! what `total_increasing` means (a fall starts a new cycle).
@@ -342,11 +346,14 @@ fn sensor_keys(meta: &FieldMeta, p: &mut Map<String, Json>) {
         p.insert("unit_of_measurement".into(), u.into());
     }
     let state_class = match (class, meta.kind) {
-        (Some("energy" | "volume"), _) => Some("total_increasing"),
-        (_, FieldKind::Counter) => Some("total_increasing"),
-        (_, FieldKind::Gauge) => Some("measurement"),
         // Bitmaps and other raw operating states: numbers, not measurements.
         (_, FieldKind::State) => None,
+        // HA allows no `measurement` for these.
+        (Some("energy" | "volume"), _) => Some("total_increasing"),
+        (None | Some("duration"), FieldKind::Counter) => Some("total_increasing"),
+        // Temperature, pressure, power, flow, frequency: `measurement` only,
+        // even for a field the map calls a counter.
+        (_, _) => Some("measurement"),
     };
     if let Some(s) = state_class {
         p.insert("state_class".into(), s.into());

@@ -425,3 +425,29 @@ async fn the_sink_drains_its_input_while_the_broker_is_unreachable() {
     assert_eq!(counts.events_out, 0, "nothing was published");
     assert!(counts.errors >= 1, "the refused connects are counted: {counts:?}");
 }
+
+#[test]
+fn state_classes_follow_the_device_class_whatever_the_kind() {
+    let t = topics();
+    let field = |unit: &str, kind: FieldKind| {
+        let mut f = FieldMeta::gauge("x", ValueType::Float);
+        f.unit = Some(unit.to_string());
+        f.kind = kind;
+        let schema = Schema::new("m", vec![f]);
+        let e = payload::discovery(&t, "hp1", &tags("hp1"), &schema, None)
+            .pop()
+            .unwrap();
+        let texts = [(e.topic.clone(), e.payload.to_string())];
+        ha::check(&texts).unwrap_or_else(|p| panic!("{unit} {kind:?}: {p:?}"));
+        e.payload.get("state_class").cloned()
+    };
+    assert_eq!(field("celsius", FieldKind::Counter), Some(json!("measurement")));
+    assert_eq!(field("kw", FieldKind::Counter), Some(json!("measurement")));
+    assert_eq!(field("kwh", FieldKind::Gauge), Some(json!("total_increasing")));
+    assert_eq!(field("m3", FieldKind::Gauge), Some(json!("total_increasing")));
+    assert_eq!(field("hours", FieldKind::Counter), Some(json!("total_increasing")));
+    assert_eq!(field("hours", FieldKind::Gauge), Some(json!("measurement")));
+    assert_eq!(field("", FieldKind::Counter), Some(json!("total_increasing")));
+    assert_eq!(field("bitmap", FieldKind::State), None);
+    assert_eq!(field("furlongs", FieldKind::Gauge), Some(json!("measurement")));
+}
