@@ -517,3 +517,146 @@ impl Sink for Mqtt {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::event::{FieldMeta, Value, ValueType};
+
+    fn core(registry: Arc<Registry>) -> Core {
+        let settings = Settings {
+            id: "mqtt".into(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            qos: 1,
+            prefix: "hpflow".into(),
+            per_field_topics: false,
+            discovery: Some("homeassistant".into()),
+            fields: None,
+            offline_after: Duration::from_secs(60),
+            tls: None,
+        };
+        Core {
+            topics: settings.topics(),
+            s: settings,
+            registry,
+            devices: BTreeMap::new(),
+            connected: true,
+            outbox: VecDeque::new(),
+            foreign: HashMap::new(),
+            last_error: None,
+            subscribe_pending: false,
+            version: "test",
+        }
+    }
+
+    fn poll(device: &str, fields: &[&str]) -> Event {
+        let schema = Arc::new(Schema::new(
+            "m",
+            fields.iter().map(|f| FieldMeta::gauge(f, ValueType::Float)).collect(),
+        ));
+        let mut m = Metric::new(device, Arc::default(), SystemTime::now(), schema);
+        for f in fields {
+            m.fields.insert((*f).into(), Value::Float(1.0));
+        }
+        Event::from(m)
+    }
+
+    fn sent(c: &mut Core, topic: &str) -> Vec<String> {
+        let out = c
+            .outbox
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, b, _)| String::from_utf8_lossy(b).to_string())
+            .collect();
+        c.outbox.clear();
+        out
+    }
+
+    #[test]
+    fn availability_follows_the_sources_health_and_the_age_of_the_last_poll() {
+        let registry = Arc::new(Registry::default());
+        let health = registry.devices().register("pumps", "hp1");
+        let mut c = core(registry);
+        c.event(poll("hp1", &["t"]));
+        assert_eq!(
+            sent(&mut c, "hpflow/hp1/availability"),
+            vec!["online"],
+            "online at its first poll"
+        );
+        c.availability();
+        assert_eq!(
+            sent(&mut c, "hpflow/hp1/availability"),
+            Vec::<String>::new(),
+            "only changes"
+        );
+
+        // The source reports it down: offline; a successful poll: online.
+        health.poll_done(false, SystemTime::now(), Duration::ZERO);
+        c.availability();
+        assert_eq!(sent(&mut c, "hpflow/hp1/availability"), vec!["offline"]);
+        health.poll_done(true, SystemTime::now(), Duration::ZERO);
+        c.event(poll("hp1", &["t"]));
+        assert_eq!(sent(&mut c, "hpflow/hp1/availability"), vec!["online"]);
+
+        // No poll for `offline_after`, whatever the source says: offline.
+        c.devices.get_mut("hp1").unwrap().last_poll = Instant::now() - Duration::from_secs(61);
+        c.availability();
+        assert_eq!(sent(&mut c, "hpflow/hp1/availability"), vec!["offline"]);
+
+        // A reconnect publishes hpflow online and every availability again.
+        c.event(poll("hp1", &["t"]));
+        c.outbox.clear();
+        c.on_connect();
+        let topics: Vec<String> = c.outbox.iter().map(|(t, _, _)| t.clone()).collect();
+        assert_eq!(topics.first().map(String::as_str), Some("hpflow/status"));
+        assert!(topics.contains(&"hpflow/hp1/availability".to_string()));
+        assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/t/config".to_string()));
+        assert!(c.devices["hp1"].dirty, "the newest state goes out again");
+    }
+
+    #[test]
+    fn configs_of_ours_for_fields_a_device_no_longer_has_are_removed() {
+        let mut c = core(Arc::new(Registry::default()));
+        // Retained configs arrive before the device polled: kept aside.
+        c.message("homeassistant/sensor/hpflow_hp1/old/config", b"{}");
+        c.message("homeassistant/sensor/hpflow_hp1/t/config", b"{}");
+        // Someone else's, and another prefix's: never touched.
+        c.message("homeassistant/sensor/other_hp1/old/config", b"{}");
+        c.message("homeassistant/sensor/hpflowx/old/config", b"{}");
+        assert!(c.outbox.is_empty());
+        c.event(poll("hp1", &["t"]));
+        assert_eq!(sent(&mut c, "homeassistant/sensor/hpflow_hp1/old/config"), vec![""]);
+        // One arriving after the device polled is removed at once; a current one stays.
+        c.message("homeassistant/binary_sensor/hpflow_hp1/gone/config", b"{}");
+        c.message("homeassistant/sensor/hpflow_hp1/t/config", b"{}");
+        let removed: Vec<&str> = c.outbox.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(removed, vec!["homeassistant/binary_sensor/hpflow_hp1/gone/config"]);
+        c.outbox.clear();
+        // The schema changes (a field dropped): its config is removed.
+        c.event(poll("hp1", &["u"]));
+        assert_eq!(sent(&mut c, "homeassistant/sensor/hpflow_hp1/t/config"), vec![""]);
+    }
+
+    #[test]
+    fn home_assistant_coming_online_gets_every_config_and_state_again() {
+        let mut c = core(Arc::new(Registry::default()));
+        c.event(poll("hp1", &["t", "u"]));
+        c.devices.get_mut("hp1").unwrap().dirty = false;
+        c.outbox.clear();
+        c.message("homeassistant/status", b"offline");
+        assert!(c.outbox.is_empty());
+        c.message("homeassistant/status", b"online");
+        let topics: Vec<&str> = c.outbox.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/t/config"));
+        assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/u/config"));
+        assert!(topics.contains(&"homeassistant/binary_sensor/hpflow/connection/config"));
+        assert!(c.devices["hp1"].dirty);
+    }
+}
