@@ -33,8 +33,6 @@
 //! writable settings of the controller: set points, curves, modes), get
 //! `entity_category: diagnostic`.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Map, Value as Json};
 
 use crate::display::engineering_value;
@@ -390,14 +388,4 @@ pub fn bridge(topics: &Topics, version: &str) -> Option<Entity> {
             },
         }),
     })
-}
-
-/// Which retained discovery configs of a device are no longer ours to keep:
-/// those under its node id whose topic is not among `current`.
-pub fn stale<'a>(retained: impl IntoIterator<Item = &'a String>, current: &BTreeMap<String, Json>) -> Vec<String> {
-    retained
-        .into_iter()
-        .filter(|t| !current.contains_key(*t))
-        .cloned()
-        .collect()
 }

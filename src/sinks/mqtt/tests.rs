@@ -451,3 +451,47 @@ fn state_classes_follow_the_device_class_whatever_the_kind() {
     assert_eq!(field("bitmap", FieldKind::State), None);
     assert_eq!(field("furlongs", FieldKind::Gauge), Some(json!("measurement")));
 }
+
+#[test]
+fn every_unit_mapping_is_in_home_assistants_table() {
+    let spellings = [
+        "celsius",
+        "kelvin",
+        "bar",
+        "mbar",
+        "l/min",
+        "l/h",
+        "m3/h",
+        "w",
+        "kw",
+        "wh",
+        "kwh",
+        "mwh",
+        "m3",
+        "l",
+        "seconds",
+        "s",
+        "minutes",
+        "hours",
+        "h",
+        "days",
+        "percent",
+        "hz",
+        "dimensionless",
+        "enum",
+        "bitmap",
+    ];
+    let mut with_class = 0;
+    for u in spellings {
+        if let (Some(unit), Some(class)) = payload::ha_unit(u) {
+            let allowed = ha::UNITS
+                .iter()
+                .find(|(c, _)| *c == class)
+                .unwrap_or_else(|| panic!("{class} is in the table"))
+                .1;
+            assert!(allowed.contains(&unit), "{u} → {unit} is not a {class} unit HA accepts");
+            with_class += 1;
+        }
+    }
+    assert_eq!(with_class, 20, "every spelling with a device class was checked");
+}
