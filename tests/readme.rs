@@ -173,7 +173,7 @@ fn every_component_is_documented_with_exactly_the_keys_it_accepts() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 11, "every component type was checked");
+    assert_eq!(checked, 12, "every component type was checked");
 }
 
 /// The TOML examples of the README: whole pipelines as they are; a sink or

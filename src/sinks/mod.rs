@@ -6,6 +6,7 @@ pub mod console;
 pub mod dashboard;
 pub mod file;
 pub mod influxdb;
+pub mod mqtt;
 pub mod prometheus;
 
 use crate::component::{components, Kind};
@@ -18,6 +19,7 @@ components! {
         "dashboard" => Dashboard(Box<dashboard::DashboardConfig>),
         "file" => File(file::FileConfig),
         "influxdb" => Influxdb(Box<influxdb::InfluxdbConfig>),
+        "mqtt" => Mqtt(Box<mqtt::MqttConfig>),
         "prometheus" => Prometheus(prometheus::PrometheusConfig),
     }
 }

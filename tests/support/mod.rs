@@ -21,10 +21,14 @@ pub mod chromium;
 pub mod dashboard;
 /// The Grafana dashboards' queries as Grafana sends them.
 pub mod grafana;
+/// Home Assistant's rules for MQTT discovery configs.
+pub mod ha;
 /// A real InfluxDB 1.x (`influxd`).
 pub mod influxd;
 /// In-process Modbus devices and a harness that runs a source alone.
 pub mod modbus;
+/// A real MQTT broker (`mosquitto`) and its command-line clients.
+pub mod mosquitto;
 /// Loopback helpers: a free port, a plain HTTP GET.
 pub mod net;
 /// The real `hpflow` binary and `hpflow simulate` as processes.
