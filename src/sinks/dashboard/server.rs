@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::component::http::{self, HttpLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+use crate::component::http::{self, HttpLimits};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 
 use super::app::App;
@@ -47,10 +47,7 @@ impl Dashboard {
             listener,
             app,
             persist_interval,
-            limits: HttpLimits {
-                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-                max_connections: DEFAULT_MAX_CONNECTIONS,
-            },
+            limits: HttpLimits::default(),
         })
     }
 

@@ -15,7 +15,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::component::http::{self, HttpLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+use crate::component::http::{self, HttpLimits};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
 
@@ -101,10 +101,7 @@ impl Prometheus {
             id: id.into(),
             listener,
             exporter,
-            limits: HttpLimits {
-                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-                max_connections: DEFAULT_MAX_CONNECTIONS,
-            },
+            limits: HttpLimits::default(),
         })
     }
 
