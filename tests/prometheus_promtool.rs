@@ -114,3 +114,62 @@ fn promtool_rejects_a_broken_exposition() {
     let (ok, report) = promtool_check("# TYPE x gauge\nx{a=\"unterminated} 1\n");
     assert!(!ok, "promtool accepted a broken exposition: {report}");
 }
+
+/// Arbitrary tag values and tag and field names (unicode, quotes, backslashes,
+/// newlines, names starting with digits or `__`): every exposition promtool
+/// parses, in both formats' escaping. Seeded; the number of cases is printed.
+#[test]
+fn arbitrary_names_and_label_values_render_what_promtool_accepts() {
+    use hpflow::event::{FieldMeta, Schema};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    const CASES: u32 = 300;
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let name = "[a-zA-Z0-9_ .:\\-éß\"\\\\]{1,16}";
+    let value = prop_oneof![".{0,24}", "[\"\\\\\\n{}=,]{0,8}"];
+    let case = (
+        proptest::collection::vec((name, value), 1..5),
+        proptest::collection::vec(name, 1..5),
+        any::<f64>(),
+    );
+    let checked = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&case, |(tags, fields, x)| {
+            let now = SystemTime::now();
+            let ex = Exporter::new("heatpump", Duration::from_secs(300), Arc::new(move || now), None);
+            let metas: Vec<FieldMeta> = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| FieldMeta::gauge(&format!("{f}{i}"), ValueType::Float))
+                .collect();
+            let schema = Arc::new(Schema::new("m", metas));
+            let mut t: Tags = Tags::new();
+            for (k, v) in &tags {
+                t.insert(k.clone(), v.clone());
+            }
+            t.insert("heat_pump_id".into(), "hp1".into());
+            let mut m = Metric::new("hp1", Arc::new(t), now, schema.clone());
+            for f in &schema.fields {
+                m.fields.insert(f.name.clone(), Value::Float(x));
+            }
+            ex.update(&Event::from(m));
+            let text = ex.render(Format::Text);
+            let (ok, report) = promtool_check(&text);
+            // promtool's lints (not errors) are about naming style, not syntax.
+            let broken = report.lines().any(|l| l.contains("error") || l.contains("parse"));
+            prop_assert!(ok || !broken, "promtool refused:\n{report}\n---\n{text}");
+            checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+    let checked = checked.into_inner();
+    eprintln!("prometheus rendering: {checked} cases accepted by promtool");
+    assert_eq!(checked, CASES);
+}
