@@ -6,9 +6,16 @@
 //! Covered here: Modbus reply decoding through every shipped model's read plan
 //! (arbitrary words, bits and lengths), register-map YAML, and pipeline TOML
 //! with `${VAR}` interpolation (arbitrary text, and valid files cut and
-//! mutated at random).
+//! mutated at random); in `fuzz/`, line-protocol encoding read back by an
+//! independent parser and by a real InfluxDB 1.x (`line_protocol.rs`), and the
+//! dashboard's forms and JSON bodies (`dashboard.rs`).
 
 mod support;
+
+#[path = "fuzz/dashboard.rs"]
+mod dashboard;
+#[path = "fuzz/line_protocol.rs"]
+mod line_protocol;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,9 +30,14 @@ use support::shipped_registers;
 const CASES: u32 = 3000;
 
 fn runner() -> TestRunner {
+    runner_with(CASES)
+}
+
+/// A seeded runner of `cases` cases, so that a failure reproduces.
+fn runner_with(cases: u32) -> TestRunner {
     TestRunner::new_with_rng(
         Config {
-            cases: CASES,
+            cases,
             failure_persistence: None,
             ..Config::default()
         },

@@ -283,15 +283,8 @@ impl InfluxdbConfig {
             ("measurement", &self.measurement),
             ("state_measurement", &self.state_measurement),
         ] {
-            if m.is_empty() {
-                cx.error(Some(key), format!("`{key}` must not be empty"));
-            } else if m.starts_with('#') {
-                cx.error(
-                    Some(key),
-                    format!("`{key}` must not start with `#` (line protocol reads it as a comment)"),
-                );
-            } else if m.contains(['\n', '\r']) {
-                cx.error(Some(key), format!("`{key}` must not contain a line break"));
+            if let Err(why) = super::Encoder::check_measurement(m) {
+                cx.error(Some(key), format!("`{key}` {why}"));
             }
         }
         if self.batch_max_points == 0 {

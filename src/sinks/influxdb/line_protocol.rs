@@ -22,13 +22,26 @@
 //! - measurement: `,` and space; tag keys, tag values, field keys: `,`, `=` and space;
 //! - string field values: `"` and `\`; line breaks stay as they are inside the quotes;
 //! - a line break in a name or tag value cannot be written and becomes a space;
+//! - a tab or NUL at the start of a measurement or field key would be skipped as
+//!   whitespace by InfluxDB 1.x, so it becomes a space too;
 //! - a backslash is written as is, except one (or a run) right before a character
-//!   that gets escaped, or at the very end: that would escape the delimiter after
-//!   it and InfluxDB 1.x has no way to write it, so it is left out.
+//!   that InfluxDB 1.x unescapes there, or at the very end: that would escape the
+//!   delimiter after it and InfluxDB 1.x has no way to write it, so it is left out.
+//!   Its reader unescapes more than it asks to be escaped: besides the escaped
+//!   characters, `"` in measurements and field keys and `=` in measurements.
 //!
-//! A tag or field named `time` is left out: InfluxDB rejects the whole point.
+//! A tag or field whose key comes out as `time` is left out: InfluxDB rejects the
+//! whole point. So is a tag or field whose key comes out equal to one already in the
+//! line (two names that a line break or a left-out backslash made equal; the first
+//! one, in key order, stays): InfluxDB refuses duplicate tags and keeps only one field.
+//!
+//! An event whose time InfluxDB cannot store (before 1677-09-21 00:12:43.145224194
+//! or after 2262-04-11 23:47:16.854775806 UTC, at the configured precision) is
+//! written as nothing, like one without fields; the sink counts both as skipped.
+//! [`Encoder::check_measurement`] says which measurement names cannot be written.
 
 use std::io::Write as _;
+use std::ops::Range;
 use std::time::SystemTime;
 
 use super::config::{EnumValues, Precision};
@@ -43,22 +56,80 @@ pub struct Encoder {
     enum_values: EnumValues,
 }
 
-const MEASUREMENT_SPECIAL: &[u8] = b", ";
-const KEY_SPECIAL: &[u8] = b",= ";
+/// How InfluxDB 1.x reads one kind of name.
+#[derive(Debug)]
+struct Ident {
+    /// Written with a backslash before them.
+    escaped: &'static [u8],
+    /// Read as escaped after a backslash: `escaped` and more.
+    unescaped: &'static [u8],
+    /// A tab or NUL at its start is skipped as whitespace.
+    leading_blank: bool,
+}
+
+const MEASUREMENT: Ident = Ident {
+    escaped: b", ",
+    unescaped: b", \"=",
+    leading_blank: true,
+};
+const TAG: Ident = Ident {
+    escaped: b",= ",
+    unescaped: b",= ",
+    leading_blank: false,
+};
+const FIELD_KEY: Ident = Ident {
+    escaped: b",= ",
+    unescaped: b",= \"",
+    leading_blank: true,
+};
+
+/// InfluxDB's range of times in nanoseconds; it keeps the two lowest values for itself.
+const MIN_NANOS: i128 = i64::MIN as i128 + 2;
+const MAX_NANOS: i128 = i64::MAX as i128 - 1;
+
+/// The keys of one line's tag or field section written so far.
+struct Keys {
+    /// Where the section starts in the output.
+    start: usize,
+    /// A key came out changed (a line break, a left-out backslash, a leading
+    /// blank): from then on two keys may come out equal, so each is checked.
+    changed: bool,
+    fields: bool,
+}
 
 impl Encoder {
     /// An encoder writing enum fields as their labels; see [`Encoder::with_enum_values`].
     pub fn new(measurement: &str, state_measurement: &str, precision: Precision) -> Self {
         let mut m = Vec::new();
-        write_ident(&mut m, measurement, MEASUREMENT_SPECIAL);
+        write_ident(&mut m, measurement, &MEASUREMENT);
         let mut s = Vec::new();
-        write_ident(&mut s, state_measurement, MEASUREMENT_SPECIAL);
+        write_ident(&mut s, state_measurement, &MEASUREMENT);
         Encoder {
             measurement: m,
             state_measurement: s,
             precision,
             enum_values: EnumValues::default(),
         }
+    }
+
+    /// Why a measurement name cannot be written, if it cannot: the pipeline's
+    /// check of the `measurement` and `state_measurement` keys.
+    pub fn check_measurement(name: &str) -> Result<(), &'static str> {
+        if name.is_empty() {
+            return Err("must not be empty");
+        }
+        if name.starts_with('#') {
+            return Err("must not start with `#` (line protocol reads it as a comment)");
+        }
+        if name.contains(['\n', '\r']) {
+            return Err("must not contain a line break");
+        }
+        let mut out = Vec::new();
+        write_ident(&mut out, name, &MEASUREMENT);
+        if out.is_empty() {
+            return Err("must not be made of backslashes only (line protocol cannot write them)");
+        }
+        Ok(())
     }
 
     /// How enum fields of polls are written: labels (HPManager's strings) or codes.
@@ -82,19 +153,23 @@ impl Encoder {
     }
 
     fn encode_metric(&self, m: &Metric, out: &mut Vec<u8>) -> bool {
+        let Some(time) = self.timestamp(m.time) else {
+            return false;
+        };
         out.extend_from_slice(&self.measurement);
+        let mut tags = Keys::new(out, false);
         for (k, v) in m.tags.iter() {
-            write_tag(out, k, v);
+            write_tag(out, k, v, &mut tags);
         }
         out.push(b' ');
-        let fields_start = out.len();
+        let mut fields = Keys::new(out, true);
         for (k, v) in &m.fields {
             // Enums are never scaled, so their codes are always `Int`: the schema
             // lookup is only paid for integer fields.
             if let (EnumValues::Label, Value::Int(code)) = (self.enum_values, v) {
                 let labels = m.meta(k).and_then(|f| f.labels.as_ref()).filter(|l| !l.is_empty());
                 if let Some(labels) = labels {
-                    if write_key(out, k, fields_start) {
+                    if write_key(out, k, &mut fields) {
                         match labels.get(code) {
                             Some(label) => write_string(out, label),
                             None => write_string(out, &format!("Unknown({code})")),
@@ -103,105 +178,121 @@ impl Encoder {
                     continue;
                 }
             }
-            write_field(out, k, v, fields_start);
+            write_field(out, k, v, &mut fields);
         }
-        if out.len() == fields_start {
+        if out.len() == fields.start {
             return false;
         }
-        self.write_time(out, m.time);
+        write_time(out, time);
         true
     }
 
     fn encode_state_change(&self, s: &StateChange, out: &mut Vec<u8>) -> bool {
+        let Some(time) = self.timestamp(s.at) else {
+            return false;
+        };
         out.extend_from_slice(&self.state_measurement);
         // Tags stay sorted by key (InfluxDB's preferred order); ours wins over a user tag `field`.
+        let mut tags = Keys::new(out, false);
         let mut field_written = false;
         for (k, v) in s.tags.iter() {
             if k.as_str() == "field" {
                 continue;
             }
             if !field_written && k.as_str() > "field" {
-                write_tag(out, "field", &s.field);
+                write_tag(out, "field", &s.field, &mut tags);
                 field_written = true;
             }
-            write_tag(out, k, v);
+            write_tag(out, k, v, &mut tags);
         }
         if !field_written {
-            write_tag(out, "field", &s.field);
+            write_tag(out, "field", &s.field, &mut tags);
         }
         out.push(b' ');
-        let fields_start = out.len();
+        let mut fields = Keys::new(out, true);
         // One measurement holds the changes of every state field, and InfluxDB fixes a
         // field's type per measurement: so the field name carries the type. Integers and
         // bools (as 0/1, by type, never by value) share `from`/`to`, so bool states
         // and enum codes can live side by side.
         if let Some(from) = &s.from {
-            write_state_value(out, "from", from, fields_start);
+            write_state_value(out, "from", from, &mut fields);
         }
-        write_state_value(out, "to", &s.to, fields_start);
+        write_state_value(out, "to", &s.to, &mut fields);
         if let Some(since) = s.from_since {
             if let Ok(d) = s.at.duration_since(since) {
                 let secs = d.as_millis() as f64 / 1000.0;
-                write_field(out, "from_since", &Value::Float(secs), fields_start);
+                write_field(out, "from_since", &Value::Float(secs), &mut fields);
             }
         }
-        if out.len() == fields_start {
+        if out.len() == fields.start {
             return false;
         }
-        self.write_time(out, s.at);
+        write_time(out, time);
         true
     }
 
-    fn write_time(&self, out: &mut Vec<u8>, t: SystemTime) {
-        out.push(b' ');
-        write_int(out, timestamp(t, self.precision));
-        out.push(b'\n');
+    /// The time at the precision, if InfluxDB can store it.
+    fn timestamp(&self, t: SystemTime) -> Option<i64> {
+        let units = timestamp(t, self.precision);
+        (MIN_NANOS..=MAX_NANOS)
+            .contains(&(i128::from(units) * self.precision.nanos()))
+            .then_some(units)
+    }
+}
+
+fn write_time(out: &mut Vec<u8>, time: i64) {
+    out.push(b' ');
+    write_int(out, time);
+    out.push(b'\n');
+}
+
+fn nanos(t: SystemTime) -> i128 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
     }
 }
 
 /// The time as an integer count of `precision` units since the Unix epoch
 /// (negative before it, rounded towards the past).
 pub fn timestamp(t: SystemTime, precision: Precision) -> i64 {
-    let nanos: i128 = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
-    };
-    let v = nanos.div_euclid(precision.nanos());
+    let v = nanos(t).div_euclid(precision.nanos());
     v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-fn write_state_value(out: &mut Vec<u8>, name: &str, v: &Value, fields_start: usize) {
+fn write_state_value(out: &mut Vec<u8>, name: &str, v: &Value, fields: &mut Keys) {
     match v {
-        Value::Int(_) => write_field(out, name, v, fields_start),
-        Value::Bool(b) => write_field(out, name, &Value::Int(i64::from(*b)), fields_start),
-        Value::Float(_) => write_field(out, &format!("{name}_float"), v, fields_start),
-        Value::Text(_) => write_field(out, &format!("{name}_text"), v, fields_start),
+        Value::Int(_) => write_field(out, name, v, fields),
+        Value::Bool(b) => write_field(out, name, &Value::Int(i64::from(*b)), fields),
+        Value::Float(_) => write_field(out, &format!("{name}_float"), v, fields),
+        Value::Text(_) => write_field(out, &format!("{name}_text"), v, fields),
     }
 }
 
-fn write_tag(out: &mut Vec<u8>, k: &str, v: &str) {
-    if k.is_empty() || v.is_empty() || k == "time" {
+fn write_tag(out: &mut Vec<u8>, k: &str, v: &str, tags: &mut Keys) {
+    if k.is_empty() || v.is_empty() {
         return;
     }
     let start = out.len();
     out.push(b',');
-    write_ident(out, k, KEY_SPECIAL);
+    let changed = write_ident(out, k, &TAG);
+    let key = start + 1..out.len();
     out.push(b'=');
     let value_start = out.len();
-    write_ident(out, v, KEY_SPECIAL);
-    // A key or value made only of dropped backslashes ends up empty.
-    if out.len() == value_start || out[start + 1] == b'=' {
+    write_ident(out, v, &TAG);
+    // A key or value made only of left-out backslashes ends up empty.
+    if out.len() == value_start || !tags.admit(out, key, changed) {
         out.truncate(start);
     }
 }
 
-fn write_field(out: &mut Vec<u8>, k: &str, v: &Value, fields_start: usize) {
+fn write_field(out: &mut Vec<u8>, k: &str, v: &Value, fields: &mut Keys) {
     if let Value::Float(f) = v {
         if !f.is_finite() {
             return;
         }
     }
-    if !write_key(out, k, fields_start) {
+    if !write_key(out, k, fields) {
         return;
     }
     match v {
@@ -217,22 +308,75 @@ fn write_field(out: &mut Vec<u8>, k: &str, v: &Value, fields_start: usize) {
 
 /// Writes the separator (unless first), the field key and `=`; false (and nothing
 /// written) when the key cannot be written.
-fn write_key(out: &mut Vec<u8>, k: &str, fields_start: usize) -> bool {
-    if k.is_empty() || k == "time" {
+fn write_key(out: &mut Vec<u8>, k: &str, fields: &mut Keys) -> bool {
+    if k.is_empty() {
         return false;
     }
     let start = out.len();
-    if start > fields_start {
+    if start > fields.start {
         out.push(b',');
     }
     let key_start = out.len();
-    write_ident(out, k, KEY_SPECIAL);
-    if out.len() == key_start {
+    let changed = write_ident(out, k, &FIELD_KEY);
+    if !fields.admit(out, key_start..out.len(), changed) {
         out.truncate(start);
         return false;
     }
     out.push(b'=');
     true
+}
+
+impl Keys {
+    fn new(out: &[u8], fields: bool) -> Self {
+        Keys {
+            start: out.len(),
+            changed: false,
+            fields,
+        }
+    }
+
+    /// Whether the key just written at `key` may stay: not empty, not `time`, and
+    /// not one already in the section.
+    fn admit(&mut self, out: &[u8], key: Range<usize>, changed: bool) -> bool {
+        let k = &out[key.clone()];
+        if k.is_empty() || k == b"time" {
+            return false;
+        }
+        self.changed |= changed;
+        !self.changed || !section_keys(&out[self.start..key.start], self.fields).any(|seen| seen == k)
+    }
+}
+
+/// The keys of a tag section (`,k=v,k=v`) or a field section (`k=v,k=v`) as this
+/// encoder writes them: a delimiter after a backslash is escaped (a run of
+/// backslashes is never written before one), and a string value is skipped whole.
+fn section_keys(section: &[u8], fields: bool) -> impl Iterator<Item = &[u8]> {
+    let unescaped = move |i: usize, c: u8| section[i] == c && (i == 0 || section[i - 1] != b'\\');
+    let mut i = usize::from(!fields);
+    std::iter::from_fn(move || {
+        if i >= section.len() {
+            return None;
+        }
+        let start = i;
+        while i < section.len() && !unescaped(i, b'=') {
+            i += 1;
+        }
+        let key = &section[start..i];
+        i += 1;
+        if fields && section.get(i) == Some(&b'"') {
+            i += 1;
+            while i < section.len() && section[i] != b'"' {
+                i += if section[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else {
+            while i < section.len() && !unescaped(i, b',') {
+                i += 1;
+            }
+        }
+        i += 1;
+        Some(key)
+    })
 }
 
 /// Writes a float so that it parses back as the same float and as a float: Rust's
@@ -273,14 +417,22 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 
 /// A measurement, tag key, tag value or field key. Works on bytes: the special
 /// characters are ASCII and never occur inside a multi-byte UTF-8 sequence.
-fn write_ident(out: &mut Vec<u8>, s: &str, special: &[u8]) {
+/// Returns whether the name came out changed (beyond its escapes).
+fn write_ident(out: &mut Vec<u8>, s: &str, ident: &Ident) -> bool {
     let bytes = s.as_bytes();
-    let needs_escape = |b: u8| special.contains(&b) || b == b'\n' || b == b'\r';
-    if !bytes.iter().any(|&b| needs_escape(b) || b == b'\\') {
+    let unescaped = |b: u8| ident.unescaped.contains(&b) || b == b'\n' || b == b'\r';
+    let blank_start = ident.leading_blank && matches!(bytes.first(), Some(b'\t' | 0));
+    if !blank_start && !bytes.iter().any(|&b| unescaped(b) || b == b'\\') {
         out.extend_from_slice(bytes);
-        return;
+        return false;
     }
+    let mut changed = false;
     let mut i = 0;
+    if blank_start {
+        out.extend_from_slice(b"\\ ");
+        changed = true;
+        i = 1;
+    }
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'\\' {
@@ -289,22 +441,26 @@ fn write_ident(out: &mut Vec<u8>, s: &str, special: &[u8]) {
                 .position(|&c| c != b'\\')
                 .map_or(bytes.len(), |p| i + p);
             let next = bytes.get(run_end).copied();
-            if next.is_some_and(|n| !needs_escape(n)) {
+            if next.is_some_and(|n| !unescaped(n)) {
                 out.extend_from_slice(&bytes[i..run_end]);
+            } else {
+                changed = true;
             }
             i = run_end;
             continue;
         }
         if b == b'\n' || b == b'\r' {
             out.extend_from_slice(b"\\ ");
+            changed = true;
         } else {
-            if special.contains(&b) {
+            if ident.escaped.contains(&b) {
                 out.push(b'\\');
             }
             out.push(b);
         }
         i += 1;
     }
+    changed
 }
 
 #[cfg(test)]
@@ -339,9 +495,9 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    fn ident(s: &str, special: &[u8]) -> String {
+    fn ident(s: &str, kind: &Ident) -> String {
         let mut out = Vec::new();
-        write_ident(&mut out, s, special);
+        write_ident(&mut out, s, kind);
         String::from_utf8(out).unwrap()
     }
 
@@ -443,18 +599,107 @@ mod tests {
 
     #[test]
     fn line_breaks_in_names_become_spaces() {
-        assert_eq!(ident("a\nb\r\nc", KEY_SPECIAL), "a\\ b\\ \\ c");
+        assert_eq!(ident("a\nb\r\nc", &TAG), "a\\ b\\ \\ c");
     }
 
     #[test]
     fn backslashes_stay_unless_they_would_escape_a_delimiter() {
-        assert_eq!(ident("a\\b", KEY_SPECIAL), "a\\b");
-        assert_eq!(ident("a\\\\b", KEY_SPECIAL), "a\\\\b");
-        assert_eq!(ident("C:\\", KEY_SPECIAL), "C:");
-        assert_eq!(ident("a\\\\", KEY_SPECIAL), "a");
-        assert_eq!(ident("a\\,b", KEY_SPECIAL), "a\\,b");
-        assert_eq!(ident("a\\ b", KEY_SPECIAL), "a\\ b");
-        assert_eq!(ident("a\\=b", MEASUREMENT_SPECIAL), "a\\=b");
+        assert_eq!(ident("a\\b", &TAG), "a\\b");
+        assert_eq!(ident("a\\\\b", &TAG), "a\\\\b");
+        assert_eq!(ident("C:\\", &TAG), "C:");
+        assert_eq!(ident("a\\\\", &TAG), "a");
+        assert_eq!(ident("a\\,b", &TAG), "a\\,b");
+        assert_eq!(ident("a\\ b", &TAG), "a\\ b");
+        assert_eq!(ident("a\\\"b", &TAG), "a\\\"b");
+    }
+
+    // Regression cases of the line-protocol property test (tests/fuzz/line_protocol.rs),
+    // each a line InfluxDB 1.x read differently from what the event said.
+
+    #[test]
+    fn a_backslash_before_a_quote_or_equals_sign_in_a_measurement_or_field_key_is_left_out() {
+        // InfluxDB 1.x read `m\=x` as the measurement `m=x`, `f\"k` as the field `f"k`.
+        assert_eq!(ident("a\\=b", &MEASUREMENT), "a=b");
+        assert_eq!(ident("a\\\\\"b", &MEASUREMENT), "a\"b");
+        assert_eq!(ident("a\\\"b", &FIELD_KEY), "a\"b");
+        assert_eq!(ident("a\\=b", &FIELD_KEY), "a\\=b");
+    }
+
+    #[test]
+    fn a_leading_tab_or_nul_of_a_measurement_or_field_key_becomes_a_space() {
+        // InfluxDB 1.x skipped them as whitespace: `\tm` arrived as the measurement `m`.
+        let e = metric(&[("\tk", "\tv")], vec![("\tf", Value::Int(1)), ("\0g", Value::Int(2))]);
+        let mut out = Vec::new();
+        assert!(Encoder::new("\tm", "s", Precision::S).encode(&e, &mut out));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\\ m,\tk=\tv \\ g=2i,\\ f=1i 1700000000\n"
+        );
+    }
+
+    #[test]
+    fn a_key_that_comes_out_as_time_is_left_out() {
+        // `time\` lost its backslash and arrived as `time`, which InfluxDB refuses.
+        let e = metric(
+            &[("time\\", "x")],
+            vec![("time\\", Value::Int(1)), ("v", Value::Int(2))],
+        );
+        assert_eq!(line(&e), "heatpump_metrics v=2i 1700000000123\n");
+    }
+
+    #[test]
+    fn keys_that_come_out_equal_are_written_once_the_first_in_key_order() {
+        // `a\n` and `a ` both came out as `a\ `: InfluxDB refused the duplicate tag,
+        // and kept one of the two fields.
+        let e = metric(
+            &[("a\n", "1"), ("a ", "2"), ("b", "3"), ("b\\", "4")],
+            vec![
+                ("x\r", Value::Text("a,b=\"c\"".into())),
+                ("x ", Value::Int(2)),
+                ("y", Value::Int(3)),
+                ("y\\", Value::Int(4)),
+            ],
+        );
+        assert_eq!(
+            line(&e),
+            "heatpump_metrics,a\\ =1,b=3 x\\ =\"a,b=\\\"c\\\"\",y=3i 1700000000123\n"
+        );
+        let e = state_change(None, Value::Int(1), &[("field\\", "user")]);
+        assert_eq!(
+            line(&e),
+            "heatpump_state_changes,field=compressor to=1i,from_since=3.5 10000\n"
+        );
+    }
+
+    #[test]
+    fn an_event_at_a_time_influxdb_cannot_store_is_written_as_nothing() {
+        let enc = Encoder::new("m", "s", Precision::Ns);
+        let latest = SystemTime::UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64 - 1);
+        let mut out = Vec::new();
+        let at = |t| {
+            let mut m = Metric::new("hp1", Arc::default(), t, Arc::new(Schema::default()));
+            m.fields.insert("v".into(), Value::Int(1));
+            Event::from(m)
+        };
+        assert!(enc.encode(&at(latest), &mut out));
+        assert_eq!(out, b"m v=1i 9223372036854775806\n");
+        out.clear();
+        assert!(!enc.encode(&at(latest + Duration::from_nanos(1)), &mut out));
+        let earliest = SystemTime::UNIX_EPOCH - Duration::from_nanos(i64::MAX as u64 - 1);
+        assert!(enc.encode(&at(earliest), &mut out));
+        assert!(!enc.encode(&at(earliest - Duration::from_nanos(1)), &mut out));
+        // Rounding towards the past at a coarser precision must not cross the limit either.
+        assert!(!Encoder::new("m", "s", Precision::S).encode(&at(earliest), &mut out));
+        assert_eq!(out, b"m v=1i -9223372036854775806\n");
+    }
+
+    #[test]
+    fn measurement_names_line_protocol_cannot_write_are_refused() {
+        assert!(Encoder::check_measurement("heatpump_metrics").is_ok());
+        assert!(Encoder::check_measurement("\tm").is_ok());
+        for bad in ["", "#m", "a\nb", "a\rb", "\\", "\\\\"] {
+            assert!(Encoder::check_measurement(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
