@@ -158,6 +158,10 @@ pub struct Schema {
     index: HashMap<Arc<str>, usize>,
     /// Set by the `scale` transform: values are in engineering units now.
     pub scaled: bool,
+    /// Who makes the model's devices, when the register map says
+    /// (`manufacturer`); transforms that rebuild a schema keep it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
 }
 
 impl Schema {
@@ -169,6 +173,7 @@ impl Schema {
             fields,
             index,
             scaled: false,
+            manufacturer: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The `mqtt` sink against a real broker (mosquitto) and a simulated heat
-//! pump, with `hpflow run` as a user runs it: the state equals `hpflow read
-//! --json`, every discovery config follows Home Assistant's rules,
-//! availability follows the pump, nothing retained is lost over a broker
-//! restart, the newest state is published after the broker was away, dropped
-//! fields are removed from Home Assistant, and wrong credentials or a wrong CA
-//! fail loudly, naming the sink.
+//! pump, with `hpflow run` as a user runs it, over MQTT 3.1.1 and MQTT 5
+//! alike: the state equals `hpflow read --json`, every discovery config
+//! follows Home Assistant's rules and every state gives each entity a value HA
+//! accepts, availability follows the pump (and `offline_after`), nothing
+//! retained is lost over a broker restart, the newest state is published after
+//! the broker was away, dropped fields and removed pumps are removed from Home
+//! Assistant (also across restarts), the last will says offline, and wrong
+//! credentials or a wrong CA fail loudly, naming the sink.
 
 mod support;
 
@@ -45,24 +47,40 @@ fn simulator(t: SystemTime) -> Simulator {
 /// A pipeline polling one simulated pump every second into an `mqtt` sink,
 /// through `scale` and `efficiency`; `extra` is added to the sink's keys.
 fn pipeline(dir: &Path, sim_port: u16, broker_port: u16, extra: &str) -> PathBuf {
+    pipeline_with(dir, &[("hp1", sim_port)], "interval = \"1s\"", broker_port, extra)
+}
+
+/// As [`pipeline`], with several pumps (id, simulator port) and `source`
+/// holding the source's poll keys.
+fn pipeline_with(dir: &Path, pumps: &[(&str, u16)], source: &str, broker_port: u16, extra: &str) -> PathBuf {
     std::fs::write(dir.join("mqtt-password"), format!("{PASSWORD}\n")).unwrap();
+    let devices: String = pumps
+        .iter()
+        .map(|(id, port)| {
+            format!(
+                r#"
+[[sources.pumps.devices]]
+id = "{id}"
+name = "Pump {id}"
+location = "Cellar"
+model = "stiebel_eltron_wpm"
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+"#
+            )
+        })
+        .collect();
+    let devices = devices.replacen("name = \"Pump hp1\"", "name = \"Cellar pump\"", 1);
     let text = format!(
         r#"data_dir = "data"
 
 [sources.pumps]
 type = "modbus_tcp"
 registers = {registers:?}
-interval = "1s"
+{source}
 timeout = "1s"
-
-[[sources.pumps.devices]]
-id = "hp1"
-name = "Cellar pump"
-location = "Cellar"
-model = "stiebel_eltron_wpm"
-host = "127.0.0.1"
-port = {sim_port}
-unit_id = 1
+{devices}
 
 [transforms.states]
 type = "scale"
@@ -79,10 +97,15 @@ host = "127.0.0.1"
 port = {broker_port}
 username = "{USER}"
 password_file = "mqtt-password"
-offline_after = "30s"
+{offline}
 {extra}
 "#,
         registers = shipped_registers().display().to_string(),
+        offline = if extra.contains("offline_after") {
+            ""
+        } else {
+            "offline_after = \"30s\""
+        },
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -148,8 +171,37 @@ fn serve(rt: &tokio::runtime::Runtime, sim: &Simulator, port: u16) -> TcpServer 
     rt.block_on(sim.serve_tcp(addr)).expect("the simulator serves")
 }
 
+/// How mosquitto's log names a client of ours connecting with `protocol`
+/// ("p2": MQTT 3.1.1, "p5": MQTT 5).
+fn connected_as(protocol: &str) -> String {
+    let p = if protocol == "5" { "p5" } else { "p2" };
+    format!("as hpflow-mqtt ({p},")
+}
+
+/// Every entity of the pump gets a value HA accepts from the state on the
+/// broker (enum values among the options, numbers where HA wants numbers).
+fn check_states_as_home_assistant_would(broker: &Mosquitto) -> usize {
+    let all = broker.retained("homeassistant/#", Duration::from_secs(2));
+    let states: BTreeMap<String, String> = broker
+        .retained("hpflow/+/state", Duration::from_secs(2))
+        .into_iter()
+        .collect();
+    assert!(!states.is_empty(), "a state to check against");
+    ha::check_states(&all, &states).unwrap_or_else(|p| panic!("{} problems:\n{}", p.len(), p.join("\n")))
+}
+
 #[test]
-fn states_discovery_availability_and_restarts_against_mosquitto() {
+fn states_discovery_availability_and_restarts_against_mosquitto_mqtt_3_1_1() {
+    full_run("3.1.1");
+}
+
+#[test]
+fn states_discovery_availability_and_restarts_against_mosquitto_mqtt_5() {
+    full_run("5");
+}
+
+/// Everything the sink does, over MQTT `protocol`.
+fn full_run(protocol: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let broker_dir = dir.path().join("broker");
@@ -157,7 +209,7 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
     let sim = simulator(at(7, 10));
     let server = serve(&rt, &sim, 0);
     let sim_port = server.local_addr().port();
-    let path = pipeline(dir.path(), sim_port, broker.port, "");
+    let path = pipeline(dir.path(), sim_port, broker.port, &format!("protocol = \"{protocol}\""));
     let mut hp = run(dir.path(), &path);
 
     // State, status and availability arrive, retained.
@@ -168,6 +220,16 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
     });
     let read = read_json(&rt, sim_port);
     assert_state_is_read_json(&state(&broker).unwrap(), &read);
+    assert!(
+        broker.log().contains(&connected_as(protocol)),
+        "the broker saw MQTT {protocol}:\n{}",
+        broker.log()
+    );
+    assert!(
+        log(dir.path()).contains(&format!("(MQTT {protocol})")),
+        "{}",
+        log(dir.path())
+    );
 
     // Every discovery config follows Home Assistant's rules.
     let wpm = wpm_schema();
@@ -176,7 +238,10 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
     });
     let all = broker.retained("homeassistant/#", Duration::from_secs(2));
     let n = ha::check(&all).unwrap_or_else(|p| panic!("{} problems:\n{}", p.len(), p.join("\n")));
-    println!("{n} discovery configs from the broker checked against Home Assistant's rules");
+    println!("MQTT {protocol}: {n} discovery configs from the broker checked against Home Assistant's rules");
+    let known = check_states_as_home_assistant_would(&broker);
+    println!("MQTT {protocol}: {known} entities get a value Home Assistant accepts from the state (the rest unknown)");
+    assert!(known > 100, "most entities have a value: {known}");
     let configs = pump_configs(&broker);
     assert_eq!(n, configs.len() + 1, "the pump's entities and hpflow's own");
     let objects: BTreeSet<String> = configs
@@ -195,6 +260,7 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
     for p in configs.values() {
         let p: Json = serde_json::from_str(p).unwrap();
         assert_eq!(p["device"]["name"], "Cellar pump");
+        assert_eq!(p["device"]["manufacturer"], "Stiebel Eltron", "from the register map");
         assert_eq!(p["device"]["via_device"], "hpflow");
         assert_eq!(p["state_topic"], "hpflow/hp1/state");
     }
@@ -207,6 +273,7 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
         ),
         (&"energy".into(), &"total_increasing".into(), &"kWh".into())
     );
+    assert_eq!(heat["default_entity_id"], "sensor.hp1_heat_kwh");
 
     // Home Assistant starting again gets every config again.
     let sub = broker.subscribe("homeassistant/+/hpflow_hp1/+/config");
@@ -293,18 +360,39 @@ fn states_discovery_availability_and_restarts_against_mosquitto() {
     for l in log(dir.path()).lines().filter(|l| l.contains("mqtt")) {
         println!("{l}");
     }
+
+    // Killed without a word: the broker publishes the last will.
+    let mut hp = run(dir.path(), &path);
+    wait_for("hpflow online once more", WAIT, || {
+        broker.retained_one("hpflow/status").as_deref() == Some("online")
+    });
+    hp.0.kill().unwrap();
+    hp.0.wait().unwrap();
+    wait_for("the last will", WAIT, || {
+        broker.retained_one("hpflow/status").as_deref() == Some("offline")
+    });
     drop(server);
     drop(rt);
 }
 
 #[test]
-fn wrong_credentials_fail_loudly_naming_the_sink() {
+fn wrong_credentials_fail_loudly_naming_the_sink_mqtt_3_1_1() {
+    wrong_credentials("3.1.1");
+}
+
+#[test]
+fn wrong_credentials_fail_loudly_naming_the_sink_mqtt_5() {
+    wrong_credentials("5");
+}
+
+fn wrong_credentials(protocol: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"));
     let sim = simulator(at(7, 10));
     let server = serve(&rt, &sim, 0);
-    let path = pipeline(dir.path(), server.local_addr().port(), broker.port, "");
+    let extra = format!("protocol = \"{protocol}\"");
+    let path = pipeline(dir.path(), server.local_addr().port(), broker.port, &extra);
     std::fs::write(dir.path().join("mqtt-password"), "not-the-password\n").unwrap();
     let _hp = run(dir.path(), &path);
     wait_for("the refusal in the log", WAIT, || {
@@ -313,9 +401,10 @@ fn wrong_credentials_fail_loudly_naming_the_sink() {
     });
     let l = log(dir.path());
     let line = l.lines().find(|l| l.contains("mqtt sink `mqtt`")).unwrap_or_default();
-    println!("{line}");
+    println!("MQTT {protocol}: {line}");
     assert!(line.contains("ERROR"), "logged as an error:\n{l}");
     assert_eq!(broker.retained_one("hpflow/hp1/state"), None, "nothing was published");
+    drop(server);
 }
 
 #[test]
@@ -392,6 +481,38 @@ fn tls_with_a_client_certificate_and_loud_failures_without() {
         );
     }
     terminate(&mut hp.0, Duration::from_secs(20));
+
+    // The same over MQTT 5, with a wrong CA first: the same loud failure.
+    std::fs::write(dir.path().join("hpflow.log"), "").unwrap();
+    let extra = format!(
+        "protocol = \"5\"\ntls = true\nca_file = {:?}\n",
+        other.ca.display().to_string()
+    );
+    let path = pipeline(dir.path(), sim_port, broker.port, &extra);
+    let mut hp = run(dir.path(), &path);
+    wait_for("the TLS failure over MQTT 5 in the log", WAIT, || {
+        let l = log(dir.path());
+        l.contains("mqtt sink `mqtt`") && l.contains("TLS") && l.contains("`ca_file`")
+    });
+    terminate(&mut hp.0, Duration::from_secs(20));
+    let before = broker.log().matches(&connected_as("5")).count();
+    let extra = format!(
+        "protocol = \"5\"\ntls = true\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        tls.ca.display().to_string(),
+        tls.client_cert.display().to_string(),
+        tls.client_key.display().to_string(),
+    );
+    let path = pipeline(dir.path(), sim_port, broker.port, &extra);
+    let mut hp = run(dir.path(), &path);
+    wait_for("a client of ours over MQTT 5 and TLS", WAIT, || {
+        broker.log().matches(&connected_as("5")).count() > before
+    });
+    sim.set_time(at(9, 40));
+    let read = read_json(&rt, sim_port);
+    wait_for("the newest state over MQTT 5 and TLS", WAIT, || {
+        state(&broker).is_some_and(|s| read.iter().all(|(k, v)| s.get(k) == Some(v)))
+    });
+    terminate(&mut hp.0, Duration::from_secs(20));
 }
 
 #[test]
@@ -411,4 +532,168 @@ fn validate_names_a_bad_prefix_at_its_line_and_column() {
         text.contains(&format!("pipeline.toml:{line}:1: error: sinks.mqtt:")) && text.contains("wildcard"),
         "{text}"
     );
+}
+
+/// The retained discovery configs of pump `id`, by topic.
+fn configs_of(broker: &Mosquitto, id: &str) -> BTreeMap<String, String> {
+    broker
+        .retained(&format!("homeassistant/+/hpflow_{id}/+/config"), Duration::from_secs(2))
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn removed_pumps_and_fields_are_cleared_across_restarts_mqtt_3_1_1() {
+    removed_pumps_and_fields("3.1.1");
+}
+
+#[test]
+fn removed_pumps_and_fields_are_cleared_across_restarts_mqtt_5() {
+    removed_pumps_and_fields("5");
+}
+
+/// Two pumps announced, hpflow killed (the last will says offline), then
+/// started again with one pump and one field fewer: the removed pump's
+/// configs, state and availability and the dropped field's config are
+/// cleared (no retained message left), the rest stays.
+fn removed_pumps_and_fields(protocol: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let sim = simulator(at(7, 10));
+    let (s1, s2) = (serve(&rt, &sim, 0), serve(&rt, &sim, 0));
+    let (p1, p2) = (s1.local_addr().port(), s2.local_addr().port());
+    let interval = "interval = \"1s\"";
+    let three = r#"fields = ["outside_temperature", "heat_kwh", "compressor_running"]"#;
+    let extra = format!("protocol = \"{protocol}\"\n{three}");
+    let path = pipeline_with(dir.path(), &[("hp1", p1), ("hp2", p2)], interval, broker.port, &extra);
+
+    // First run: both pumps with three entities each.
+    let mut hp = run(dir.path(), &path);
+    wait_for("both pumps announced", WAIT, || {
+        configs_of(&broker, "hp1").len() == 3 && configs_of(&broker, "hp2").len() == 3
+    });
+    wait_for("both states", WAIT, || {
+        broker.retained_one("hpflow/hp1/state").is_some() && broker.retained_one("hpflow/hp2/state").is_some()
+    });
+    let ledger = dir.path().join("data/mqtt/mqtt.json");
+    wait_for("the ledger of what was announced", WAIT, || {
+        std::fs::read_to_string(&ledger).is_ok_and(|t| t.contains("hpflow_hp2"))
+    });
+    hp.0.kill().unwrap();
+    hp.0.wait().unwrap();
+    wait_for("the last will", WAIT, || {
+        broker.retained_one("hpflow/status").as_deref() == Some("offline")
+    });
+    assert_eq!(configs_of(&broker, "hp2").len(), 3, "a crash removes nothing");
+
+    // Second run: hp2 is gone from the inventory, compressor_running from `fields`.
+    let two = r#"fields = ["outside_temperature", "heat_kwh"]"#;
+    let extra = format!("protocol = \"{protocol}\"\n{two}");
+    let path = pipeline_with(dir.path(), &[("hp1", p1)], interval, broker.port, &extra);
+    let _hp = run(dir.path(), &path);
+    wait_for("the removed pump's configs cleared", WAIT, || {
+        configs_of(&broker, "hp2").is_empty()
+    });
+    wait_for("the dropped field's config cleared", WAIT, || {
+        configs_of(&broker, "hp1").len() == 2
+    });
+    wait_for("the removed pump's state and availability cleared", WAIT, || {
+        broker.retained("hpflow/hp2/#", Duration::from_secs(1)).is_empty()
+    });
+    let left: BTreeSet<String> = broker
+        .retained("homeassistant/#", Duration::from_secs(2))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        left,
+        BTreeSet::from([
+            "homeassistant/binary_sensor/hpflow/connection/config".to_string(),
+            "homeassistant/sensor/hpflow_hp1/heat_kwh/config".to_string(),
+            "homeassistant/sensor/hpflow_hp1/outside_temperature/config".to_string(),
+        ]),
+        "only what is configured is left"
+    );
+    assert!(broker.retained_one("hpflow/hp1/state").is_some());
+    assert_eq!(broker.retained_one("hpflow/status").as_deref(), Some("online"));
+    let l = log(dir.path());
+    let line = l
+        .lines()
+        .find(|l| l.contains("device hp2 is no longer polled"))
+        .unwrap_or_else(|| panic!("the removal is logged:\n{l}"));
+    println!("MQTT {protocol}: {line}");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert!(!text.contains("hpflow_hp2"), "the ledger forgot hp2: {text}");
+    drop((s1, s2));
+}
+
+/// QoS 0 delivers the state (mosquitto logs each publish with its QoS), and a
+/// pump that is not polled for `offline_after` goes offline although its
+/// source never saw it fail (one poll an hour).
+#[test]
+fn qos_0_delivers_and_a_pump_not_polled_for_offline_after_goes_offline() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let sim = simulator(at(7, 10));
+    let server = serve(&rt, &sim, 0);
+    let source = "interval = \"1h\"\nphase_spread = false";
+    let extra = "qos = 0\noffline_after = \"4s\"";
+    let path = pipeline_with(
+        dir.path(),
+        &[("hp1", server.local_addr().port())],
+        source,
+        broker.port,
+        extra,
+    );
+    let _hp = run(dir.path(), &path);
+    wait_for("the state at QoS 0", WAIT, || state(&broker).is_some());
+    assert_state_is_read_json(&state(&broker).unwrap(), &read_json(&rt, server.local_addr().port()));
+    let qos0 = broker
+        .log()
+        .lines()
+        .find(|l| l.contains("Received PUBLISH from hpflow-mqtt") && l.contains("'hpflow/hp1/state'"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the broker logged the state publish:\n{}", broker.log()));
+    println!("{qos0}");
+    assert!(qos0.contains("q0"), "published at QoS 0: {qos0}");
+    let started = std::time::Instant::now();
+    wait_for("the pump online", WAIT, || {
+        broker.retained_one("hpflow/hp1/availability").as_deref() == Some("online")
+    });
+    wait_for("the pump offline after `offline_after`", WAIT, || {
+        broker.retained_one("hpflow/hp1/availability").as_deref() == Some("offline")
+    });
+    println!("offline {:.1} s after the first state", started.elapsed().as_secs_f64());
+    assert_eq!(
+        broker.retained_one("hpflow/status").as_deref(),
+        Some("online"),
+        "hpflow itself is fine"
+    );
+    assert!(log(dir.path()).contains("device hp1 is offline"), "{}", log(dir.path()));
+}
+
+#[test]
+fn validate_names_an_unknown_protocol_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pipeline(dir.path(), 1502, 1883, "protocol = \"4\"");
+    let out = hpflow().arg("validate").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("protocol ="))
+        .unwrap()
+        + 1;
+    println!("{}", text.lines().find(|l| l.contains("protocol")).unwrap_or_default());
+    assert!(
+        text.contains(&format!("pipeline.toml:{line}:1: error: sinks.mqtt:")) && text.contains("\"3.1.1\""),
+        "{text}"
+    );
+    // "5" validates.
+    let path = pipeline(dir.path(), 1502, 1883, "protocol = \"5\"");
+    let out = hpflow().arg("validate").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

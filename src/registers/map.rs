@@ -84,7 +84,7 @@ impl RegisterMap {
     }
 }
 
-const MODEL_KEYS: &str = "description, byte_order, not_available, blocks, registers";
+const MODEL_KEYS: &str = "description, manufacturer, byte_order, not_available, blocks, registers";
 const BLOCK_KEYS: &str = "optional, description";
 
 /// One pass over a document, collecting every diagnostic on the way.
@@ -184,6 +184,7 @@ impl Compiler<'_> {
         };
         let before = self.errors.len();
         let mut description = None;
+        let mut manufacturer = None;
         let mut defaults = Defaults {
             byte_order: ByteOrder::Abcd,
             not_available: Vec::new(),
@@ -194,6 +195,14 @@ impl Compiler<'_> {
             let key = k.as_str().unwrap_or("");
             let result = match key {
                 "description" => text(v).map(|s| description = Some(s)),
+                "manufacturer" => text(v).and_then(|s| {
+                    if s.trim().is_empty() {
+                        Err("`manufacturer` is empty".to_string())
+                    } else {
+                        manufacturer = Some(s);
+                        Ok(())
+                    }
+                }),
                 "byte_order" => byte_order(v).map(|o| defaults.byte_order = o),
                 "not_available" => integer_list(v).map(|l| defaults.not_available = l),
                 "blocks" => {
@@ -235,7 +244,11 @@ impl Compiler<'_> {
             return None;
         }
         let registers = compiled.into_iter().map(|(_, r)| r).collect();
-        Some(Model::new(name, description, registers, defaults.blocks))
+        let mut model = Model::new(name, description, registers, defaults.blocks);
+        if let Some(m) = manufacturer {
+            model.set_manufacturer(m);
+        }
+        Some(model)
     }
 
     fn blocks(&mut self, model: &str, v: &Yaml) -> Vec<Block> {

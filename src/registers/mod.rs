@@ -10,6 +10,7 @@
 //! models:
 //!   stiebel_eltron_wpm:                  # the name devices refer to
 //!     description: "…"
+//!     manufacturer: "Stiebel Eltron"     # who makes the devices (shown by Home Assistant)
 //!     byte_order: ABCD                   # default for every register (ABCD if absent)
 //!     not_available: [0x8000]            # raw values meaning "no value", for every register
 //!     blocks:                            # named groups planned into requests of their own
@@ -35,6 +36,9 @@
 //! the raw word, as HPManager's `evu_release` does).
 //!
 //! hpflow's additions:
+//! - `manufacturer` on a model: who makes its devices, carried on the model's
+//!   schema to the sinks (the `mqtt` sink's Home Assistant device shows it; a
+//!   device's `manufacturer` tag overrides it).
 //! - `data_type`: `int16`, `uint16`, `int32`, `uint32`, `int64`, `uint64`,
 //!   `float32`, `float64`, `uint8_high`, `uint8_low` (`uint8` = `uint8_low`),
 //!   `int8_high`, `int8_low`, `bool` (a register is true when non-zero), and

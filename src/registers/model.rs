@@ -397,6 +397,7 @@ impl PartialEq for Model {
     fn eq(&self, other: &Model) -> bool {
         self.name == other.name
             && self.description == other.description
+            && self.manufacturer() == other.manufacturer()
             && self.registers == other.registers
             && self.blocks == other.blocks
     }
@@ -423,6 +424,16 @@ impl Model {
 
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
+    }
+
+    /// Who makes the model's devices (`manufacturer` in the map), if the map says.
+    pub fn manufacturer(&self) -> Option<&str> {
+        self.schema.manufacturer.as_deref()
+    }
+
+    /// Sets the maker, carried by the model's schema to the sinks.
+    pub(crate) fn set_manufacturer(&mut self, manufacturer: String) {
+        Arc::make_mut(&mut self.schema).manufacturer = Some(manufacturer);
     }
 
     /// Every register in map order: what a simulator serves.

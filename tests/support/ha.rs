@@ -4,6 +4,13 @@
 //! binary-sensor device classes, entity categories), to check what the `mqtt`
 //! sink publishes. No server: plain JSON checks.
 //!
+//! Entity ids: since HA 2025.10 a config suggests its entity id with
+//! `default_entity_id` (`<domain>.<object id>`, the domain being the
+//! component); `object_id` is deprecated (a warning per entity, and from
+//! 2026.4 ignored). A config may carry `object_id` for older HA only next to a
+//! `default_entity_id` naming the same id. The id must be one HA's
+//! `valid_entity_id` accepts (`[a-z0-9_]`, no leading, trailing or doubled `_`).
+//!
 //! The `mqtt` sink's own unit tests include this file (`#[path]`, as module
 //! `ha`), so it uses nothing else of `support`.
 
@@ -84,6 +91,24 @@ pub const BINARY_CLASSES: &[&str] = &[
     "window",
 ];
 
+/// One part of an entity id as HA's `VALID_ENTITY_ID` wants it.
+fn entity_id_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with('_')
+        && !s.ends_with('_')
+        && !s.contains("__")
+}
+
+/// An entity id HA accepts: `<domain>.<object id>`.
+pub fn valid_entity_id(id: &str) -> bool {
+    match id.split_once('.') {
+        Some((domain, object)) => entity_id_part(domain) && entity_id_part(object),
+        None => false,
+    }
+}
+
 fn id_like(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
@@ -134,10 +159,27 @@ pub fn check(configs: &[(String, String)]) -> Result<usize, Vec<String>> {
             }
             _ => bad("no unique_id".into()),
         }
-        if let Some(o) = p.get("object_id") {
-            if !o.as_str().is_some_and(id_like) {
-                bad(format!("object_id {o} is not an id"));
+        match (s("default_entity_id"), p.get("object_id")) {
+            (Some(d), object) => {
+                if !valid_entity_id(d) {
+                    bad(format!("default_entity_id {d} is not an entity id HA accepts"));
+                } else if d.split_once('.').map(|(domain, _)| domain) != Some(component) {
+                    bad(format!("default_entity_id {d} is not in the {component} domain"));
+                } else if let Some(o) = object {
+                    if o.as_str() != d.split_once('.').map(|(_, id)| id) {
+                        bad(format!(
+                            "object_id {o} does not name the entity default_entity_id {d} names"
+                        ));
+                    }
+                }
             }
+            (None, Some(o)) => bad(format!(
+                "object_id {o} without default_entity_id: deprecated since HA 2025.10, ignored since 2026.4"
+            )),
+            (None, None) => {}
+        }
+        if p.get("default_entity_id").is_some_and(|d| !d.is_string()) {
+            bad("default_entity_id is not text".into());
         }
         match s("state_topic") {
             Some(t) if !t.is_empty() && !t.contains(['+', '#']) => {}
@@ -250,6 +292,81 @@ pub fn check(configs: &[(String, String)]) -> Result<usize, Vec<String>> {
     }
     if problems.is_empty() {
         Ok(n)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What HA's MQTT integration makes of a state message for an entity: the
+/// entity's `value_template` rendered with `value` (the payload) and
+/// `value_json` (the payload as JSON), as HA renders it (Jinja; minijinja
+/// here, with `none` written as Python's `None`, HA's "unknown").
+pub fn render(template: &str, payload: &str) -> Result<String, String> {
+    let value_json: Json = serde_json::from_str(payload).map_err(|e| format!("the state is not JSON: {e}"))?;
+    let env = minijinja::Environment::new();
+    let out = env
+        .render_str(
+            template,
+            minijinja::context! { value => payload, value_json => minijinja::value::Serde(&value_json) },
+        )
+        .map_err(|e| format!("template {template:?} fails: {e}"))?;
+    Ok(if out == "none" { "None".to_string() } else { out })
+}
+
+/// Checks that every entity among `configs` whose state topic has a payload
+/// in `states` gets a state HA accepts from it, as HA's MQTT sensor and
+/// binary sensor treat a rendered value: `None` is unknown; a binary sensor
+/// needs its `payload_on`/`payload_off`; an enum sensor one of its `options`
+/// (anything else HA ignores, keeping a stale state); a sensor with a device
+/// class, unit, state class or display precision a number. Returns how many
+/// entities got a value (not unknown).
+pub fn check_states(
+    configs: &[(String, String)],
+    states: &std::collections::BTreeMap<String, String>,
+) -> Result<usize, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut known = 0;
+    for (topic, text) in configs {
+        let Ok(p) = serde_json::from_str::<Json>(text) else {
+            continue;
+        };
+        let s = |k: &str| p.get(k).and_then(Json::as_str);
+        let Some(payload) = s("state_topic").and_then(|t| states.get(t)) else {
+            continue;
+        };
+        let Some(template) = s("value_template") else { continue };
+        let value = match render(template, payload) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{topic}: {e}"));
+                continue;
+            }
+        };
+        if value == "None" {
+            continue;
+        }
+        let component = topic.split('/').nth(1).unwrap_or("");
+        let fine = if component == "binary_sensor" {
+            Some(value.as_str()) == s("payload_on") || Some(value.as_str()) == s("payload_off")
+        } else if let Some(options) = p.get("options").and_then(Json::as_array) {
+            options.iter().any(|o| o.as_str() == Some(&value))
+        } else if p.get("device_class").is_some()
+            || p.get("unit_of_measurement").is_some()
+            || p.get("state_class").is_some()
+            || p.get("suggested_display_precision").is_some()
+        {
+            value.parse::<f64>().is_ok_and(f64::is_finite)
+        } else {
+            true
+        };
+        if fine {
+            known += 1;
+        } else {
+            problems.push(format!("{topic}: HA would refuse the state {value:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(known)
     } else {
         Err(problems)
     }

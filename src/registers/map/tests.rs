@@ -476,3 +476,25 @@ fn every_error_of_the_file_is_reported_at_once() {
     assert_eq!(errs.iter().map(|e| e.line).collect::<Vec<_>>(), vec![4, 7, 8]);
     assert!(errs[1].message.contains("model `b`"));
 }
+
+#[test]
+fn a_models_manufacturer_is_read_and_carried_on_its_schema() {
+    let m =
+        one_model("models:\n  m:\n    manufacturer: \"Acme Heat\"\n    registers:\n      - {name: a, address: 1}\n");
+    assert_eq!(m.manufacturer(), Some("Acme Heat"));
+    assert_eq!(m.schema().manufacturer.as_deref(), Some("Acme Heat"));
+    let m = one_model(&wrap("      - {name: a, address: 1}\n"));
+    assert_eq!(m.manufacturer(), None);
+    let shipped = parse(SHIPPED).unwrap();
+    assert_eq!(
+        shipped.model("stiebel_eltron_wpm").unwrap().manufacturer(),
+        Some("Stiebel Eltron")
+    );
+    let errs = errors("models:\n  m:\n    manufacturer: \" \"\n    registers:\n      - {name: a, address: 1}\n");
+    assert!(errs[0].message.contains("`manufacturer` is empty"), "{errs:?}");
+    assert_eq!(errs[0].line, 3);
+    // The same model with another maker is another model (a reload notices).
+    let a = parse("models:\n  m:\n    manufacturer: A\n    registers:\n      - {name: a, address: 1}\n").unwrap();
+    let b = parse("models:\n  m:\n    manufacturer: B\n    registers:\n      - {name: a, address: 1}\n").unwrap();
+    assert_ne!(a.model("m"), b.model("m"));
+}

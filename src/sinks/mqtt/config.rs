@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::component::{BoxError, BuildContext, Check, Sink};
+use crate::component::{BoxError, BuildContext, Check, Claim, Sink};
 
+use super::ledger::{ledger_path, Ledger};
 use super::run::{Mqtt, Settings};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,6 +20,9 @@ pub struct MqttConfig {
     /// The broker's port: 1883 by default, 8883 with `tls`.
     #[serde(default)]
     pub port: Option<u16>,
+    /// The MQTT version: `"3.1.1"` (the default) or `"5"`.
+    #[serde(default)]
+    pub protocol: Option<ProtocolSetting>,
     /// The MQTT client id; `hpflow-<sink id>` by default.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -64,6 +68,65 @@ pub struct MqttConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+}
+
+/// The MQTT versions the sink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4): every broker speaks it.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::V311 => "3.1.1",
+            Protocol::V5 => "5",
+        }
+    }
+}
+
+/// `protocol` as written, text or number (`"5"` and `5` mean the same), read
+/// as it is so that the check can name a wrong one at its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtocolSetting(pub String);
+
+impl ProtocolSetting {
+    pub fn parse(&self) -> Option<Protocol> {
+        match self.0.trim() {
+            "3.1.1" => Some(Protocol::V311),
+            "5" | "5.0" => Some(Protocol::V5),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ProtocolSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an MQTT version: \"3.1.1\" or \"5\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ProtocolSetting(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ProtocolSetting(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ProtocolSetting(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ProtocolSetting(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn default_keep_alive() -> Duration {
@@ -130,6 +193,15 @@ impl MqttConfig {
         self.port.unwrap_or(if self.tls { 8883 } else { 1883 })
     }
 
+    /// The MQTT version to speak (3.1.1 unless `protocol` says otherwise; a
+    /// value the check refuses never gets this far).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+            .as_ref()
+            .and_then(ProtocolSetting::parse)
+            .unwrap_or_default()
+    }
+
     pub fn client_id(&self, sink_id: &str) -> String {
         self.client_id.clone().unwrap_or_else(|| format!("hpflow-{sink_id}"))
     }
@@ -137,6 +209,17 @@ impl MqttConfig {
     pub fn check(&self, cx: &mut Check<'_>) {
         if self.host.trim().is_empty() {
             cx.error(Some("host"), "the broker's `host` is empty");
+        }
+        if let Some(p) = &self.protocol {
+            if p.parse().is_none() {
+                cx.error(
+                    Some("protocol"),
+                    format!(
+                        "protocol `{}` is not an MQTT version hpflow speaks: write \"3.1.1\" (the default) or \"5\"",
+                        p.0
+                    ),
+                );
+            }
         }
         if self.port == Some(0) {
             cx.error(Some("port"), "port 0 is not a broker's port; write 1-65535");
@@ -203,7 +286,7 @@ impl MqttConfig {
         if loaded.password.is_some() && self.username.is_none() {
             cx.error(
                 Some("username"),
-                "a password needs a `username` (MQTT 3.1.1 sends none without one)",
+                "a password needs a `username` (the sink sends a password only with a user name)",
             );
         }
 
@@ -224,6 +307,7 @@ impl MqttConfig {
                 Err((key, message)) => cx.error(Some(key), message),
             }
         }
+        cx.claim(None, Claim::File(ledger_path(cx.data_dir, cx.id)));
         cx.keep(loaded);
     }
 
@@ -332,6 +416,7 @@ impl MqttConfig {
             id: cx.id.into(),
             host: self.host.clone(),
             port: self.port(),
+            protocol: self.protocol(),
             client_id: self.client_id(cx.id),
             username: self.username.clone(),
             password: loaded.password,
@@ -344,7 +429,9 @@ impl MqttConfig {
             offline_after: self.offline_after,
             tls: loaded.tls,
         };
-        Ok(Box::new(Mqtt::new(settings, cx.registry.clone())))
+        let path = ledger_path(cx.data_dir, cx.id);
+        let ledger = Ledger::load(&path, cx.id).map_err(|e| format!("mqtt sink `{}`: {e}", cx.id))?;
+        Ok(Box::new(Mqtt::new(settings, cx.registry.clone(), ledger)))
     }
 }
 

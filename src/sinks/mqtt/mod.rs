@@ -1,5 +1,7 @@
 //! `mqtt`: publishes each device's newest state to an MQTT broker, with its
-//! availability and Home Assistant discovery configs.
+//! availability and Home Assistant discovery configs, over MQTT 3.1.1 (the
+//! default) or MQTT 5 (`protocol = "5"`); both through rumqttc, behind one
+//! small face (`client`) so the driver is written once.
 //!
 //! ```toml
 //! [sinks.mqtt]
@@ -24,9 +26,17 @@
 //!   Home Assistant discovery (see [`payload`] for the mapping), and
 //!   `<discovery_prefix>/binary_sensor/<prefix>/connection/config` for hpflow
 //!   itself, the `via_device` of every heat pump. Published again when
-//!   `<discovery_prefix>/status` says `online`. A config of ours the broker
-//!   still holds for a field a device no longer publishes is removed (an
-//!   empty retained message) once that device has polled.
+//!   `<discovery_prefix>/status` says `online`.
+//!
+//! # Taking back what is no longer configured
+//! What the sink announced is kept in `<data_dir>/mqtt/<sink id>.json`
+//! (`ledger`). A field dropped from `fields` or from the model loses its
+//! config (an empty retained message) when its device polls next; a pump no
+//! source polls any more (taken out of the inventory, while hpflow ran or
+//! while it was down) loses its configs, state and availability once it has
+//! been unknown to every source and silent for 10 s. A config of ours the
+//! broker still holds for a field a device no longer has is removed too, even
+//! without the ledger (an older hpflow's, a lost data folder).
 //!
 //! # Delivery
 //! The sink never waits for the broker: it keeps the newest state of each
@@ -34,11 +44,14 @@
 //! older states are replaced by newer ones, and after a reconnect (backoff
 //! from 0.5 s to 30 s) each device's newest state is published.
 
+mod client;
 mod config;
+mod ledger;
 pub mod payload;
 mod run;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{prefix_problem, MqttConfig};
+pub use config::{prefix_problem, MqttConfig, Protocol};
+pub use ledger::ledger_path;

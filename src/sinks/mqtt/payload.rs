@@ -32,6 +32,24 @@
 //! Configuration registers, i.e. fields read from holding registers (the
 //! writable settings of the controller: set points, curves, modes), get
 //! `entity_category: diagnostic`.
+//!
+//! # Enum codes without a label
+//! Home Assistant's MQTT sensor ignores a value that is not one of an enum
+//! sensor's `options` (it logs a warning and keeps showing the previous,
+//! now wrong, state), and treats the text `None` from the value template as
+//! "unknown". The state JSON keeps what `hpflow read --json` prints (a code
+//! the map has no label for stays a number, for other consumers), and the
+//! enum sensor's value template passes on only a value that is one of its
+//! options, `None` otherwise: such a code shows as *unknown* in HA, never as
+//! a stale or refused state.
+//!
+//! # Entity ids
+//! Each entity suggests its entity id as `default_entity_id`
+//! (`sensor.<device>_<field>`, what Home Assistant 2025.10 and later read) and
+//! as the older `object_id` (`<device>_<field>`, read by earlier versions;
+//! ignored since 2026.4, and with `default_entity_id` present 2025.10–2026.3
+//! use that one and do not warn). HA uses either only when it first adds the
+//! entity; `unique_id` is what ties an entity to its config afterwards.
 
 use serde_json::{json, Map, Value as Json};
 
@@ -63,6 +81,27 @@ pub fn slug(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// An id as Home Assistant's entity ids want it (its `slugify`): `[a-z0-9_]`,
+/// no leading, trailing or doubled `_`; for the suggested entity id only
+/// (`unique_id` and node ids keep [`slug`], so existing entities keep theirs).
+pub fn entity_slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in slug(s).chars() {
+        if c == '_' && (out.is_empty() || out.ends_with('_')) {
+            continue;
+        }
+        out.push(c);
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    if out.is_empty() {
+        "unnamed".into()
+    } else {
+        out
+    }
 }
 
 /// The topics one sink publishes on.
@@ -227,16 +266,23 @@ pub struct Entity {
     pub payload: Json,
 }
 
-/// What HA is told about one heat pump as a device.
-pub fn ha_device(topics: &Topics, device: &str, tags: &Tags, model: &str) -> Json {
+/// What HA is told about one heat pump as a device: its name, the model
+/// (the device's `model` tag, else the schema's model), the manufacturer (the
+/// device's `manufacturer` tag, else the register map's), its area.
+pub fn ha_device(topics: &Topics, device: &str, tags: &Tags, schema: &Schema) -> Json {
     let mut d = json!({
         "identifiers": [topics.node_id(device)],
         "name": tags.get("name").map(String::as_str).filter(|n| !n.is_empty()).unwrap_or(device),
-        "model": tags.get("model").map(String::as_str).unwrap_or(model),
+        "model": tags.get("model").map(String::as_str).filter(|m| !m.is_empty()).unwrap_or(&schema.model),
         "via_device": topics.bridge_id(),
     });
-    if let Some(m) = tags.get("manufacturer") {
-        d["manufacturer"] = m.as_str().into();
+    let manufacturer = tags
+        .get("manufacturer")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty())
+        .or(schema.manufacturer.as_deref());
+    if let Some(m) = manufacturer {
+        d["manufacturer"] = m.into();
     }
     if let Some(l) = tags.get("location").filter(|l| !l.is_empty()) {
         d["suggested_area"] = l.as_str().into();
@@ -272,7 +318,7 @@ pub fn discovery(
         return Vec::new();
     };
     let node = topics.node_id(device);
-    let dev = ha_device(topics, device, tags, &schema.model);
+    let dev = ha_device(topics, device, tags, schema);
     let availability = json!([
         {"topic": topics.status()},
         {"topic": topics.availability(device)},
@@ -288,7 +334,12 @@ pub fn discovery(
             let mut p = Map::new();
             p.insert("name".into(), title(&meta.name).into());
             p.insert("unique_id".into(), format!("{node}_{object}").into());
-            p.insert("object_id".into(), format!("{}_{object}", slug(device)).into());
+            let object_id = entity_slug(&format!("{device}_{}", meta.name));
+            p.insert(
+                "default_entity_id".into(),
+                format!("{}.{object_id}", platform.as_str()).into(),
+            );
+            p.insert("object_id".into(), object_id.into());
             p.insert("state_topic".into(), topics.state(device).into());
             p.insert("availability".into(), availability.clone());
             p.insert("availability_mode".into(), "all".into());
@@ -304,10 +355,19 @@ pub fn discovery(
                     p.insert("payload_off".into(), "OFF".into());
                 }
                 Platform::Sensor => {
-                    p.insert(
-                        "value_template".into(),
-                        format!("{{{{ value_json[{key}] if {key} in value_json else None }}}}").into(),
-                    );
+                    let template = match enum_options(meta) {
+                        // Only a label HA knows as an option; anything else
+                        // (a code the map has no label for) is `None`: unknown.
+                        Some(options) => {
+                            let list: Vec<String> = options.iter().map(|o| jinja_str(o)).collect();
+                            format!(
+                                "{{{{ value_json[{key}] if {key} in value_json and value_json[{key}] in [{}] else None }}}}",
+                                list.join(", ")
+                            )
+                        }
+                        None => format!("{{{{ value_json[{key}] if {key} in value_json else None }}}}"),
+                    };
+                    p.insert("value_template".into(), template.into());
                     sensor_keys(meta, &mut p);
                 }
             }
@@ -322,12 +382,18 @@ pub fn discovery(
         .collect()
 }
 
+/// The options of an enum sensor: the field's labels, each once, in code order.
+pub fn enum_options(meta: &FieldMeta) -> Option<Vec<&str>> {
+    let labels = meta.labels.as_ref()?;
+    let mut options: Vec<&str> = labels.values().map(String::as_str).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    options.retain(|o| seen.insert(*o));
+    Some(options)
+}
+
 /// device_class, state_class, unit, precision and options of a sensor.
 fn sensor_keys(meta: &FieldMeta, p: &mut Map<String, Json>) {
-    if let Some(labels) = &meta.labels {
-        let mut options: Vec<&str> = labels.values().map(String::as_str).collect();
-        let mut seen = std::collections::BTreeSet::new();
-        options.retain(|o| seen.insert(*o));
+    if let Some(options) = enum_options(meta) {
         p.insert("device_class".into(), "enum".into());
         p.insert("options".into(), options.into());
         return;
@@ -373,7 +439,8 @@ pub fn bridge(topics: &Topics, version: &str) -> Option<Entity> {
         payload: json!({
             "name": "Connection",
             "unique_id": format!("{id}_connection"),
-            "object_id": format!("{id}_connection"),
+            "default_entity_id": format!("binary_sensor.{}_connection", entity_slug(&id)),
+            "object_id": format!("{}_connection", entity_slug(&id)),
             "state_topic": topics.status(),
             "payload_on": "online",
             "payload_off": "offline",

@@ -1,19 +1,23 @@
 //! The running `mqtt` sink: one task receiving events (never waiting on the
-//! network) and one driving rumqttc's event loop (connecting, reconnecting
-//! with backoff, reporting what came in).
+//! network) and one driving the MQTT client's event loop (connecting,
+//! reconnecting with backoff, reporting what came in), for MQTT 3.1.1 or 5
+//! alike ([`super::client`]).
 //!
 //! The receiving task keeps the newest state of each device and publishes it
-//! only while connected, through rumqttc's bounded request queue without
+//! only while connected, through the client's bounded request queue without
 //! waiting (`try_publish`): when the broker is away, a device's older states
 //! are replaced by newer ones, and on reconnect the newest of each is sent
 //! after the discovery configs and availabilities.
+//!
+//! What it announced is kept in a [`Ledger`] across restarts, so that configs
+//! (and topics) of pumps and fields it no longer has are cleared with an empty
+//! retained message, whether they went away while it ran or while it was down.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, LastWill, MqttOptions, QoS, Transport};
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
@@ -21,7 +25,14 @@ use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::{Event, Metric, Schema, Tags};
 use crate::telemetry::Registry;
 
+use super::client::{self, Client, Link};
+use super::config::Protocol;
+use super::ledger::Ledger;
 use super::payload::{self, Entity, Topics};
+
+/// How long a device must be unknown to every source (and silent) before it
+/// counts as removed: longer than a source takes to restart on a reload.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// Everything the sink runs with, from its config and what its check read.
 #[derive(Debug, Clone)]
@@ -29,6 +40,7 @@ pub struct Settings {
     pub id: Arc<str>,
     pub host: String,
     pub port: u16,
+    pub protocol: Protocol,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -44,37 +56,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn qos(&self) -> QoS {
-        if self.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        }
-    }
-
-    fn topics(&self) -> Topics {
+    pub(crate) fn topics(&self) -> Topics {
         Topics {
             prefix: self.prefix.clone(),
             discovery: self.discovery.clone(),
         }
-    }
-
-    fn options(&self, topics: &Topics) -> MqttOptions {
-        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
-        o.set_keep_alive(self.keep_alive);
-        o.set_clean_session(true);
-        // A state holds every field of a model (the ISG map: over 400).
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        o.set_last_will(LastWill::new(topics.status(), "offline", self.qos(), true));
-        if let Some(user) = &self.username {
-            o.set_credentials(user, self.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &self.tls {
-            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
-        o
     }
 }
 
@@ -82,95 +68,15 @@ impl Settings {
 pub struct Mqtt {
     settings: Settings,
     registry: Arc<Registry>,
+    ledger: Ledger,
 }
 
 impl Mqtt {
-    pub fn new(settings: Settings, registry: Arc<Registry>) -> Self {
-        Mqtt { settings, registry }
-    }
-}
-
-/// What the event-loop task reports.
-#[derive(Debug)]
-enum Link {
-    Connected,
-    /// The connection failed or broke: why, for people.
-    Down(String),
-    Message(String, Vec<u8>),
-    /// Our disconnect went out (shutdown).
-    Closed,
-}
-
-/// The connection error as a sentence naming the broker, with a hint for
-/// the TLS failures a configuration causes.
-fn describe(e: &ConnectionError, s: &Settings) -> String {
-    let text = e.to_string();
-    let hint = if text.contains("CertificateRequired") {
-        " (the broker asks for a client certificate: set `cert_file` and `key_file`)"
-    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
-        " (the broker's certificate is not signed by the CA of `ca_file` or the system)"
-    } else if text.contains("NotValidForName") {
-        " (the broker's certificate does not name `host`)"
-    } else if text.contains("Expired") {
-        " (a certificate has expired)"
-    } else {
-        ""
-    };
-    format!("{}{hint}", describe_plain(e, s))
-}
-
-fn describe_plain(e: &ConnectionError, s: &Settings) -> String {
-    let at = format!("{}:{}", s.host, s.port);
-    match e {
-        ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::BadUserNamePassword => {
-                format!("broker {at} refused the connection: bad user name or password")
-            }
-            ConnectReturnCode::NotAuthorized => {
-                format!("broker {at} refused the connection: not authorised (check `username` and the password)")
-            }
-            ConnectReturnCode::BadClientId => {
-                format!("broker {at} refused the client id `{}`", s.client_id)
-            }
-            other => format!("broker {at} refused the connection: {other:?}"),
-        },
-        ConnectionError::Tls(e) => format!("TLS with broker {at} failed: {e}"),
-        ConnectionError::Io(e) if s.tls.is_some() => format!("cannot connect to broker {at} over TLS: {e}"),
-        ConnectionError::Io(e) => format!("cannot reach broker {at}: {e}"),
-        ConnectionError::NetworkTimeout => format!("broker {at} did not answer in time"),
-        ConnectionError::MqttState(e) => format!("lost the connection to broker {at}: {e}"),
-        other => format!("connection to broker {at} failed: {other}"),
-    }
-}
-
-/// Drives rumqttc's event loop until the sink goes away: every failure is
-/// reported and retried after a backoff doubling from 0.5 s up to 30 s.
-async fn drive(mut el: EventLoop, tx: mpsc::UnboundedSender<Link>, settings: Settings) {
-    use rumqttc::{Event as MqttEvent, Outgoing, Packet};
-    let first = Duration::from_millis(500);
-    let mut backoff = first;
-    loop {
-        let link = match el.poll().await {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                backoff = first;
-                Some(Link::Connected)
-            }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => Some(Link::Message(p.topic, p.payload.to_vec())),
-            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => Some(Link::Closed),
-            Ok(_) => None,
-            Err(e) => {
-                if tx.send(Link::Down(describe(&e, &settings))).is_err() {
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                None
-            }
-        };
-        if let Some(l) = link {
-            if tx.send(l).is_err() {
-                return;
-            }
+    pub fn new(settings: Settings, registry: Arc<Registry>, ledger: Ledger) -> Self {
+        Mqtt {
+            settings,
+            registry,
+            ledger,
         }
     }
 }
@@ -200,12 +106,17 @@ struct Core {
     registry: Arc<Registry>,
     devices: BTreeMap<Arc<str>, Device>,
     connected: bool,
-    /// Discovery, availability and removal messages waiting for room in the
-    /// client's queue, in order.
-    outbox: VecDeque<(String, Vec<u8>, bool)>,
+    /// Discovery and availability messages waiting for room in the client's
+    /// queue, in order (all retained).
+    outbox: VecDeque<(String, Vec<u8>)>,
     /// Retained discovery configs seen on the broker under node ids of ours
     /// whose device has not polled yet: node id → topics.
     foreign: HashMap<String, BTreeSet<String>>,
+    /// What was announced, across restarts, and what waits to be cleared.
+    ledger: Ledger,
+    /// Announced devices no source registers, since when (see [`Core::prune`]).
+    unregistered: HashMap<String, Instant>,
+    grace: Duration,
     last_error: Option<(String, Instant)>,
     /// Subscriptions to make once the client has room.
     subscribe_pending: bool,
@@ -213,6 +124,36 @@ struct Core {
 }
 
 impl Core {
+    fn new(s: Settings, registry: Arc<Registry>, ledger: Ledger, version: &'static str) -> Core {
+        let mut c = Core {
+            topics: s.topics(),
+            s,
+            registry,
+            devices: BTreeMap::new(),
+            connected: false,
+            outbox: VecDeque::new(),
+            foreign: HashMap::new(),
+            ledger,
+            unregistered: HashMap::new(),
+            grace: GRACE,
+            last_error: None,
+            subscribe_pending: false,
+            version,
+        };
+        // hpflow's own configs: an earlier one under another prefix (or with
+        // discovery now off) is cleared.
+        let own: BTreeSet<String> = payload::bridge(&c.topics, version)
+            .map(|b| b.topic)
+            .into_iter()
+            .collect();
+        for t in &own {
+            c.ledger.keep(t);
+        }
+        let gone = c.ledger.set_own(own);
+        c.ledger.clear(gone);
+        c
+    }
+
     fn event(&mut self, e: Event) {
         let Event::Metric(m) = e else { return };
         let fields = self.s.fields.as_deref();
@@ -243,7 +184,9 @@ impl Core {
     }
 
     /// (Re)computes a device's entities after its first poll or a schema
-    /// change, queues them, and clears the ones it no longer has.
+    /// change, queues them, and clears the ones it no longer has: those of
+    /// its previous schema, those the ledger has from an earlier run, and
+    /// those of ours the broker showed.
     fn describe_device(&mut self, m: &Metric) {
         let entities: BTreeMap<String, Json> =
             payload::discovery(&self.topics, &m.device, &m.tags, &m.schema, self.s.fields.as_deref())
@@ -256,13 +199,19 @@ impl Core {
         if let Some(old) = &old {
             gone.extend(old.entities.keys().cloned());
         }
+        gone.extend(self.ledger.set_configs(&m.device, entities.keys().cloned().collect()));
         gone.retain(|t| !entities.contains_key(t));
+        for t in entities.keys() {
+            self.ledger.keep(t);
+        }
+        for t in [self.topics.state(&m.device), self.topics.availability(&m.device)] {
+            self.ledger.keep(&t);
+            self.ledger.add_topic(&m.device, &t);
+        }
+        self.ledger.clear(gone);
         if self.connected {
-            for t in gone {
-                self.outbox.push_back((t, Vec::new(), true));
-            }
             for (t, p) in &entities {
-                self.outbox.push_back((t.clone(), p.to_string().into_bytes(), true));
+                self.outbox.push_back((t.clone(), p.to_string().into_bytes()));
             }
         }
         let published_online = old.as_ref().and_then(|o| o.published_online);
@@ -281,15 +230,23 @@ impl Core {
                 logged_online,
             },
         );
+        self.save_ledger();
+    }
+
+    fn save_ledger(&mut self) {
+        if let Err(e) = self.ledger.save() {
+            tracing::warn!(sink = %self.s.id, error = %e, "mqtt sink `{}`: cannot save what it announced; retrying later", self.s.id);
+        }
     }
 
     fn link(&mut self, l: Link, metrics: &crate::telemetry::ComponentMetrics) {
         match l {
             Link::Connected => {
+                let v = self.s.protocol.as_str();
                 if self.last_error.take().is_some() {
-                    tracing::info!(sink = %self.s.id, "mqtt sink `{}`: connected to {}:{} again", self.s.id, self.s.host, self.s.port);
+                    tracing::info!(sink = %self.s.id, "mqtt sink `{}`: connected to {}:{} again (MQTT {v})", self.s.id, self.s.host, self.s.port);
                 } else {
-                    tracing::info!(sink = %self.s.id, "mqtt sink `{}`: connected to {}:{}", self.s.id, self.s.host, self.s.port);
+                    tracing::info!(sink = %self.s.id, "mqtt sink `{}`: connected to {}:{} (MQTT {v})", self.s.id, self.s.host, self.s.port);
                 }
                 self.connected = true;
                 self.on_connect();
@@ -316,7 +273,7 @@ impl Core {
     /// device's discovery, availability and newest state.
     fn on_connect(&mut self) {
         self.outbox.clear();
-        self.outbox.push_back((self.topics.status(), b"online".to_vec(), true));
+        self.outbox.push_back((self.topics.status(), b"online".to_vec()));
         self.subscribe_pending = true;
         self.announce();
         for d in self.devices.values_mut() {
@@ -329,12 +286,11 @@ impl Core {
     /// it starts: its status topic says `online`).
     fn announce(&mut self) {
         if let Some(b) = payload::bridge(&self.topics, self.version) {
-            self.outbox
-                .push_back((b.topic, b.payload.to_string().into_bytes(), true));
+            self.outbox.push_back((b.topic, b.payload.to_string().into_bytes()));
         }
         for d in self.devices.values_mut() {
             for (t, p) in &d.entities {
-                self.outbox.push_back((t.clone(), p.to_string().into_bytes(), true));
+                self.outbox.push_back((t.clone(), p.to_string().into_bytes()));
             }
             if !d.state.is_empty() {
                 d.dirty = true;
@@ -368,7 +324,7 @@ impl Core {
             Some((_, d)) if !d.entities.contains_key(topic) => {
                 // An entity this device no longer has (dropped from `fields`
                 // or from its model): removed with an empty retained config.
-                self.outbox.push_back((topic.to_string(), Vec::new(), true));
+                self.ledger.clear([topic.to_string()]);
             }
             Some(_) => {}
             None => {
@@ -378,6 +334,60 @@ impl Core {
                     .insert(topic.to_string());
             }
         }
+    }
+
+    /// Takes back what was announced for devices no source polls any more
+    /// (taken out of the inventory while hpflow ran, or while it was down):
+    /// their discovery configs, state and availability get an empty retained
+    /// message. A device counts as removed once no source has registered it
+    /// for `grace` on end, and it has not polled in that time; while no source
+    /// has any device registered (starting, stopping, the only source being
+    /// rebuilt) nothing is judged.
+    fn prune(&mut self) {
+        let registered: HashSet<Arc<str>> = self
+            .registry
+            .devices()
+            .snapshot()
+            .into_iter()
+            .map(|h| h.device)
+            .collect();
+        if registered.is_empty() {
+            self.unregistered.clear();
+            return;
+        }
+        let now = Instant::now();
+        let grace = self.grace;
+        self.unregistered.retain(|id, _| !registered.contains(id.as_str()));
+        let mut gone = Vec::new();
+        for id in self
+            .ledger
+            .devices
+            .keys()
+            .filter(|id| !registered.contains(id.as_str()))
+        {
+            let since = self.unregistered.entry(id.clone()).or_insert(now);
+            if let Some(d) = self.devices.get(id.as_str()) {
+                if now.duration_since(d.last_poll) < grace {
+                    // It polls, whatever the registry says (a source that
+                    // registers nothing): not removed, and the wait starts over.
+                    *since = now;
+                    continue;
+                }
+            }
+            if now.duration_since(*since) >= grace {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.unregistered.remove(&id);
+            if let Some(a) = self.ledger.remove_device(&id) {
+                tracing::info!(sink = %self.s.id, device = %id, "mqtt sink `{}`: device {id} is no longer polled: its {} entities and topics are removed", self.s.id, a.configs.len());
+                self.ledger.clear(a.all().cloned());
+            }
+            self.devices.remove(id.as_str());
+            self.foreign.remove(&self.topics.node_id(&id));
+        }
+        self.save_ledger();
     }
 
     /// Publishes each device's availability where it changed: offline when
@@ -396,8 +406,7 @@ impl Core {
                 && !d.state.is_empty();
             if d.published_online != Some(online) && self.connected {
                 let body: &[u8] = if online { b"online" } else { b"offline" };
-                self.outbox
-                    .push_back((self.topics.availability(id), body.to_vec(), true));
+                self.outbox.push_back((self.topics.availability(id), body.to_vec()));
                 d.published_online = Some(online);
                 if d.logged_online != Some(online) {
                     d.logged_online = Some(online);
@@ -407,58 +416,72 @@ impl Core {
             }
         }
     }
-}
 
-impl Core {
     /// Hands what waits to the client while connected and it has room:
-    /// subscriptions, then the outbox in order, then each device's newest
-    /// state. Never waits; what does not fit stays for the next call.
-    fn flush(&mut self, client: &AsyncClient, metrics: &crate::telemetry::ComponentMetrics) {
+    /// subscriptions, then the outbox in order, then the clears, then each
+    /// device's newest state. Never waits; what does not fit stays for the
+    /// next call.
+    fn flush(&mut self, client: &Client, metrics: &crate::telemetry::ComponentMetrics) {
         if !self.connected {
             return;
         }
-        let qos = self.s.qos();
+        let qos = self.s.qos;
         if self.subscribe_pending {
             let mut filters: Vec<String> = Vec::new();
             filters.extend(self.topics.ha_status());
             filters.extend(self.topics.discovery_filter());
-            let ok = filters.is_empty()
-                || client
-                    .try_subscribe_many(
-                        filters
-                            .into_iter()
-                            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce)),
-                    )
-                    .is_ok();
-            if !ok {
+            if !client.try_subscribe(filters) {
                 return;
             }
             self.subscribe_pending = false;
         }
-        while let Some((topic, body, retain)) = self.outbox.pop_front() {
-            if client.try_publish(&topic, qos, retain, body.clone()).is_err() {
-                self.outbox.push_front((topic, body, retain));
+        while let Some((topic, body)) = self.outbox.pop_front() {
+            if !client.try_publish(&topic, qos, true, body.clone()) {
+                self.outbox.push_front((topic, body));
                 return;
             }
         }
+        if !self.ledger.clearing.is_empty() {
+            let clearing: Vec<String> = self.ledger.clearing.iter().cloned().collect();
+            let mut full = false;
+            for t in clearing {
+                if !client.try_publish(&t, qos, true, Vec::new()) {
+                    full = true;
+                    break;
+                }
+                self.ledger.clearing.remove(&t);
+                self.ledger.changed();
+            }
+            self.save_ledger();
+            if full {
+                return;
+            }
+        }
+        let mut fields_seen = Vec::new();
         for (id, d) in self.devices.iter_mut() {
             if !d.dirty {
                 continue;
             }
-            if client
-                .try_publish(self.topics.state(id), qos, true, d.state.clone().into_bytes())
-                .is_err()
-            {
-                return;
+            if !client.try_publish(&self.topics.state(id), qos, true, d.state.clone().into_bytes()) {
+                break;
             }
             if self.s.per_field_topics {
                 for (k, v) in &d.values {
                     // Per-field topics are extras: one that does not fit waits for the next poll.
-                    let _ = client.try_publish(self.topics.field(id, k), qos, true, payload::field_payload(v));
+                    let t = self.topics.field(id, k);
+                    if client.try_publish(&t, qos, true, payload::field_payload(v).into_bytes()) {
+                        fields_seen.push((id.clone(), t));
+                    }
                 }
             }
             d.dirty = false;
             metrics.sent(1);
+        }
+        if !fields_seen.is_empty() {
+            for (id, t) in fields_seen {
+                self.ledger.add_topic(&id, &t);
+            }
+            self.save_ledger();
         }
     }
 }
@@ -466,24 +489,19 @@ impl Core {
 #[async_trait]
 impl Sink for Mqtt {
     async fn run(self: Box<Self>, mut input: Input, cx: SinkContext) -> Result<(), BoxError> {
-        let Mqtt { settings, registry } = *self;
-        let topics = settings.topics();
-        let (client, eventloop) = AsyncClient::new(settings.options(&topics), 1024);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(eventloop, tx, settings.clone()));
-        let mut core = Core {
-            s: settings,
-            topics,
+        let Mqtt {
+            settings,
             registry,
-            devices: BTreeMap::new(),
-            connected: false,
-            outbox: VecDeque::new(),
-            foreign: HashMap::new(),
-            last_error: None,
-            subscribe_pending: false,
-            version: env!("CARGO_PKG_VERSION"),
-        };
-        // Retries what did not fit in the client's queue; checks availability each second.
+            ledger,
+        } = *self;
+        let topics = settings.topics();
+        let (client, connection) = client::connect(&settings, &topics.status(), 1024);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(client::drive(connection, tx, settings.clone()));
+        let mut core = Core::new(settings, registry, ledger, env!("CARGO_PKG_VERSION"));
+        core.save_ledger();
+        // Retries what did not fit in the client's queue; checks availability
+        // and removed devices each second.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_check = Instant::now();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -496,6 +514,7 @@ impl Sink for Mqtt {
                 Some(l) = rx.recv() => core.link(l, &cx.metrics),
                 _ = tick.tick() => if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
+                    core.prune();
                     core.availability();
                 },
             }
@@ -505,7 +524,7 @@ impl Sink for Mqtt {
         if core.connected {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
             core.flush(&client, &cx.metrics);
-            let _ = client.try_publish(core.topics.status(), core.s.qos(), true, "offline");
+            let _ = client.try_publish(&core.topics.status(), core.s.qos, true, b"offline".to_vec());
             let _ = client.try_disconnect();
             while let Ok(Some(l)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 if matches!(l, Link::Closed | Link::Down(_)) {
@@ -513,6 +532,7 @@ impl Sink for Mqtt {
                 }
             }
         }
+        core.save_ledger();
         driver.abort();
         Ok(())
     }
@@ -525,11 +545,12 @@ mod tests {
     use super::*;
     use crate::event::{FieldMeta, Value, ValueType};
 
-    fn core(registry: Arc<Registry>) -> Core {
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             id: "mqtt".into(),
             host: "127.0.0.1".into(),
             port: 1883,
+            protocol: Protocol::V311,
             client_id: "c".into(),
             username: None,
             password: None,
@@ -541,19 +562,18 @@ mod tests {
             fields: None,
             offline_after: Duration::from_secs(60),
             tls: None,
-        };
-        Core {
-            topics: settings.topics(),
-            s: settings,
-            registry,
-            devices: BTreeMap::new(),
-            connected: true,
-            outbox: VecDeque::new(),
-            foreign: HashMap::new(),
-            last_error: None,
-            subscribe_pending: false,
-            version: "test",
         }
+    }
+
+    fn core_with(registry: Arc<Registry>, ledger: Ledger) -> Core {
+        let mut c = Core::new(settings(), registry, ledger, "test");
+        c.connected = true;
+        c.grace = Duration::ZERO;
+        c
+    }
+
+    fn core(registry: Arc<Registry>) -> Core {
+        core_with(registry, Ledger::in_memory())
     }
 
     fn poll(device: &str, fields: &[&str]) -> Event {
@@ -572,11 +592,16 @@ mod tests {
         let out = c
             .outbox
             .iter()
-            .filter(|(t, _, _)| t == topic)
-            .map(|(_, b, _)| String::from_utf8_lossy(b).to_string())
+            .filter(|(t, _)| t == topic)
+            .map(|(_, b)| String::from_utf8_lossy(b).to_string())
             .collect();
         c.outbox.clear();
         out
+    }
+
+    /// The topics waiting for an empty retained message, taken.
+    fn cleared(c: &mut Core) -> Vec<String> {
+        std::mem::take(&mut c.ledger.clearing).into_iter().collect()
     }
 
     #[test]
@@ -614,7 +639,7 @@ mod tests {
         c.event(poll("hp1", &["t"]));
         c.outbox.clear();
         c.on_connect();
-        let topics: Vec<String> = c.outbox.iter().map(|(t, _, _)| t.clone()).collect();
+        let topics: Vec<String> = c.outbox.iter().map(|(t, _)| t.clone()).collect();
         assert_eq!(topics.first().map(String::as_str), Some("hpflow/status"));
         assert!(topics.contains(&"hpflow/hp1/availability".to_string()));
         assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/t/config".to_string()));
@@ -630,18 +655,111 @@ mod tests {
         // Someone else's, and another prefix's: never touched.
         c.message("homeassistant/sensor/other_hp1/old/config", b"{}");
         c.message("homeassistant/sensor/hpflowx/old/config", b"{}");
-        assert!(c.outbox.is_empty());
+        assert!(c.ledger.clearing.is_empty());
         c.event(poll("hp1", &["t"]));
-        assert_eq!(sent(&mut c, "homeassistant/sensor/hpflow_hp1/old/config"), vec![""]);
+        assert_eq!(cleared(&mut c), vec!["homeassistant/sensor/hpflow_hp1/old/config"]);
         // One arriving after the device polled is removed at once; a current one stays.
         c.message("homeassistant/binary_sensor/hpflow_hp1/gone/config", b"{}");
         c.message("homeassistant/sensor/hpflow_hp1/t/config", b"{}");
-        let removed: Vec<&str> = c.outbox.iter().map(|(t, _, _)| t.as_str()).collect();
-        assert_eq!(removed, vec!["homeassistant/binary_sensor/hpflow_hp1/gone/config"]);
-        c.outbox.clear();
+        assert_eq!(
+            cleared(&mut c),
+            vec!["homeassistant/binary_sensor/hpflow_hp1/gone/config"]
+        );
         // The schema changes (a field dropped): its config is removed.
         c.event(poll("hp1", &["u"]));
-        assert_eq!(sent(&mut c, "homeassistant/sensor/hpflow_hp1/t/config"), vec![""]);
+        assert_eq!(cleared(&mut c), vec!["homeassistant/sensor/hpflow_hp1/t/config"]);
+    }
+
+    #[test]
+    fn what_an_earlier_run_announced_and_this_one_does_not_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = super::super::ledger::ledger_path(dir.path(), "mqtt");
+        let registry = Arc::new(Registry::default());
+        let _h1 = registry.devices().register("pumps", "hp1");
+        let h2 = registry.devices().register("pumps", "hp2");
+
+        // First run: two pumps, hp1 with fields t and u.
+        let mut c = core_with(registry.clone(), Ledger::load(&path, "mqtt").unwrap());
+        c.event(poll("hp1", &["t", "u"]));
+        c.event(poll("hp2", &["t"]));
+        c.prune();
+        assert!(cleared(&mut c).is_empty(), "both pumps are polled");
+        drop(c);
+
+        // Second run: hp2 is gone from the inventory, hp1 lost field u.
+        registry.devices().remove("pumps", "hp2");
+        drop(h2);
+        let mut c = core_with(registry.clone(), Ledger::load(&path, "mqtt").unwrap());
+        c.grace = Duration::from_secs(3600);
+        c.prune();
+        assert!(cleared(&mut c).is_empty(), "nothing is removed before the grace passed");
+        c.grace = Duration::ZERO;
+        c.prune();
+        let mut gone = cleared(&mut c);
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![
+                "homeassistant/sensor/hpflow_hp2/t/config",
+                "hpflow/hp2/availability",
+                "hpflow/hp2/state",
+            ],
+            "the removed pump's configs, state and availability"
+        );
+        // hp1 has not polled yet in this run: its configs stay until it does.
+        c.prune();
+        assert!(cleared(&mut c).is_empty());
+        c.event(poll("hp1", &["t"]));
+        assert_eq!(cleared(&mut c), vec!["homeassistant/sensor/hpflow_hp1/u/config"]);
+        assert!(!c.ledger.devices.contains_key("hp2"));
+
+        // The clears themselves survive a restart until they were handed out.
+        c.ledger.clear(["homeassistant/sensor/hpflow_hp9/x/config".to_string()]);
+        c.save_ledger();
+        let again = Ledger::load(&path, "mqtt").unwrap();
+        assert!(again.clearing.contains("homeassistant/sensor/hpflow_hp9/x/config"));
+        assert_eq!(
+            again.devices["hp1"].configs,
+            BTreeSet::from(["homeassistant/sensor/hpflow_hp1/t/config".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_device_is_pruned_only_after_the_grace_unknown_to_every_source_and_silent() {
+        let registry = Arc::new(Registry::default());
+        let mut c = core(registry.clone());
+        c.grace = Duration::from_secs(60);
+        c.event(poll("hp1", &["t"]));
+        let long_ago = Instant::now() - Duration::from_secs(61);
+        // No source has devices registered (starting or stopping): nothing judged.
+        c.unregistered.insert("hp1".into(), long_ago);
+        c.devices.get_mut("hp1").unwrap().last_poll = long_ago;
+        c.prune();
+        assert!(c.ledger.devices.contains_key("hp1"));
+        assert!(c.unregistered.is_empty(), "and the wait starts over");
+        // Another source's device is registered, hp1 is not: the wait begins.
+        let _other = registry.devices().register("other", "hp7");
+        c.prune();
+        assert!(c.ledger.devices.contains_key("hp1"));
+        // Unregistered for the grace, but it polled lately: kept, the wait starts over.
+        c.unregistered.insert("hp1".into(), long_ago);
+        c.devices.get_mut("hp1").unwrap().last_poll = Instant::now();
+        c.prune();
+        assert!(c.ledger.devices.contains_key("hp1"));
+        assert!(c.unregistered["hp1"] > long_ago);
+        // Registered again in between: forgotten.
+        let h = registry.devices().register("pumps", "hp1");
+        c.prune();
+        assert!(!c.unregistered.contains_key("hp1"));
+        registry.devices().remove("pumps", "hp1");
+        drop(h);
+        // Unknown to every source and silent for the grace: removed.
+        c.unregistered.insert("hp1".into(), long_ago);
+        c.devices.get_mut("hp1").unwrap().last_poll = long_ago;
+        c.prune();
+        assert!(!c.ledger.devices.contains_key("hp1"));
+        assert!(!c.devices.contains_key("hp1"));
+        assert!(cleared(&mut c).contains(&"homeassistant/sensor/hpflow_hp1/t/config".to_string()));
     }
 
     #[test]
@@ -653,10 +771,25 @@ mod tests {
         c.message("homeassistant/status", b"offline");
         assert!(c.outbox.is_empty());
         c.message("homeassistant/status", b"online");
-        let topics: Vec<&str> = c.outbox.iter().map(|(t, _, _)| t.as_str()).collect();
+        let topics: Vec<&str> = c.outbox.iter().map(|(t, _)| t.as_str()).collect();
         assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/t/config"));
         assert!(topics.contains(&"homeassistant/sensor/hpflow_hp1/u/config"));
         assert!(topics.contains(&"homeassistant/binary_sensor/hpflow/connection/config"));
         assert!(c.devices["hp1"].dirty);
+    }
+
+    #[test]
+    fn connection_failures_read_the_same_for_both_protocol_versions() {
+        use super::super::client::{describe, Failure};
+        let s = settings();
+        assert_eq!(
+            describe(Failure::BadCredentials, "", &s),
+            "broker 127.0.0.1:1883 refused the connection: bad user name or password"
+        );
+        assert!(
+            describe(Failure::Tls("x".into()), "invalid peer certificate: UnknownIssuer", &s)
+                .ends_with("(the broker's certificate is not signed by the CA of `ca_file` or the system)")
+        );
+        assert!(describe(Failure::Io("refused".into()), "", &s).starts_with("cannot reach broker 127.0.0.1:1883"));
     }
 }

@@ -495,3 +495,219 @@ fn every_unit_mapping_is_in_home_assistants_table() {
     }
     assert_eq!(with_class, 20, "every spelling with a device class was checked");
 }
+
+#[test]
+fn the_protocol_is_3_1_1_by_default_or_5_and_nothing_else() {
+    use super::Protocol;
+    assert_eq!(config("host = \"h\"").protocol(), Protocol::V311);
+    for (text, want) in [
+        ("\"3.1.1\"", Protocol::V311),
+        ("\"5\"", Protocol::V5),
+        ("5", Protocol::V5),
+    ] {
+        let c = config(&format!("host = \"h\"\nprotocol = {text}"));
+        assert_eq!(errors(&c), vec![], "{text}");
+        assert_eq!(c.protocol(), want, "{text}");
+    }
+    for bad in ["\"4\"", "\"v5\"", "3", "\"3.1\"", "\"\"", "5.5"] {
+        let c = config(&format!("host = \"h\"\nprotocol = {bad}"));
+        let errs = errors(&c);
+        assert_eq!(keys(&errs), vec!["protocol"], "{bad}: {errs:?}");
+        assert!(
+            errs[0].1.contains("\"3.1.1\"") && errs[0].1.contains("\"5\""),
+            "{errs:?}"
+        );
+    }
+}
+
+/// A schema with one enum field whose map knows codes 1 and 2 only.
+fn enum_schema() -> Arc<Schema> {
+    let mut mode = FieldMeta::gauge("operating_mode", ValueType::Int);
+    mode.kind = FieldKind::State;
+    mode.labels = Some(BTreeMap::from([
+        (1, "Standby".to_string()),
+        (2, "Heating".to_string()),
+        (3, "Heating".to_string()),
+    ]));
+    Arc::new(Schema::new("m", vec![mode]))
+}
+
+#[test]
+fn an_enum_code_without_a_label_is_unknown_in_home_assistant_never_a_refused_option() {
+    let schema = enum_schema();
+    let entity = payload::discovery(&topics(), "hp1", &tags("hp1"), &schema, None).remove(0);
+    assert_eq!(
+        entity.payload["options"],
+        json!(["Standby", "Heating"]),
+        "each label once"
+    );
+    let configs = [(entity.topic.clone(), entity.payload.to_string())];
+    ha::check(&configs).unwrap();
+    let template = entity.payload["value_template"].as_str().unwrap();
+    let state_of = |code: i64| {
+        let mut m = Metric::new("hp1", Arc::default(), SystemTime::UNIX_EPOCH, schema.clone());
+        m.fields.insert("operating_mode".into(), Value::Int(code));
+        let state = payload::state_json(&m, None);
+        // The state JSON is what `hpflow read --json` prints, labelled or not.
+        assert_eq!(state, crate::display::engineering_json(m.clone()));
+        Json::Object(state).to_string()
+    };
+    assert_eq!(state_of(2), r#"{"operating_mode":"Heating"}"#);
+    assert_eq!(ha::render(template, &state_of(2)).unwrap(), "Heating");
+    // Code 7 has no label: the state keeps the number, HA is told `None` (unknown).
+    assert_eq!(state_of(7), r#"{"operating_mode":7}"#);
+    assert_eq!(ha::render(template, &state_of(7)).unwrap(), "None");
+    // Absent (a failed read): unknown as well.
+    assert_eq!(ha::render(template, "{}").unwrap(), "None");
+    for code in [1, 2, 3, 7, 0, -1] {
+        let states = BTreeMap::from([("hpflow/hp1/state".to_string(), state_of(code))]);
+        let known = ha::check_states(&configs, &states).unwrap_or_else(|p| panic!("code {code}: {p:?}"));
+        assert_eq!(known, usize::from((1..=3).contains(&code)), "code {code}");
+    }
+    // The check itself: the plain template HA would be handed 7 through is refused.
+    let mut plain = entity.payload.clone();
+    plain["value_template"] = json!("{{ value_json['operating_mode'] }}");
+    let states = BTreeMap::from([("hpflow/hp1/state".to_string(), state_of(7))]);
+    assert!(ha::check_states(&[(entity.topic.clone(), plain.to_string())], &states).is_err());
+}
+
+#[test]
+fn entities_suggest_their_entity_id_for_current_and_older_home_assistant() {
+    let mut on = FieldMeta::gauge("compressor_running", ValueType::Bool);
+    on.kind = FieldKind::State;
+    let schema = Schema::new("m", vec![FieldMeta::gauge("flow_temperature", ValueType::Float), on]);
+    let e = payload::discovery(&topics(), "hp1", &tags("hp1"), &schema, None);
+    assert_eq!(e[0].payload["default_entity_id"], "sensor.hp1_flow_temperature");
+    assert_eq!(e[0].payload["object_id"], "hp1_flow_temperature");
+    assert_eq!(
+        e[1].payload["default_entity_id"],
+        "binary_sensor.hp1_compressor_running"
+    );
+    let bridge = payload::bridge(&topics(), "0.1.0").unwrap();
+    assert_eq!(bridge.payload["default_entity_id"], "binary_sensor.hpflow_connection");
+    // Names HA's entity ids cannot hold are folded as HA's slugify does;
+    // unique ids stay as they always were.
+    let e = payload::discovery(&topics(), "WP 1-", &tags("x"), &schema, None);
+    assert_eq!(e[0].payload["default_entity_id"], "sensor.wp_1_flow_temperature");
+    assert_eq!(e[0].payload["unique_id"], "hpflow_wp_1__flow_temperature");
+    let texts: Vec<(String, String)> = e.iter().map(|e| (e.topic.clone(), e.payload.to_string())).collect();
+    ha::check(&texts).unwrap();
+    assert_eq!(payload::entity_slug("__a__b__"), "a_b");
+    assert_eq!(payload::entity_slug("Ä"), "unnamed");
+}
+
+#[test]
+fn the_manufacturer_comes_from_the_register_map_unless_a_tag_says_otherwise() {
+    // The shipped map names Stiebel Eltron; `scale` and `efficiency` keep it.
+    let schemas = shipped_schemas();
+    let wpm = schemas.iter().find(|s| s.model == "stiebel_eltron_wpm").unwrap();
+    let eff = schemas.last().unwrap();
+    for s in [wpm, eff] {
+        assert_eq!(s.manufacturer.as_deref(), Some("Stiebel Eltron"));
+        let d = payload::ha_device(&topics(), "hp1", &tags("hp1"), s);
+        assert_eq!(d["manufacturer"], "Stiebel Eltron");
+        assert_eq!(d["model"], "stiebel_eltron_wpm");
+    }
+    let mut t = tags("hp1");
+    t.insert("manufacturer".into(), "Tecalor".into());
+    assert_eq!(payload::ha_device(&topics(), "hp1", &t, wpm)["manufacturer"], "Tecalor");
+    // A map that does not say, and no tag: no manufacturer at all (not a guess).
+    let plain = Schema::new("m", vec![]);
+    assert!(payload::ha_device(&topics(), "hp1", &tags("hp1"), &plain)
+        .get("manufacturer")
+        .is_none());
+}
+
+#[test]
+fn the_checker_knows_home_assistants_entity_id_rules() {
+    let ok = json!({
+        "unique_id": "a", "state_topic": "s", "value_template": "{{ 1 }}",
+        "device": {"identifiers": ["d"], "name": "D"},
+        "default_entity_id": "sensor.hp1_t", "object_id": "hp1_t",
+    });
+    let t = "homeassistant/sensor/n/o/config".to_string();
+    assert_eq!(ha::check(&[(t.clone(), ok.to_string())]), Ok(1));
+    let with = |k: &str, v: Json| {
+        let mut p = ok.clone();
+        p[k] = v;
+        ha::check(&[(t.clone(), p.to_string())]).is_err()
+    };
+    assert!(
+        with("default_entity_id", json!("binary_sensor.hp1_t")),
+        "another domain"
+    );
+    assert!(with("default_entity_id", json!("sensor.hp1__t")), "a doubled _");
+    assert!(with("default_entity_id", json!("sensor.HP1_t")), "capitals");
+    assert!(with("default_entity_id", json!("hp1_t")), "no domain");
+    assert!(with("object_id", json!("hp1_u")), "object_id naming another entity");
+    let mut only_object = ok.clone();
+    only_object.as_object_mut().unwrap().remove("default_entity_id");
+    assert!(
+        ha::check(&[(t.clone(), only_object.to_string())]).is_err(),
+        "object_id alone"
+    );
+}
+
+/// The README's table of what one pump's entities look like, and its counts,
+/// are what discovery publishes for the shipped map through `scale` and
+/// `efficiency`.
+#[test]
+fn the_readmes_entity_table_is_what_discovery_publishes() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("## Home Assistant over MQTT")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Home Assistant over MQTT section");
+    let schemas = shipped_schemas();
+    let entities = payload::discovery(&topics(), "hp1", &tags("hp1"), schemas.last().unwrap(), None);
+    let by_id: BTreeMap<String, (&str, &Json)> = entities
+        .iter()
+        .map(|e| {
+            (
+                e.payload["default_entity_id"].as_str().unwrap().to_string(),
+                (e.topic.split('/').nth(1).unwrap(), &e.payload),
+            )
+        })
+        .collect();
+    let binary = by_id.values().filter(|(p, _)| *p == "binary_sensor").count();
+    let enums = by_id.values().filter(|(_, p)| p["device_class"] == "enum").count();
+    let diagnostic = by_id
+        .values()
+        .filter(|(_, p)| p["entity_category"] == "diagnostic")
+        .count();
+    let counts = format!(
+        "{} entities, {binary} of them binary sensors, {enums} enums, {diagnostic} in\nthe diagnostic category",
+        entities.len()
+    );
+    assert!(section.contains(&counts), "README should say: {counts}");
+    let cell = |p: &Json, k: &str| p.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let mut rows = 0;
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let id = cells[0].split('`').nth(1).unwrap();
+        let (platform, p) = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("README names {id}, which discovery does not publish"));
+        assert_eq!(
+            cells[0].contains("(diagnostic)"),
+            p["entity_category"] == "diagnostic",
+            "{id}"
+        );
+        assert_eq!(cells[1], *platform, "{id}");
+        let class = cells[2].split(' ').next().unwrap();
+        assert_eq!(class, cell(p, "device_class"), "{id}");
+        if class == "enum" {
+            for option in cells[2].split('`').skip(1).step_by(2) {
+                assert!(
+                    p["options"].as_array().unwrap().iter().any(|o| o == option),
+                    "{id}: {option}"
+                );
+            }
+        }
+        assert_eq!(cells[3], cell(p, "unit_of_measurement"), "{id}");
+        assert_eq!(cells[4], cell(p, "state_class"), "{id}");
+        rows += 1;
+    }
+    assert!(rows >= 10, "the table has its sample rows: {rows}");
+}

@@ -630,6 +630,7 @@ fn extend(input: &Schema) -> Schema {
     fields.extend(added);
     let mut s = Schema::new(input.model.clone(), fields);
     s.scaled = input.scaled;
+    s.manufacturer = input.manufacturer.clone();
     s
 }
 

@@ -345,6 +345,7 @@ fn compile(input: &Schema, overrides: &HashMap<String, Override>) -> Compiled {
     }
     let mut schema = Schema::new(input.model.clone(), fields);
     schema.scaled = true;
+    schema.manufacturer = input.manufacturer.clone();
     Compiled {
         schema: Arc::new(schema),
         plans,
