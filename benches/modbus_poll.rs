@@ -16,10 +16,10 @@
 //! and peak RSS. Targets: ≥ 99.9 % on time, ≤ 10 % of one core, RSS ≤ 64 MiB.
 //! Under `cargo test --all-targets` it polls 3 in-process devices for 3 s as a smoke test.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,13 +32,11 @@ use hpflow::telemetry::ComponentMetrics;
 use hpflow::telemetry::{DeviceHealth, RequestResult};
 use tokio_util::sync::CancellationToken;
 
+use common::{benching, cpu, env_or, manifest_dir, peak_rss_kib, percentile, spawn_simulators, Children};
+
 const COMPONENT: &str = "bench";
 const MODEL: &str = "stiebel_eltron_wpm";
-/// Ports per `hpflow simulate` child (its `--devices` allows up to 247).
-const PER_CHILD: usize = 200;
 const ON_TIME: Duration = Duration::from_secs(1);
-/// /proc reports CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
-const TICKS_PER_SEC: f64 = 100.0;
 
 struct Setup {
     devices: usize,
@@ -47,15 +45,8 @@ struct Setup {
     in_process: bool,
 }
 
-fn env_or<T>(key: &str, default: T, parse: impl Fn(&str) -> Option<T>) -> T {
-    match std::env::var(key) {
-        Ok(v) => parse(&v).unwrap_or_else(|| panic!("{key}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
-
 fn setup() -> Setup {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benching() {
         return Setup {
             devices: 3,
             interval: Duration::from_secs(1),
@@ -75,87 +66,8 @@ fn setup() -> Setup {
     }
 }
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn shipped_map() -> PathBuf {
     manifest_dir().join("config/registers.yml")
-}
-
-/// CPU time (user + system) of a process, from /proc/<pid>/stat.
-fn cpu(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / TICKS_PER_SEC)
-}
-
-/// Peak resident set (VmHWM) of a process, in KiB.
-fn peak_rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// `hpflow simulate` children, killed (by their own pid) when dropped.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts the simulators in child processes; returns them and every port.
-fn spawn_simulators(n: usize) -> (Children, Vec<u16>) {
-    let bin = std::env::var_os("HPFLOW_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("target/release/hpflow"));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release --bin hpflow` first (or set HPFLOW_BENCH_SIM=inprocess)",
-        bin.display()
-    );
-    let mut children = Children(Vec::new());
-    let mut ports = Vec::new();
-    for (i, first) in (0..n).step_by(PER_CHILD).enumerate() {
-        let count = PER_CHILD.min(n - first);
-        let mut child = Command::new(&bin)
-            .args(["simulate", "--listen", "127.0.0.1:0", "--layout", "ports"])
-            .args(["--devices", &count.to_string(), "--seed", &(1 + first).to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        children.0.push(child);
-        // One line per port: "simulating units [1] (…) over Modbus TCP on 127.0.0.1:PORT".
-        let mut lines = BufReader::new(stdout).lines();
-        for _ in 0..count {
-            let line = lines
-                .next()
-                .and_then(Result::ok)
-                .unwrap_or_else(|| panic!("simulator {i} stopped before listing its ports"));
-            let port = line
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no port in {line:?}"));
-            ports.push(port);
-        }
-        // Keep reading so a full pipe never blocks the child.
-        std::thread::spawn(move || lines.for_each(drop));
-    }
-    (children, ports)
 }
 
 /// Serves every device from this process, each on its own port.
@@ -215,14 +127,6 @@ fn totals(snapshot: &[DeviceHealth]) -> Totals {
     t
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -238,7 +142,7 @@ async fn bench(s: Setup) {
         let (servers, ports) = serve_in_process(s.devices).await;
         (Children(Vec::new()), servers, ports)
     } else {
-        let (children, ports) = spawn_simulators(s.devices);
+        let (children, ports) = spawn_simulators(s.devices, None);
         (children, Vec::new(), ports)
     };
     let child_pids: Vec<String> = children.0.iter().map(|c| c.id().to_string()).collect();

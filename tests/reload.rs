@@ -525,7 +525,11 @@ display = "display.yml"
     let log = dir.path().join("hpflow.log");
     let mut run = Running::start(&pipeline, &log, metrics);
     let buffered = |m: &str| sample(m, "hpflow_influxdb_buffer_points{component_id=\"influx\"}").unwrap_or(0.0);
-    let m = run.until("points piling up in the buffer", |m| buffered(m) >= 5.0);
+    // The first run's points are in the buffer from the start: wait for this
+    // run's own polls as well.
+    let m = run.until("points piling up in the buffer", |m| {
+        buffered(m) >= 5.0 && polls(m, "hp1").is_some()
+    });
     let before = buffered(&m);
 
     // The sink rebuilt: its buffer is reopened with every point it held.

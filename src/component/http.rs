@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::telemetry::cpu;
+
 /// How long a request's headers may take, and how many connections may be open.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HttpLimits {
@@ -103,7 +105,7 @@ pub async fn serve(
         told_full = false;
         let service = TowerToHyperService::new(router.clone().layer(Extension(ConnectInfo(peer))));
         let stop = stop.clone();
-        connections.spawn(async move {
+        connections.spawn(cpu::metered(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -119,7 +121,7 @@ pub async fn serve(
                     let _ = connection.await;
                 }
             }
-        });
+        }));
     }
     while connections.join_next().await.is_some() {}
     Ok(())

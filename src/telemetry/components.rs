@@ -12,6 +12,8 @@ pub struct ComponentMetrics {
     events_out: AtomicU64,
     events_dropped: AtomicU64,
     errors: AtomicU64,
+    /// Thread CPU time charged by [`super::cpu`], in nanoseconds.
+    pub(super) cpu_nanos: AtomicU64,
 }
 
 /// A point-in-time copy of one component's counters.
@@ -21,6 +23,10 @@ pub struct ComponentCounts {
     pub events_out: u64,
     pub events_dropped: u64,
     pub errors: u64,
+    /// Thread CPU time charged to the component, in nanoseconds: 0 unless
+    /// `HPFLOW_COMPONENT_CPU` turned metering on (see [`super::cpu`]).
+    #[serde(skip)]
+    pub cpu_nanos: u64,
 }
 
 impl ComponentMetrics {
@@ -55,6 +61,7 @@ impl ComponentMetrics {
             events_out: self.events_out.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            cpu_nanos: self.cpu_nanos.load(Ordering::Relaxed),
         }
     }
 }

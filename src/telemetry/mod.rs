@@ -4,6 +4,7 @@
 //! sink reads it at scrape time. No component reaches into another for these.
 
 mod components;
+pub mod cpu;
 mod delivery;
 mod devices;
 mod efficiency;

@@ -24,7 +24,7 @@ use crate::component::{
 use crate::config::CheckedPipeline;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::event::Event;
-use crate::telemetry::{ComponentMetrics, Registry};
+use crate::telemetry::{cpu, ComponentMetrics, Registry};
 
 /// Capacity of a transform's input queue.
 const TRANSFORM_QUEUE: usize = 256;
@@ -335,6 +335,7 @@ impl Wiring {
         shutdown: &CancellationToken,
     ) -> Task {
         let m = self.metrics(&id, node.0, ty);
+        let meter = m.clone();
         let name = id.clone();
         let (handle, stop, handover) = match (built, queue) {
             (Built::Source(source), _) => {
@@ -345,18 +346,18 @@ impl Wiring {
                     shutdown: stop.clone(),
                     metrics: m,
                 };
-                let handle = tokio::spawn(async move {
+                let handle = tokio::spawn(cpu::charged_to(&meter, async move {
                     if let Err(e) = source.run(cx).await {
                         error!(component = %name, error = %e, "Source stopped with an error");
                     }
-                });
+                }));
                 (handle, Some(stop), None)
             }
             (Built::Transform(transform), Some(rx)) => {
                 let (input, handover) = Input::with_handover(rx, m.clone());
                 let out = self.output_of(node, m);
                 (
-                    tokio::spawn(run_transform(name, transform, input, out)),
+                    tokio::spawn(cpu::charged_to(&meter, run_transform(name, transform, input, out))),
                     None,
                     Some(handover),
                 )
@@ -367,11 +368,11 @@ impl Wiring {
                     id: id.clone(),
                     metrics: m,
                 };
-                let handle = tokio::spawn(async move {
+                let handle = tokio::spawn(cpu::charged_to(&meter, async move {
                     if let Err(e) = sink.run(input, cx).await {
                         error!(component = %name, error = %e, "Sink stopped with an error");
                     }
-                });
+                }));
                 (handle, None, Some(handover))
             }
             (_, None) => unreachable!("the topology gives every transform and sink its queue"),

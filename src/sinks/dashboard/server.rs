@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::component::http::{self, HttpLimits};
 use crate::component::{BoxError, Input, Sink, SinkContext};
+use crate::telemetry::cpu;
 
 use super::app::App;
 use super::handlers::router;
@@ -68,7 +69,7 @@ impl Dashboard {
 
 async fn save_history(app: &Arc<App>, cx: &SinkContext) {
     let a = app.clone();
-    match tokio::task::spawn_blocking(move || a.save_history()).await {
+    match tokio::task::spawn_blocking(cpu::metered_blocking(move || a.save_history())).await {
         Ok(Ok(bytes)) => tracing::debug!(component = %cx.id, bytes, "Dashboard history saved"),
         Ok(Err(e)) => {
             cx.metrics.error();
@@ -96,7 +97,7 @@ impl Sink for Dashboard {
 
         let stop = CancellationToken::new();
         let serve = http::serve(listener, router(app.clone()), limits, stop.clone());
-        let mut server = tokio::spawn(serve);
+        let mut server = tokio::spawn(cpu::metered(serve));
 
         let mut persist = tokio::time::interval(persist_interval);
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

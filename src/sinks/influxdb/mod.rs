@@ -164,7 +164,7 @@ use writer::Delivery;
 
 use crate::component::{BoxError, BuildContext, Input, Sink, SinkContext};
 use crate::event::Event;
-use crate::telemetry::DeliveryStats;
+use crate::telemetry::{cpu, DeliveryStats};
 
 impl InfluxdbConfig {
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BoxError> {
@@ -387,7 +387,7 @@ async fn sync(shared: &Shared, cx: &SinkContext) {
     if handles.is_empty() {
         return;
     }
-    let result = tokio::task::spawn_blocking(move || buffer::sync_all(handles)).await;
+    let result = tokio::task::spawn_blocking(cpu::metered_blocking(move || buffer::sync_all(handles))).await;
     let error = match result {
         Ok(Ok(())) => return,
         Ok(Err((e, failed))) => {
@@ -431,7 +431,7 @@ impl Sink for Influxdb {
             metrics: cx.metrics.clone(),
             memory_only,
         };
-        let mut task = AbortOnDrop(tokio::spawn(delivery.run(stop.clone())));
+        let mut task = AbortOnDrop(tokio::spawn(cpu::metered(delivery.run(stop.clone()))));
 
         let mut ticker = tokio::time::interval(c.buffer.sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use super::buffer::Record;
 use super::client::{self, Client, Outcome};
 use super::Shared;
-use crate::telemetry::ComponentMetrics;
+use crate::telemetry::{cpu, ComponentMetrics};
 
 /// Longest wait a server's `Retry-After` can ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -465,11 +465,11 @@ impl Delivery {
         }
         if !groups.is_empty() {
             let dl = self.dead_letter.clone();
-            let (dropped, result) = tokio::task::spawn_blocking(move || {
+            let (dropped, result) = tokio::task::spawn_blocking(cpu::metered_blocking(move || {
                 let mut dropped = Dropped::default();
                 let r = dl.append(groups, &mut dropped);
                 (dropped, r)
-            })
+            }))
             .await
             .map_err(io::Error::other)?;
             if dropped.points > 0 || dropped.bytes > 0 {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::{Event, Metric, Schema, Tags};
-use crate::telemetry::Registry;
+use crate::telemetry::{cpu, Registry};
 
 use super::client::{self, Client, Link};
 use super::config::Protocol;
@@ -497,7 +497,7 @@ impl Sink for Mqtt {
         let topics = settings.topics();
         let (client, connection) = client::connect(&settings, &topics.status(), 1024);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(client::drive(connection, tx, settings.clone()));
+        let driver = tokio::spawn(cpu::metered(client::drive(connection, tx, settings.clone())));
         let mut core = Core::new(settings, registry, ledger, env!("CARGO_PKG_VERSION"));
         core.save_ledger();
         // Retries what did not fit in the client's queue; checks availability

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `hpflow_build_info` | info (gauge at 1) | `version` |
 //! | `hpflow_component_events_in_total`, `…_events_out_total`, `…_events_dropped_total`, `hpflow_component_errors_total` | counter | `component_id`, `component_kind`, `component_type` |
+//! | `hpflow_component_cpu_seconds_total` (only with `HPFLOW_COMPONENT_CPU=1`: thread CPU time of the component's tasks) | counter | `component_id`, `component_kind`, `component_type` |
 //! | `hpflow_influxdb_buffer_points`, `hpflow_influxdb_buffer_bytes` | gauge | `component_id` |
 //! | `hpflow_influxdb_writes_total`, `…_points_written_total`, `…_retries_total`, `…_write_failures_total`, `…_points_dropped_total`, `…_points_dead_lettered_total`, `…_dead_letter_dropped_points_total`, `…_dead_letter_dropped_bytes_total`, `…_dead_letter_write_failures_total`, `…_corrupt_bytes_total`, `…_events_skipped_total` | counter | `component_id` |
 //! | `hpflow_config_reloads_total` | counter | `result` (`applied`, `refused`) |
@@ -19,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::telemetry::{DeliverySnapshot, DeviceHealth, Histogram, Registry, RequestResult};
+use crate::telemetry::{cpu, DeliverySnapshot, DeviceHealth, Histogram, Registry, RequestResult};
 
 use super::exposition::{family, Format};
 use super::names::{push_help, push_label};
@@ -92,6 +93,24 @@ pub fn render(out: &mut String, format: Format, registry: &Arc<Registry>, health
             .map(|((_, _, _, counts), l)| (l.clone(), int(pick(counts))))
             .collect();
         family(out, format, &fam(name, Kind::Counter, help, None), &rows);
+    }
+    if cpu::enabled() {
+        let rows: Vec<(String, Num)> = components
+            .iter()
+            .zip(&labels)
+            .map(|((_, _, _, counts), l)| (l.clone(), Num::Float(counts.cpu_nanos as f64 / 1e9)))
+            .collect();
+        family(
+            out,
+            format,
+            &fam(
+                "hpflow_component_cpu_seconds",
+                Kind::Counter,
+                "Thread CPU time spent in a component's tasks (HPFLOW_COMPONENT_CPU=1)",
+                None,
+            ),
+            &rows,
+        );
     }
 
     let reloads = registry.reloads().snapshot();

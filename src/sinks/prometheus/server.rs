@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::component::http::{self, HttpLimits};
 use crate::component::{BoxError, Input, Sink, SinkContext};
 use crate::event::Event;
+use crate::telemetry::cpu;
 
 use super::exposition::Format;
 use super::render::Exporter;
@@ -44,7 +45,7 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     let Ok(_permit) = RENDERS.acquire().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    match tokio::task::spawn_blocking(move || exporter.render(format)).await {
+    match tokio::task::spawn_blocking(cpu::metered_blocking(move || exporter.render(format))).await {
         Ok(body) => ([(CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(e) => {
             warn!(error = %e, "Rendering metrics failed");
@@ -136,7 +137,7 @@ impl Sink for Prometheus {
 
         let stop = CancellationToken::new();
         let serve = http::serve(listener, router(exporter.clone()), limits, stop.clone());
-        let mut server = tokio::spawn(serve);
+        let mut server = tokio::spawn(cpu::metered(serve));
 
         let mut sweep = tokio::time::interval(exporter.sweep_interval());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

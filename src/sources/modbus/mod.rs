@@ -33,7 +33,7 @@ use crate::component::{BoxError, BuildContext, Prepared, SourceContext};
 use crate::event::{Event, Metric};
 use crate::modbus::{plan_options, poll_device, Device, Link};
 use crate::registers::RegisterMap;
-use crate::telemetry::{HealthRegistry, Registry, Transition};
+use crate::telemetry::{cpu, HealthRegistry, Registry, Transition};
 use schedule::{phase_offset, Schedule};
 
 /// A device as its link's task holds it: its poll state, its inventory entry
@@ -291,7 +291,7 @@ impl LinkTasks {
         interval: &Option<watch::Receiver<Duration>>,
     ) {
         let retire = CancellationToken::new();
-        let task = tokio::spawn(run_link(
+        let task = tokio::spawn(cpu::metered(run_link(
             group.link,
             devices,
             tx.clone(),
@@ -299,7 +299,7 @@ impl LinkTasks {
             retire.clone(),
             metrics.clone(),
             interval.clone(),
-        ));
+        )));
         self.tasks.push(LinkTask {
             key: group.key,
             specs: group.specs,

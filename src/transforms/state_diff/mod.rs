@@ -159,6 +159,7 @@ impl StateDiffConfig {
             by_schema: HashMap::new(),
             dirty: devices.len() != before,
             devices,
+            fragments: HashMap::new(),
             path,
             persist_interval: self.persist_interval,
             heartbeat: self.heartbeat,
@@ -237,6 +238,9 @@ pub struct StateDiff {
     /// Tracked fields by address of the description (kept alive by the entry).
     by_schema: HashMap<usize, (Arc<Schema>, FieldList)>,
     devices: BTreeMap<Arc<str>, Device>,
+    /// Each device's entry as last written to the file, as JSON: a save
+    /// serializes only the devices that changed since and copies the rest.
+    fragments: HashMap<Arc<str>, Vec<u8>>,
     dirty: bool,
     path: PathBuf,
     persist_interval: Duration,
@@ -280,9 +284,8 @@ impl StateDiff {
             saved_last_seen: SystemTime::UNIX_EPOCH,
             states: BTreeMap::new(),
         });
-        if dev.tags != m.tags {
-            self.dirty = true;
-        }
+        // Whether what the file holds of this device changed.
+        let mut changed = dev.tags != m.tags;
         dev.tags = m.tags.clone();
         dev.last_seen = dev.last_seen.max(m.time);
         if dev
@@ -290,7 +293,7 @@ impl StateDiff {
             .duration_since(dev.saved_last_seen)
             .is_ok_and(|d| d >= resolution)
         {
-            self.dirty = true;
+            changed = true;
         }
         for name in tracked {
             let Some(value) = m.fields.get(name) else {
@@ -307,7 +310,7 @@ impl StateDiff {
                             meta,
                         },
                     );
-                    self.dirty = true;
+                    changed = true;
                     None
                 }
                 Some(st) => {
@@ -317,7 +320,7 @@ impl StateDiff {
                     if same_state(&st.value, value) {
                         if st.value != *value {
                             st.value = value.clone();
-                            self.dirty = true;
+                            changed = true;
                         }
                     } else {
                         let from = std::mem::replace(&mut st.value, value.clone());
@@ -332,12 +335,16 @@ impl StateDiff {
                             meta: st.meta.clone(),
                         });
                         st.since = Some(m.time);
-                        self.dirty = true;
+                        changed = true;
                     }
                     st.since
                 }
             };
             m.since.insert(name.clone(), since);
+        }
+        if changed {
+            self.dirty = true;
+            self.fragments.remove(&m.device);
         }
     }
 
@@ -365,6 +372,8 @@ impl StateDiff {
         let before = self.devices.len();
         let expire_after = self.expire_after;
         self.devices.retain(|_, d| !expired(d.last_seen, now, expire_after));
+        let devices = &self.devices;
+        self.fragments.retain(|id, _| devices.contains_key(id));
         let gone = before - self.devices.len();
         if gone > 0 {
             info!(component = %self.id, devices = gone, "Forgot the states of devices not seen for `expire_after`");
@@ -372,17 +381,38 @@ impl StateDiff {
         }
     }
 
+    /// The state file's bytes: the same JSON as serializing the whole
+    /// [`StateFile`], with the entries of unchanged devices copied from the
+    /// last save instead of serialized again.
+    fn render(&mut self) -> io::Result<Vec<u8>> {
+        for (id, d) in self.devices.iter_mut() {
+            if !self.fragments.contains_key(id) {
+                let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
+                d.saved_last_seen = d.last_seen;
+                self.fragments.insert(id.clone(), entry);
+            }
+        }
+        let size: usize = self.fragments.values().map(|f| f.len() + 64).sum();
+        let mut out = Vec::with_capacity(size + 64);
+        out.extend_from_slice(format!("{{\"version\":{FILE_VERSION},\"devices\":{{").as_bytes());
+        for (i, id) in self.devices.keys().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &**id).map_err(io::Error::other)?;
+            out.push(b':');
+            out.extend_from_slice(&self.fragments[id]);
+        }
+        out.extend_from_slice(b"}}");
+        Ok(out)
+    }
+
     fn save(&mut self, now: SystemTime) {
         self.last_save = Some(now);
-        let result = serde_json::to_vec(&to_file(&self.devices))
-            .map_err(io::Error::other)
-            .and_then(|bytes| write_atomically(&self.path, &bytes));
+        let result = self.render().and_then(|bytes| write_atomically(&self.path, &bytes));
         match result {
             Ok(()) => {
                 self.dirty = false;
-                for d in self.devices.values_mut() {
-                    d.saved_last_seen = d.last_seen;
-                }
             }
             Err(e) => {
                 self.metrics.error();
@@ -515,37 +545,40 @@ fn time_from_string(s: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339(s).map_err(|e| format!("bad time `{s}`: {e}"))
 }
 
-fn to_file(devices: &BTreeMap<Arc<str>, Device>) -> StateFile {
-    let devices = devices
+/// What the file keeps of one device.
+fn stored_device(d: &Device) -> StoredDevice {
+    let states = d
+        .states
         .iter()
-        .map(|(id, d)| {
-            let states = d
-                .states
-                .iter()
-                .filter_map(|(name, st)| {
-                    let value = match &st.value {
-                        Value::Int(i) => StoredValue::Int(*i),
-                        // JSON has no NaN or infinity; such a state starts over after a restart.
-                        Value::Float(f) if !f.is_finite() => return None,
-                        Value::Float(f) => StoredValue::Float(*f),
-                        Value::Bool(b) => StoredValue::Bool(*b),
-                        Value::Text(t) => StoredValue::Text(t.to_string()),
-                    };
-                    let since = st.since.map(time_to_string);
-                    Some((name.to_string(), StoredState { value, since }))
-                })
-                .collect();
-            let stored = StoredDevice {
-                last_seen: time_to_string(d.last_seen),
-                tags: (*d.tags).clone(),
-                states,
+        .filter_map(|(name, st)| {
+            let value = match &st.value {
+                Value::Int(i) => StoredValue::Int(*i),
+                // JSON has no NaN or infinity; such a state starts over after a restart.
+                Value::Float(f) if !f.is_finite() => return None,
+                Value::Float(f) => StoredValue::Float(*f),
+                Value::Bool(b) => StoredValue::Bool(*b),
+                Value::Text(t) => StoredValue::Text(t.to_string()),
             };
-            (id.to_string(), stored)
+            let since = st.since.map(time_to_string);
+            Some((name.to_string(), StoredState { value, since }))
         })
         .collect();
+    StoredDevice {
+        last_seen: time_to_string(d.last_seen),
+        tags: (*d.tags).clone(),
+        states,
+    }
+}
+
+/// The whole file at once: what [`StateDiff::render`] must equal.
+#[cfg(test)]
+fn to_file(devices: &BTreeMap<Arc<str>, Device>) -> StateFile {
     StateFile {
         version: FILE_VERSION,
-        devices,
+        devices: devices
+            .iter()
+            .map(|(id, d)| (id.to_string(), stored_device(d)))
+            .collect(),
     }
 }
 

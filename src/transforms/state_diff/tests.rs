@@ -397,3 +397,93 @@ fn devices_not_seen_for_expire_after_are_forgotten() {
     assert!(changes.is_empty());
     assert_eq!(m.since["compressor_running"], None);
 }
+
+/// A state_diff with its defaults, saving to `path`.
+fn bare(path: PathBuf) -> StateDiff {
+    StateDiff {
+        id: "states".into(),
+        tracked: None,
+        by_schema: HashMap::new(),
+        devices: BTreeMap::new(),
+        fragments: HashMap::new(),
+        dirty: false,
+        path,
+        persist_interval: Duration::from_secs(1),
+        heartbeat: None,
+        expire_after: default_expire_after(),
+        last_save: None,
+        next_heartbeat: None,
+        next_expiry_check: None,
+        metrics: Arc::new(ComponentMetrics::new("transform", "state_diff")),
+    }
+}
+
+/// The reference model of the file: every device serialized whole, with the
+/// `last_seen` its entry was last written with.
+fn whole_file(sd: &StateDiff) -> Vec<u8> {
+    let mut devices = sd.devices.clone();
+    for d in devices.values_mut() {
+        d.last_seen = d.saved_last_seen;
+    }
+    serde_json::to_vec(&to_file(&devices)).unwrap()
+}
+
+#[test]
+fn saves_copy_unchanged_devices_and_equal_serializing_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("states.json");
+    let schema = wpm();
+    let mut rng = fastrand::Rng::with_seed(16);
+    let mut sd = bare(path.clone());
+    let mut now = 0u64;
+    let mut saves = 0;
+    for step in 0..3000 {
+        // Mostly seconds apart, now and then more than the last_seen resolution.
+        now += if rng.u8(..100) == 0 { 2 * 3600 } else { rng.u64(1..5) };
+        let device = format!("hp{}", rng.u8(..12));
+        let mut m = Metric::new(&device, Arc::default(), t(now), schema.clone());
+        if rng.u8(..50) == 0 {
+            m.tags = Arc::new(Tags::from([("site".to_string(), format!("s{}", rng.u8(..3)))]));
+        }
+        if rng.bool() {
+            m.fields
+                .insert("compressor_running".into(), Value::Bool(rng.u8(..4) == 0));
+        }
+        if rng.bool() {
+            let mode = if rng.bool() {
+                Value::Int(rng.i64(1..4))
+            } else {
+                Value::Float(3.0)
+            };
+            m.fields.insert("operating_mode".into(), mode);
+        }
+        let mut out = Vec::new();
+        sd.transform(m.into(), &mut out);
+        if rng.u8(..10) == 0 || step == 2999 {
+            sd.save(t(now));
+            saves += 1;
+            let written = std::fs::read(&path).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&whole_file(&sd)),
+                "step {step}"
+            );
+            // And it reads back as the states held.
+            let read: StateFile = serde_json::from_slice(&written).unwrap();
+            let restored = from_file(read).unwrap();
+            for (id, d) in &sd.devices {
+                let r = &restored[id];
+                assert_eq!(r.tags, d.tags, "{id}");
+                let values = |d: &Device| {
+                    d.states
+                        .iter()
+                        .map(|(k, s)| (k.clone(), s.value.clone(), s.since))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(values(r), values(d), "{id} at step {step}");
+            }
+        }
+    }
+    assert!(saves > 250, "{saves} saves");
+    assert_eq!(sd.devices.len(), 12);
+}
