@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value as Yaml};
@@ -31,6 +31,36 @@ impl RegisterMap {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![Diagnostic::file_error(path, format!("cannot read register map: {e}"))])?;
         RegisterMap::parse(path, &text)
+    }
+
+    /// As [`load`](Self::load), shared: while a map compiled from the same
+    /// path and the same bytes is still held (by another component of the
+    /// pipeline being checked), that one is returned instead of compiling the
+    /// text again. A pipeline's Modbus source and its dashboard name the same
+    /// file, and compiling the shipped map is most of hpflow's start-up.
+    pub fn load_shared(path: impl AsRef<Path>) -> Result<Arc<RegisterMap>, Vec<Diagnostic>> {
+        /// Maps alive somewhere, by path and text.
+        static LOADED: Mutex<Vec<(PathBuf, String, Weak<RegisterMap>)>> = Mutex::new(Vec::new());
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Diagnostic::file_error(path, format!("cannot read register map: {e}"))])?;
+        {
+            let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+            loaded.retain(|(_, _, map)| map.strong_count() > 0);
+            let alive = loaded
+                .iter()
+                .filter(|(p, t, _)| p == path && *t == text)
+                .find_map(|(_, _, map)| map.upgrade());
+            if let Some(map) = alive {
+                return Ok(map);
+            }
+        }
+        let map = Arc::new(RegisterMap::parse(path, &text)?);
+        LOADED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((path.to_path_buf(), text, Arc::downgrade(&map)));
+        Ok(map)
     }
 
     /// Compiles a register map from its text; `path` is only used in diagnostics.

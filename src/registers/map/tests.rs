@@ -498,3 +498,35 @@ fn a_models_manufacturer_is_read_and_carried_on_its_schema() {
     let b = parse("models:\n  m:\n    manufacturer: B\n    registers:\n      - {name: a, address: 1}\n").unwrap();
     assert_ne!(a.model("m"), b.model("m"));
 }
+
+#[test]
+fn a_shared_load_reuses_a_map_still_held_and_only_for_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registers.yml");
+    std::fs::write(&path, HPMANAGER).unwrap();
+    let a = RegisterMap::load_shared(&path).unwrap();
+    let b = RegisterMap::load_shared(&path).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "the same file, still held: one compile");
+
+    // Another text at the same path is compiled anew.
+    std::fs::write(&path, SHIPPED).unwrap();
+    let c = RegisterMap::load_shared(&path).unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert!(
+        c.model("stiebel_eltron_wpm").unwrap().registers().len()
+            > a.model("stiebel_eltron_wpm").unwrap().registers().len()
+    );
+
+    // Once nobody holds it, the next load compiles again (nothing is kept).
+    std::fs::write(&path, HPMANAGER).unwrap();
+    let weak = Arc::downgrade(&a);
+    drop((a, b));
+    assert!(weak.upgrade().is_none());
+    let d = RegisterMap::load_shared(&path).unwrap();
+    assert_eq!(d.models().count(), 1);
+
+    // A file with errors is reported as by `load`, every time.
+    std::fs::write(&path, "models: [").unwrap();
+    assert!(RegisterMap::load_shared(&path).is_err());
+    assert!(RegisterMap::load_shared(&path).is_err());
+}

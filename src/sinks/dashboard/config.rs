@@ -233,8 +233,8 @@ impl DashboardConfig {
         if let Some(registers) = &self.registers {
             let path = cx.resolve(registers);
             cx.reads(&path);
-            match RegisterMap::load(path) {
-                Ok(map) => cx.keep(Arc::new(map)),
+            match RegisterMap::load_shared(path) {
+                Ok(map) => cx.keep(map),
                 Err(diags) => diags.into_iter().for_each(|d| cx.external(d)),
             }
         }

@@ -268,6 +268,30 @@ impl Exporter {
 
     /// Appends the whole exposition in `format` to `out`.
     pub fn render_into(&self, format: Format, out: &mut String) {
+        self.render_with(format, out, usize::MAX, &mut |_| {});
+    }
+
+    /// The whole exposition in `format`, handed to `emit` in pieces of about
+    /// `chunk` bytes (each ends with a whole line), so a scrape of thousands of
+    /// devices never holds the whole text at once.
+    pub fn render_chunked(&self, format: Format, chunk: usize, emit: &mut dyn FnMut(String)) {
+        let mut out = String::with_capacity(chunk + chunk / 4);
+        self.render_with(format, &mut out, chunk, emit);
+        if !out.is_empty() {
+            emit(out);
+        }
+    }
+
+    /// Renders into `out`; whenever `out` holds `chunk` bytes or more after a
+    /// line, it goes to `emit` and `out` starts empty again.
+    fn render_with(&self, format: Format, out: &mut String, chunk: usize, emit: &mut dyn FnMut(String)) {
+        let mut emitted = 0;
+        let mut spill = |out: &mut String| {
+            if out.len() >= chunk {
+                emitted += out.len();
+                emit(std::mem::replace(out, String::with_capacity(chunk + chunk / 4)));
+            }
+        };
         let now = (self.clock)();
         let devices: Vec<Arc<Device>> = lock(&self.devices).values().cloned().collect();
         let families: Vec<Arc<Family>> = lock(&self.families).list.clone();
@@ -297,8 +321,10 @@ impl Exporter {
 
         let mut order: Vec<usize> = (0..families.len()).collect();
         order.sort_by(|&a, &b| families[a].name.cmp(&families[b].name));
-        let hint = self.last_size.load(Ordering::Relaxed);
-        out.reserve(hint + hint / 8);
+        if chunk == usize::MAX {
+            let hint = self.last_size.load(Ordering::Relaxed);
+            out.reserve(hint + hint / 8);
+        }
         let start = out.len();
         for f in order {
             let family = &families[f];
@@ -309,6 +335,7 @@ impl Exporter {
                 }
                 header(out, format, family);
                 for (d, up) in devices.iter().zip(&up) {
+                    spill(out);
                     write_line(out, name, &d.labels, None, Num::Int((*up).into()));
                 }
                 continue;
@@ -318,6 +345,7 @@ impl Exporter {
             }
             header(out, format, family);
             for &(di, si) in &index[f] {
+                spill(out);
                 let d = &devices[di as usize];
                 if si & COUNTER != 0 {
                     let (_, v) = d.counters[(si & !COUNTER) as usize];
@@ -344,7 +372,8 @@ impl Exporter {
                 }
             }
         }
-        self.last_size.store(out.len() - start, Ordering::Relaxed);
+        spill(out);
+        self.last_size.store(emitted + out.len() - start, Ordering::Relaxed);
         if let Some(registry) = &self.internal {
             internal::render(out, format, registry, &health);
         }

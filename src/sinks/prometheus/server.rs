@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +28,10 @@ use super::render::Exporter;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Scrapes rendered at once, across the process; more wait their turn.
 static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Bytes of exposition per piece of a streamed scrape.
+const CHUNK: usize = 128 << 10;
+/// Pieces rendered ahead of what the client has taken.
+const CHUNKS_AHEAD: usize = 2;
 
 /// `/metrics` (text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it) and a
 /// one-line index at `/`.
@@ -42,16 +47,34 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     // Thousands of devices take milliseconds to render: keep that off the
     // threads that serve connections, and render at most RENDERS at once so a
     // burst of scrapes queues instead of filling the blocking pool.
-    let Ok(_permit) = RENDERS.acquire().await else {
+    let Ok(permit) = RENDERS.acquire().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    match tokio::task::spawn_blocking(cpu::metered_blocking(move || exporter.render(format))).await {
-        Ok(body) => ([(CONTENT_TYPE, format.content_type())], body).into_response(),
-        Err(e) => {
+    // The text goes out in pieces as it is rendered, at most CHUNKS_AHEAD
+    // ahead of the client: a scrape holds a few hundred KiB, not the whole
+    // exposition (tens of MiB at a thousand devices).
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(CHUNKS_AHEAD);
+    let render = tokio::task::spawn_blocking(cpu::metered_blocking(move || {
+        let _permit = permit;
+        let mut gone = false;
+        exporter.render_chunked(format, CHUNK, &mut |text| {
+            // A client that left stops the sending, not the rendering.
+            if !gone {
+                gone = tx.blocking_send(text).is_err();
+            }
+        });
+    }));
+    tokio::spawn(cpu::metered(async move {
+        if let Err(e) = render.await {
             warn!(error = %e, "Rendering metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response()
         }
-    }
+    }));
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|text| (Ok::<_, std::convert::Infallible>(text), rx))
+    });
+    ([(CONTENT_TYPE, format.content_type())], Body::from_stream(body)).into_response()
 }
 
 async fn index() -> &'static str {

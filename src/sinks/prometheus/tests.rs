@@ -914,3 +914,31 @@ async fn a_real_prometheus_scrapes_the_sink() {
         .expect("the sink stops")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_scrape_streamed_in_pieces_is_the_whole_exposition_cut_at_line_ends() {
+    let clock = ManualClock::new();
+    let registry = Arc::new(Registry::default());
+    let ex = exporter(&clock, Some(registry));
+    for i in 0..300 {
+        ex.update(&full_poll(&schema(), &format!("hp{i:03}")));
+    }
+    for format in [Format::Text, Format::OpenMetrics] {
+        let whole = ex.render(format);
+        let mut pieces = Vec::new();
+        ex.render_chunked(format, 4096, &mut |p| pieces.push(p));
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        for p in &pieces {
+            assert!(p.ends_with('\n'), "a piece ends inside a line");
+        }
+        // Each piece stops at the first line end past the size, except the last
+        // (the internal metrics and `# EOF` come in one).
+        for p in &pieces[..pieces.len() - 1] {
+            assert!(p.len() < 4096 + 1024, "a piece of {} bytes", p.len());
+        }
+        assert_eq!(pieces.concat(), whole);
+    }
+    // And through the router, streamed, the same text.
+    let (_, body) = scrape(&ex, None).await;
+    assert_eq!(body, ex.render(Format::Text));
+}

@@ -196,8 +196,8 @@ pub(crate) enum Transport {
 /// Loads the register map, reporting its problems as diagnostics in its own file.
 pub(crate) fn load_map(path: &Path, r: &mut impl Report) -> Option<Arc<RegisterMap>> {
     r.reads(path);
-    match RegisterMap::load(path) {
-        Ok(m) => Some(Arc::new(m)),
+    match RegisterMap::load_shared(path) {
+        Ok(m) => Some(m),
         Err(diags) => {
             let mut any = false;
             for d in diags {
