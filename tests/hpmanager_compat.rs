@@ -14,8 +14,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,7 +22,7 @@ use serde_json::Value as Json;
 use support::grafana::{check_answer, columns, interpolate, maps_value, queries, Query, Vars};
 use support::influxd::Influxd;
 use support::process::{hpflow, simulator_with, Killed};
-use support::{encode, repo, shipped_registers, SCALED_STATES};
+use support::{encode, http_post, repo, shipped_registers, SCALED_STATES};
 
 const FIXTURE: &str = include_str!("fixtures/hpmanager/heatpump_metrics.lp");
 const PUMPS: [&str; 2] = ["hp1", "hp2"];
@@ -33,24 +31,6 @@ const POLLS: usize = 6;
 
 fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// A plain HTTP/1.0 POST on loopback: the status and body of the answer.
-fn http_post(port: u16, path_and_query: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
 }
 
 /// Writes the fixture's points, moved in time so the last lies at `end_ms` (their

@@ -31,7 +31,7 @@ use proptest::prelude::*;
 
 use super::{runner, runner_with};
 use crate::support::influxd::Influxd;
-use crate::support::net::{encode, http_get_any};
+use crate::support::net::{encode, http_get_any, http_post};
 
 /// InfluxDB 1.x's range of times, in nanoseconds (its two lowest values are sentinels).
 const MIN_NANOS: i128 = i64::MIN as i128 + 2;
@@ -589,24 +589,6 @@ fn line_protocol_of_any_names_values_and_times_parses_back_to_the_event() {
     );
 }
 
-/// A plain HTTP/1.0 POST on loopback: the status and the body of the answer.
-fn post(port: u16, path_and_query: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
-}
-
 /// InfluxDB's answer to one statement, its values kept as the JSON text it sent,
 /// so that floats are read by Rust's exact parser.
 #[derive(serde::Deserialize)]
@@ -745,7 +727,7 @@ fn line_protocol_points_come_back_equal_from_a_real_influxdb() {
                 Precision::Ms => "ms",
                 Precision::S => "s",
             };
-            let (status, answer) = post(influxd.port, &format!("/write?db=fuzz&precision={p}"), &body);
+            let (status, answer) = http_post(influxd.port, &format!("/write?db=fuzz&precision={p}"), &body);
             prop_assert_eq!(status, 204, "InfluxDB takes every line: {}", answer);
             let queries: String = (0..POINTS)
                 .map(|i| format!("SELECT * FROM /_p{batch}x{i}$/ GROUP BY *; SHOW FIELD KEYS FROM /_p{batch}x{i}$/;"))

@@ -41,7 +41,7 @@ pub mod socat;
 pub mod victoria;
 
 #[allow(unused_imports)]
-pub use net::{encode, free_port, http_get, http_get_any};
+pub use net::{encode, free_port, http_get, http_get_any, http_post};
 
 /// The repository's root.
 pub fn repo() -> &'static Path {

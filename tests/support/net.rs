@@ -30,6 +30,24 @@ pub fn http_get_any(port: u16, path_and_query: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// A plain HTTP/1.0 POST on loopback: the status and the body of the answer
+/// (status 0 when the answer cannot be read as HTTP).
+pub fn http_post(port: u16, path_and_query: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
 /// Percent-encodes a query-string value.
 pub fn encode(s: &str) -> String {
     s.bytes()

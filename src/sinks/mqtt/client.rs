@@ -11,8 +11,7 @@ use std::time::Duration;
 use rumqttc::v5;
 use rumqttc::Transport;
 
-use super::config::Protocol;
-use super::run::Settings;
+use super::settings::{Protocol, Settings};
 
 /// What the event loop reports to the receiving side.
 #[derive(Debug)]

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use crate::component::{BoxError, BuildContext, Check, Claim, Sink};
 
 use super::ledger::{ledger_path, Ledger};
-use super::run::{Mqtt, Settings};
+use super::run::Mqtt;
+use super::settings::{Protocol, Settings};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,25 +69,6 @@ pub struct MqttConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-}
-
-/// The MQTT versions the sink speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// MQTT 3.1.1 (protocol level 4): every broker speaks it.
-    #[default]
-    V311,
-    /// MQTT 5.
-    V5,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::V311 => "3.1.1",
-            Protocol::V5 => "5",
-        }
-    }
 }
 
 /// `protocol` as written, text or number (`"5"` and `5` mean the same), read

@@ -49,9 +49,11 @@ mod config;
 mod ledger;
 pub mod payload;
 mod run;
+mod settings;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{prefix_problem, MqttConfig, Protocol};
+pub use config::{prefix_problem, MqttConfig};
 pub use ledger::ledger_path;
+pub use settings::Protocol;

@@ -26,43 +26,13 @@ use crate::event::{Event, Metric, Schema, Tags};
 use crate::telemetry::{cpu, Registry};
 
 use super::client::{self, Client, Link};
-use super::config::Protocol;
 use super::ledger::Ledger;
 use super::payload::{self, Entity, Topics};
+use super::settings::Settings;
 
 /// How long a device must be unknown to every source (and silent) before it
 /// counts as removed: longer than a source takes to restart on a reload.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// Everything the sink runs with, from its config and what its check read.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub id: Arc<str>,
-    pub host: String,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub keep_alive: Duration,
-    pub qos: u8,
-    pub prefix: String,
-    pub per_field_topics: bool,
-    /// The discovery prefix, when discovery is on.
-    pub discovery: Option<String>,
-    pub fields: Option<Vec<String>>,
-    pub offline_after: Duration,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Settings {
-    pub(crate) fn topics(&self) -> Topics {
-        Topics {
-            prefix: self.prefix.clone(),
-            discovery: self.discovery.clone(),
-        }
-    }
-}
 
 /// The sink, built and not yet running.
 pub struct Mqtt {
@@ -542,6 +512,7 @@ impl Sink for Mqtt {
 mod tests {
     use std::time::SystemTime;
 
+    use super::super::settings::Protocol;
     use super::*;
     use crate::event::{FieldMeta, Value, ValueType};
 
