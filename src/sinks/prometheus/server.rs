@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -69,11 +70,18 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
             warn!(error = %e, "Rendering metrics failed");
         }
     }));
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|text| (Ok::<_, std::convert::Infallible>(text), rx))
-    });
+    // An exposition that fits in one piece goes out whole, with its length
+    // (as simple clients on kept-alive connections expect); a larger one is
+    // streamed as it is rendered.
+    let mut rx = rx;
+    let first = rx.recv().await.unwrap_or_default();
+    let Some(second) = rx.recv().await else {
+        return ([(CONTENT_TYPE, format.content_type())], first).into_response();
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|text| (text, rx)) });
+    let body = futures::stream::iter([first, second])
+        .chain(rest)
+        .map(Ok::<_, std::convert::Infallible>);
     ([(CONTENT_TYPE, format.content_type())], Body::from_stream(body)).into_response()
 }
 

@@ -941,4 +941,26 @@ async fn a_scrape_streamed_in_pieces_is_the_whole_exposition_cut_at_line_ends() 
     // And through the router, streamed, the same text.
     let (_, body) = scrape(&ex, None).await;
     assert_eq!(body, ex.render(Format::Text));
+    let big = router(ex.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        big.headers().get(header::CONTENT_LENGTH).is_none(),
+        "an exposition of many pieces is streamed"
+    );
+
+    // One that fits in a piece goes out whole, with its length.
+    let small = exporter(&clock, None);
+    small.update(&full_poll(&schema(), "hp1"));
+    let resp = router(small.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let len: usize = resp.headers()[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(len, small.render(Format::Text).len());
 }
