@@ -12,6 +12,8 @@
 //! - `HPFLOW_BIN` overrides the path of the `hpflow` binary;
 //! - `HPFLOW_BENCH_COMPONENT_CPU=0` runs hpflow without the per-component
 //!   metering, to see what the metering itself costs.
+//! - `HPFLOW_BENCH_UNSPREAD=1` starts every device at once (`phase_spread =
+//!   false`) in the measured run, to compare with the slotted start phases.
 //!
 //! hpflow runs with `HPFLOW_COMPONENT_CPU=1`, so its `/metrics` carries the
 //! thread CPU time of each component's tasks. Prints, over the window: CPU per

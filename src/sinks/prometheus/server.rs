@@ -54,7 +54,7 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     // The text goes out in pieces as it is rendered, at most CHUNKS_AHEAD
     // ahead of the client: a scrape holds a few hundred KiB, not the whole
     // exposition (tens of MiB at a thousand devices).
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(CHUNKS_AHEAD);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(CHUNKS_AHEAD);
     let render = tokio::task::spawn_blocking(cpu::metered_blocking(move || {
         let _permit = permit;
         let mut gone = false;
@@ -73,7 +73,6 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     // An exposition that fits in one piece goes out whole, with its length
     // (as simple clients on kept-alive connections expect); a larger one is
     // streamed as it is rendered.
-    let mut rx = rx;
     let first = rx.recv().await.unwrap_or_default();
     let Some(second) = rx.recv().await else {
         return ([(CONTENT_TYPE, format.content_type())], first).into_response();
