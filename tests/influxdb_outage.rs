@@ -66,6 +66,11 @@ fn points_written(port: u16) -> u64 {
         .unwrap_or_else(|| panic!("no points written in:\n{body}"))
 }
 
+/// How long the simulator is frozen before the polls are counted: past the
+/// pipeline's 1 s request timeout, since a poll the freeze cut short still
+/// delivers the values it read once its request times out.
+const FREEZE: Duration = Duration::from_millis(1500);
+
 #[test]
 fn influxdb_outage_with_a_sigkill_delivers_every_polled_point_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,9 +141,10 @@ address = "127.0.0.1:{prom_port}"
     });
 
     // Freeze the simulator so that no poll is half-way through the pipeline, wait
-    // past sync_interval, and kill hpflow hard mid-outage.
+    // past sync_interval (and past the request timeout: a poll cut short by it still
+    // sends what it read), and kill hpflow hard mid-outage.
     signal(&sim.0, "STOP");
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(FREEZE);
     let written_first = points_written(prom_port);
     let before_kill = polled(&truth).len();
     signal(&first.0, "KILL");
@@ -155,7 +161,7 @@ address = "127.0.0.1:{prom_port}"
 
     // Freeze the polls again and wait until everything polled has arrived.
     signal(&sim.0, "STOP");
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(FREEZE);
     let expected = polled(&truth);
     wait_for("every polled point in InfluxDB", long, || {
         points(&influxd).len() >= expected.len()
