@@ -154,6 +154,46 @@ async fn a_read_starting_on_an_undocumented_address_is_refused_like_an_isg() {
     assert_eq!(read_once(&mut other, input, 506, 1, t).await, Reply::Unreachable(0x0B));
 }
 
+/// A WPMsystem answers every optional block: after the first poll, each run of
+/// answered requests is read as one, with the same values.
+#[tokio::test]
+async fn answered_requests_are_joined_into_fewer_reads_with_the_same_values() {
+    use hpflow::modbus::{one_off_device, poll_device, Link, TcpConnector};
+    let sim = frozen(5, 449, at(10, 0));
+    let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let connector = TcpConnector {
+        host: "127.0.0.1".into(),
+        port: server.local_addr().port(),
+    };
+    let plan = model().plan(&hpflow::registers::PlanOptions::default());
+    let planned = plan.requests().len();
+    let mut dev = one_off_device("hp1", 1, plan, WAIT);
+    let mut link = Link::new(Box::new(connector));
+    let first = poll_device(&mut link, &mut dev).await;
+    // Each request apart; the ventilation block (2 requests) is not fitted on
+    // a WPMsystem: its first request is refused and the block dropped.
+    assert_eq!(first.requests.len(), planned - 1, "{:?}", first.requests);
+    let refused: Vec<_> = first
+        .requests
+        .iter()
+        .filter(|(_, r)| !matches!(r, Reply::Data(_)))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0.block.as_deref(), Some("ventilation"));
+    for _ in 0..3 {
+        let next = poll_device(&mut link, &mut dev).await;
+        assert!(
+            next.requests.iter().all(|(_, r)| matches!(r, Reply::Data(_))),
+            "{:?}",
+            next.requests
+        );
+        // The 21 answered requests, joined where one table runs on within the
+        // gap (2500+2560+2569, 3625+3643+3679+3689, 5219+5229, 4249..4271): 12 reads.
+        assert_eq!(next.requests.len(), 12, "{:?}", next.requests);
+        assert_eq!(next.fields, first.fields, "the same values from the joined reads");
+    }
+}
+
 #[tokio::test]
 async fn the_hpmanager_map_plans_to_five_requests() {
     let hpm = repo().join("src/registers/testdata/hpmanager_registers.yml");

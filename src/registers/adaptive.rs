@@ -9,14 +9,22 @@
 //!   refusing value is alone, and that one is skipped;
 //! - skipped requests, and split requests as a whole, are tried again after
 //!   `reprobe_after` (a transient refusal must not cost the plan forever);
-//! - a refusal in an optional block drops the whole block until its re-probe.
+//! - a refusal in an optional block drops the whole block until its re-probe;
+//! - requests the device has answered whole are joined with their neighbours
+//!   into one read (same table, the first one's start, at most `max_gap`
+//!   unused addresses between them, at most `max_registers` in all, never
+//!   across a value the device refused or a dropped block): the plan keeps
+//!   optional blocks apart so that one a device lacks cannot fail the rest,
+//!   but once each part has answered, one request serves them all. A join the
+//!   device refuses is undone for that poll (its parts are the follow-ups)
+//!   and tried again after `reprobe_after`.
 //!
 //! A poll asks [`PlanState::requests`], sends them, reports each outcome with
 //! [`PlanState::record`], then sends [`PlanState::follow_ups`] (the halves of
 //! anything split during this poll) until there are none, and decodes all
 //! answers together with [`PlanState::decode`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,6 +201,14 @@ pub struct PlanState {
     dropped: HashMap<Arc<str>, Option<Instant>>,
     follow_ups: Vec<ReadRequest>,
     reprobe_after: Duration,
+    /// Requests the device answered whole in their current form: only these are joined.
+    answered: HashSet<ReadRequest>,
+    /// The joins sent in this poll: the request on the wire and the requests it serves.
+    joined: Vec<(ReadRequest, Vec<ReadRequest>)>,
+    /// Joins the device refused, and when to try them again.
+    refused_joins: HashMap<ReadRequest, Option<Instant>>,
+    /// Off only in tests, for the reference the joined plan is compared with.
+    join: bool,
 }
 
 impl PlanState {
@@ -210,6 +226,10 @@ impl PlanState {
             dropped: HashMap::new(),
             follow_ups: Vec::new(),
             reprobe_after,
+            answered: HashSet::new(),
+            joined: Vec::new(),
+            refused_joins: HashMap::new(),
+            join: true,
         }
     }
 
@@ -220,16 +240,94 @@ impl PlanState {
     /// The requests to send in the poll starting at `now`.
     pub fn requests(&mut self, now: Instant) -> Vec<ReadRequest> {
         self.follow_ups.clear();
+        self.joined.clear();
         let mut out = Vec::new();
+        let mut left_out = Vec::new();
         for root in &self.roots {
             if let Some(block) = root.request.block.as_ref().filter(|_| root.request.optional) {
                 if let Some(retry_at) = self.dropped.get(block) {
                     if !due(*retry_at, now) {
+                        left_out.push(root.request.clone());
                         continue;
                     }
                 }
             }
             root.collect(now, &mut out);
+        }
+        if self.join {
+            self.roots.iter().for_each(|r| r.refused_leaves(&mut left_out));
+            out = self.join(out, &left_out, now);
+        }
+        out
+    }
+
+    /// Joins runs of answered requests (see the module's docs); `left_out` are
+    /// the ranges no join may span.
+    fn join(&mut self, requests: Vec<ReadRequest>, left_out: &[ReadRequest], now: Instant) -> Vec<ReadRequest> {
+        let options = self.plan.options();
+        let gap = u32::from(options.max_gap);
+        let limit = |r: &ReadRequest| {
+            if r.table.is_bits() {
+                u32::from(options.max_bits.clamp(1, 2000))
+            } else {
+                u32::from(options.max_registers.clamp(1, 125))
+            }
+        };
+        let mut order: Vec<usize> = (0..requests.len())
+            .filter(|&i| self.answered.contains(&requests[i]))
+            .collect();
+        order.sort_by_key(|&i| (requests[i].table, requests[i].start));
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        for i in order {
+            let r = &requests[i];
+            if let Some(run) = runs.last_mut() {
+                let (first, last) = (&requests[run[0]], &requests[run[run.len() - 1]]);
+                let fits = r.table == first.table
+                    && u32::from(r.start) >= last.end()
+                    && u32::from(r.start) - last.end() <= gap
+                    && r.end() - u32::from(first.start) <= limit(r)
+                    && !left_out
+                        .iter()
+                        .any(|x| x.table == r.table && u32::from(x.start) < u32::from(r.start) && x.end() > last.end());
+                if fits {
+                    run.push(i);
+                    continue;
+                }
+            }
+            runs.push(vec![i]);
+        }
+        // The first request of each run sent joined stands for the join; the
+        // rest of the run is left out.
+        let mut first_of: HashSet<usize> = HashSet::new();
+        let mut inside: HashSet<usize> = HashSet::new();
+        for run in &runs {
+            if run.len() < 2 {
+                continue;
+            }
+            let (first, last) = (&requests[run[0]], &requests[run[run.len() - 1]]);
+            let whole = ReadRequest {
+                table: first.table,
+                start: first.start,
+                count: u16::try_from(last.end() - u32::from(first.start)).unwrap_or(u16::MAX),
+                optional: false,
+                block: None,
+            };
+            if self.refused_joins.get(&whole).is_some_and(|at| !due(*at, now)) {
+                continue;
+            }
+            first_of.insert(run[0]);
+            inside.extend(run.iter().copied());
+            self.joined
+                .push((whole, run.iter().map(|&i| requests[i].clone()).collect()));
+        }
+        let mut joined = self.joined.iter();
+        let mut out = Vec::with_capacity(requests.len());
+        for (i, r) in requests.into_iter().enumerate() {
+            if first_of.contains(&i) {
+                out.extend(joined.next().map(|(whole, _)| whole.clone()));
+            } else if !inside.contains(&i) {
+                out.push(r);
+            }
         }
         out
     }
@@ -237,6 +335,38 @@ impl PlanState {
     /// Takes the outcome of one request sent in this poll.
     pub fn record(&mut self, request: &ReadRequest, outcome: Outcome, now: Instant) -> Option<Change> {
         let later = now.checked_add(self.reprobe_after);
+        if let Some(at) = self.joined.iter().position(|(whole, _)| whole == request) {
+            return match outcome {
+                Outcome::Failed => None,
+                Outcome::Ok => {
+                    let parts = self.joined[at].1.clone();
+                    parts
+                        .iter()
+                        .map(|p| self.record(p, Outcome::Ok, now))
+                        .fold(None, |first, c| first.or(c))
+                }
+                Outcome::IllegalAddress => {
+                    let (whole, parts) = self.joined.swap_remove(at);
+                    self.refused_joins.insert(whole.clone(), later);
+                    self.follow_ups.extend(parts.iter().cloned());
+                    Some(Change::Split {
+                        request: whole,
+                        into: parts,
+                    })
+                }
+            };
+        }
+        match outcome {
+            Outcome::Ok => {
+                if !self.answered.contains(request) {
+                    self.answered.insert(request.clone());
+                }
+            }
+            Outcome::IllegalAddress => {
+                self.answered.remove(request);
+            }
+            Outcome::Failed => {}
+        }
         if request.optional {
             let block = request.block.clone()?;
             return match outcome {
@@ -274,7 +404,28 @@ impl PlanState {
     /// Decodes everything a poll received, whatever mix of whole and split
     /// requests it was.
     pub fn decode(&self, results: &[(ReadRequest, Option<RawData>)]) -> BTreeMap<Arc<str>, Value> {
-        self.plan.model().decode(results.iter().map(|(r, d)| (r, d.as_ref())))
+        if self.joined.is_empty() {
+            return self.plan.model().decode(results.iter().map(|(r, d)| (r, d.as_ref())));
+        }
+        // A join's answer is cut back into its parts: values between them
+        // (a skipped value, a dropped block) stay absent, as when the parts
+        // were sent apart.
+        let mut parts: Vec<(ReadRequest, Option<RawData>)> = Vec::new();
+        let mut apart: Vec<usize> = Vec::new();
+        for (i, (r, data)) in results.iter().enumerate() {
+            let Some((whole, of)) = self.joined.iter().find(|(whole, _)| whole == r) else {
+                apart.push(i);
+                continue;
+            };
+            for p in of {
+                let cut = data.as_ref().and_then(|d| cut(whole, p, d));
+                parts.push((p.clone(), cut));
+            }
+        }
+        let apart = apart.iter().map(|&i| (&results[i].0, results[i].1.as_ref()));
+        self.plan
+            .model()
+            .decode(apart.chain(parts.iter().map(|(r, d)| (r, d.as_ref()))))
     }
 
     /// Requests for single values the device refused, skipped until their re-probe.
@@ -289,6 +440,18 @@ impl PlanState {
         let mut out: Vec<Arc<str>> = self.dropped.keys().cloned().collect();
         out.sort();
         out
+    }
+}
+
+/// The part of a join's answer that `part` reads (`None` when the answer is
+/// shorter than asked: not trusted, as for any request).
+fn cut(whole: &ReadRequest, part: &ReadRequest, data: &RawData) -> Option<RawData> {
+    let from = usize::from(part.start - whole.start);
+    let to = from + usize::from(part.count);
+    match data {
+        RawData::Words(w) if w.len() == usize::from(whole.count) => Some(RawData::Words(w[from..to].to_vec())),
+        RawData::Bits(b) if b.len() >= usize::from(whole.count) => Some(RawData::Bits(b[from..to].to_vec())),
+        _ => None,
     }
 }
 
@@ -435,6 +598,159 @@ models:
         }
         assert!(s.follow_ups().is_empty());
         assert_eq!(s.requests(t0), first);
+    }
+
+    /// A device for the model test, an ISG in its ways: which starts it refuses
+    /// (spans across them read 0x8000), which addresses no read may span, which
+    /// optional blocks it lacks (starts there are refused, spans across them
+    /// read 0x8000), and the word at each address.
+    struct Device {
+        refused_starts: HashSet<u16>,
+        strict: HashSet<u16>,
+        lacks: HashSet<u16>,
+        salt: u16,
+    }
+
+    impl Device {
+        fn answer(&self, r: &ReadRequest) -> (Outcome, Option<RawData>) {
+            let span = r.start..r.start + r.count;
+            if self.refused_starts.contains(&r.start)
+                || self.lacks.contains(&r.start)
+                || span.clone().any(|a| self.strict.contains(&a))
+            {
+                return (Outcome::IllegalAddress, None);
+            }
+            let words = span
+                .map(|a| {
+                    if self.lacks.contains(&a) || self.refused_starts.contains(&a) {
+                        0x8000
+                    } else {
+                        a ^ self.salt
+                    }
+                })
+                .collect();
+            (Outcome::Ok, Some(RawData::Words(words)))
+        }
+    }
+
+    /// One poll: the fields decoded, the requests sent, and how many of them
+    /// were joins the device refused.
+    fn poll_with(s: &mut PlanState, dev: &Device, now: Instant) -> (BTreeMap<Arc<str>, Value>, usize, usize) {
+        let mut results = Vec::new();
+        let mut refused_joins = 0;
+        let mut batch = s.requests(now);
+        while !batch.is_empty() {
+            for r in batch {
+                let (outcome, data) = dev.answer(&r);
+                let join = s.joined.iter().any(|(whole, _)| *whole == r);
+                refused_joins += usize::from(join && outcome == Outcome::IllegalAddress);
+                s.record(&r, outcome, now);
+                results.push((r, data));
+            }
+            batch = s.follow_ups();
+        }
+        (s.decode(&results), results.len(), refused_joins)
+    }
+
+    /// Seeded random maps and devices, the device changing its mind now and
+    /// then: every poll of the joining plan decodes every value the same poll
+    /// from the same state without joins decodes, nothing but the device's own
+    /// values, and it sends no more
+    /// requests in all than a plan that never joins, plus the joins the
+    /// device refused.
+    #[test]
+    fn joined_requests_decode_what_separate_requests_decode() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut joined_fewer, mut joins_refused, mut more) = (0, 0, 0);
+        for case in 0..60 {
+            let mut yaml = String::from("models:\n  m:\n    not_available: [0x8000]\n    blocks:\n");
+            for b in 0..4 {
+                yaml += &format!("      b{b}: {{optional: true}}\n");
+            }
+            yaml += "    registers:\n";
+            let mut address = 100 + next(50) as u16;
+            let mut addresses = Vec::new();
+            for i in 0..(10 + next(40)) {
+                let wide = next(4) == 0;
+                address += 1 + next(if wide { 40 } else { 6 }) as u16;
+                let table = if next(3) == 0 { "holding" } else { "input" };
+                let block = match next(6) {
+                    b @ 0..=3 => format!(", block: b{b}"),
+                    _ => String::new(),
+                };
+                yaml += &format!("      - {{name: f{i}, address: {address}, register_type: {table}{block}}}\n");
+                addresses.push(address);
+            }
+            let map = RegisterMap::parse("m.yml", &yaml).unwrap();
+            let model = map.model("m").unwrap().clone();
+            let options = PlanOptions {
+                max_registers: 20 + next(106) as u16,
+                max_gap: next(40) as u16,
+                ..PlanOptions::default()
+            };
+            let mut joining = PlanState::new(model.plan(&options));
+            let mut reference = joining.clone();
+            reference.join = false;
+            let pick = |next: &mut dyn FnMut(u64) -> u64, one_in: u64| -> HashSet<u16> {
+                addresses.iter().copied().filter(|_| next(one_in) == 0).collect()
+            };
+            let mut dev = Device {
+                refused_starts: pick(&mut next, 12),
+                strict: HashSet::new(),
+                lacks: HashSet::new(),
+                salt: next(1000) as u16,
+            };
+            let t0 = Instant::now();
+            let mut totals = (0, 0);
+            for step in 0..40u32 {
+                if step % 10 == 0 {
+                    // Holes between values, blocks not fitted, refused starts: re-drawn.
+                    dev.strict = (100..700).filter(|a| !addresses.contains(a) && next(30) == 0).collect();
+                    dev.lacks = pick(&mut next, 5);
+                    dev.refused_starts = pick(&mut next, 12);
+                }
+                let now = t0 + Duration::from_secs(600) * step;
+                // The same poll from the same state with nothing joined.
+                let mut apart = joining.clone();
+                apart.join = false;
+                let (want, _, _) = poll_with(&mut apart, &dev, now);
+                let (got, sent, refused) = poll_with(&mut joining, &dev, now);
+                // Nothing the parts read is lost or changed...
+                for (name, value) in &want {
+                    assert_eq!(got.get(name), Some(value), "{name}, case {case}, poll {step}:\n{yaml}");
+                }
+                // ...and anything more is what the device holds there: a join
+                // may read a value inside a span whose own start the device
+                // now refuses (an ISG checks only where a read starts).
+                for (name, value) in &got {
+                    let i: usize = name[1..].parse().unwrap();
+                    let truth = Value::Int(i64::from(addresses[i] ^ dev.salt));
+                    assert_eq!(value, &truth, "{name}, case {case}, poll {step}:\n{yaml}");
+                }
+                more += got.len() - want.len();
+                // The plan that never joins, on its own history, for the cost.
+                let (_, sent_apart, _) = poll_with(&mut reference, &dev, now);
+                joined_fewer += usize::from(sent < sent_apart);
+                joins_refused += refused;
+                totals.0 += sent;
+                totals.1 += sent_apart + refused;
+            }
+            // A join costs a request more only when the device refuses it. (Per
+            // poll the counts may differ either way: a join hides a part's new
+            // refusal until the join is refused, which moves that part's
+            // re-probe to a later poll.)
+            assert!(totals.0 <= totals.1, "case {case}: {} > {}", totals.0, totals.1);
+        }
+        // The cases exercise both joins that pay and joins that are refused.
+        assert!(joined_fewer > 200, "{joined_fewer} polls with fewer requests");
+        assert!(joins_refused > 10, "{joins_refused} joins refused");
+        eprintln!("{joined_fewer} polls with fewer requests, {joins_refused} joins refused, {more} values more");
     }
 
     #[test]

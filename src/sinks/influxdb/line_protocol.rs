@@ -65,22 +65,41 @@ struct Ident {
     unescaped: &'static [u8],
     /// A tab or NUL at its start is skipped as whitespace.
     leading_blank: bool,
+    /// The bytes that need a look (`unescaped`, backslash, line breaks), by
+    /// value: most names have none and are copied as they are.
+    special: [bool; 256],
+}
+
+const fn special(unescaped: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < unescaped.len() {
+        table[unescaped[i] as usize] = true;
+        i += 1;
+    }
+    table[b'\\' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b'\r' as usize] = true;
+    table
 }
 
 const MEASUREMENT: Ident = Ident {
     escaped: b", ",
     unescaped: b", \"=",
     leading_blank: true,
+    special: special(b", \"="),
 };
 const TAG: Ident = Ident {
     escaped: b",= ",
     unescaped: b",= ",
     leading_blank: false,
+    special: special(b",= "),
 };
 const FIELD_KEY: Ident = Ident {
     escaped: b",= ",
     unescaped: b",= \"",
     leading_blank: true,
+    special: special(b",= \""),
 };
 
 /// InfluxDB's range of times in nanoseconds; it keeps the two lowest values for itself.
@@ -422,7 +441,7 @@ fn write_ident(out: &mut Vec<u8>, s: &str, ident: &Ident) -> bool {
     let bytes = s.as_bytes();
     let unescaped = |b: u8| ident.unescaped.contains(&b) || b == b'\n' || b == b'\r';
     let blank_start = ident.leading_blank && matches!(bytes.first(), Some(b'\t' | 0));
-    if !blank_start && !bytes.iter().any(|&b| unescaped(b) || b == b'\\') {
+    if !blank_start && !bytes.iter().any(|&b| ident.special[usize::from(b)]) {
         out.extend_from_slice(bytes);
         return false;
     }
