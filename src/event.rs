@@ -6,11 +6,12 @@
 //! changes an event copies it only when someone else still holds it
 //! (`Arc::make_mut`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// One field value. Integers and floats are kept apart because InfluxDB fixes a
@@ -155,7 +156,7 @@ pub struct Schema {
     pub model: String,
     pub fields: Vec<Arc<FieldMeta>>,
     #[serde(skip)]
-    index: HashMap<Arc<str>, usize>,
+    index: FxHashMap<Arc<str>, usize>,
     /// Set by the `scale` transform: values are in engineering units now.
     pub scaled: bool,
     /// Who makes the model's devices, when the register map says

@@ -79,7 +79,7 @@ enum State {
 #[derive(Debug, Clone)]
 struct Node {
     request: ReadRequest,
-    items: Vec<Span>,
+    items: Arc<[Span]>,
     state: State,
 }
 
@@ -88,7 +88,7 @@ fn due(at: Option<Instant>, now: Instant) -> bool {
 }
 
 impl Node {
-    fn new(request: ReadRequest, items: Vec<Span>) -> Node {
+    fn new(request: ReadRequest, items: Arc<[Span]>) -> Node {
         Node {
             request,
             items,
@@ -143,7 +143,7 @@ impl Node {
                 let r = &self.request;
                 let children: Vec<Node> = [left, right]
                     .into_iter()
-                    .map(|items| Node::new(request_for(items, r.table, r.optional, r.block.clone()), items.to_vec()))
+                    .map(|items| Node::new(request_for(items, r.table, r.optional, r.block.clone()), items.into()))
                     .collect();
                 let into: Vec<ReadRequest> = children.iter().map(|c| c.request.clone()).collect();
                 follow_ups.extend(into.iter().cloned());

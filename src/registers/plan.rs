@@ -123,14 +123,15 @@ pub(crate) struct Span {
     pub end: u32,
 }
 
-/// The requests that read a model, and how to decode their answers.
+/// The requests that read a model, and how to decode their answers. Cloning
+/// it is cheap: the devices of one model share one plan.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
     model: Arc<Model>,
     options: PlanOptions,
-    requests: Vec<ReadRequest>,
+    requests: Arc<[ReadRequest]>,
     /// The values each request reads, so a refused request can be split between them.
-    items: Vec<Vec<Span>>,
+    items: Arc<[Arc<[Span]>]>,
 }
 
 impl ReadPlan {
@@ -147,7 +148,7 @@ impl ReadPlan {
         &self.options
     }
 
-    pub(crate) fn items(&self) -> &[Vec<Span>] {
+    pub(crate) fn items(&self) -> &[Arc<[Span]>] {
         &self.items
     }
 
@@ -195,7 +196,7 @@ impl ReadPlan {
 impl fmt::Display for ReadPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary())?;
-        for r in &self.requests {
+        for r in self.requests.iter() {
             write!(f, "\n  {r}")?;
             match (&r.block, r.optional) {
                 (Some(b), true) => write!(f, " (optional block {b})")?,
@@ -288,12 +289,15 @@ impl Model {
             };
             (r.optional, block_rank, r.start, r.table)
         });
-        let (requests, items) = planned.into_iter().unzip();
+        let (requests, items): (Vec<ReadRequest>, Vec<Arc<[Span]>>) = planned
+            .into_iter()
+            .map(|(request, items)| (request, Arc::from(items)))
+            .unzip();
         ReadPlan {
             model: self.clone(),
             options: options.clone(),
-            requests,
-            items,
+            requests: requests.into(),
+            items: items.into(),
         }
     }
 

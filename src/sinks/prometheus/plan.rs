@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use crate::event::{FieldKind, FieldMeta, Metric, Schema, Value, ValueType};
 
 use super::names::{field_metric_names, label_name, push_label, sanitize, unit};
@@ -110,9 +112,9 @@ pub(super) enum FieldPlan {
 #[derive(Debug)]
 pub(super) struct Plan {
     pub(super) schema: Arc<Schema>,
-    pub(super) fields: HashMap<Arc<str>, FieldPlan>,
+    pub(super) fields: FxHashMap<Arc<str>, FieldPlan>,
     /// `field="<name>"` of the since series, per state field.
-    pub(super) since_labels: HashMap<Arc<str>, Arc<str>>,
+    pub(super) since_labels: FxHashMap<Arc<str>, Arc<str>>,
     /// Label names the state sets add; a user tag of the same name is renamed.
     pub(super) state_label_names: HashSet<String>,
 }
@@ -124,7 +126,7 @@ pub(super) struct Families {
     /// The last plan per model; a schema equal to the cached one reuses it.
     pub(super) plans: HashMap<String, Arc<Plan>>,
     /// Fields that arrived without a description, by name.
-    pub(super) adhoc: HashMap<Arc<str>, FieldPlan>,
+    pub(super) adhoc: FxHashMap<Arc<str>, FieldPlan>,
     /// Names already warned about, so a clash is logged once.
     pub(super) warned: HashSet<String>,
 }
@@ -169,8 +171,8 @@ pub(super) fn compile(fams: &mut Families, prefix: &str, base_units: bool, schem
             state_label_names.insert(state_label_name(&meta.name));
         }
     }
-    let mut fields = HashMap::with_capacity(schema.fields.len());
-    let mut since_labels = HashMap::new();
+    let mut fields = FxHashMap::with_capacity_and_hasher(schema.fields.len(), Default::default());
+    let mut since_labels = FxHashMap::default();
     for meta in &schema.fields {
         fields.insert(meta.name.clone(), field_plan(fams, prefix, base_units, meta));
         if meta.kind == FieldKind::State || meta.labels.is_some() || meta.value_type == ValueType::Bool {

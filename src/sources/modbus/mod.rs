@@ -16,6 +16,7 @@ mod rtu;
 mod schedule;
 mod tcp;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +33,7 @@ pub use tcp::ModbusTcp;
 use crate::component::{BoxError, BuildContext, Prepared, SourceContext};
 use crate::event::{Event, Metric};
 use crate::modbus::{plan_options, poll_device, Device, Link};
-use crate::registers::RegisterMap;
+use crate::registers::{ReadPlan, RegisterMap};
 use crate::telemetry::{cpu, HealthRegistry, Registry, Transition};
 use schedule::{phase_offset, Schedule};
 
@@ -51,13 +52,12 @@ impl Scheduled {
     pub(crate) fn new(
         component: &str,
         spec: DeviceSpec,
-        model: &Arc<crate::registers::Model>,
+        plan: ReadPlan,
         poll: &PollConfig,
         default_timeout: Duration,
         start: Instant,
         health: &HealthRegistry,
     ) -> Scheduled {
-        let options = plan_options(poll.max_registers, poll.max_gap, poll.reprobe_interval);
         let key = format!("{component}/{}", spec.id);
         let offset = if poll.phase_spread {
             phase_offset(&key, poll.interval)
@@ -69,7 +69,7 @@ impl Scheduled {
                 component,
                 &spec.id,
                 spec.unit_id,
-                model.plan(&options),
+                plan,
                 poll.reconnect_bounds(),
                 spec.timeout.unwrap_or(default_timeout),
                 health,
@@ -231,6 +231,9 @@ impl Polling {
         reuse: &mut Vec<Scheduled>,
         old_map: Option<&RegisterMap>,
     ) -> Vec<Scheduled> {
+        let options = plan_options(self.poll.max_registers, self.poll.max_gap, self.poll.reprobe_interval);
+        // The devices of one model share its plan (each keeps its own state of it).
+        let mut plans: HashMap<&str, ReadPlan> = HashMap::new();
         specs
             .iter()
             .filter_map(|spec| {
@@ -239,10 +242,14 @@ impl Polling {
                 if old.is_some() && old_map.and_then(|m| m.model(&spec.model)) == Some(&model) {
                     return old;
                 }
+                let plan = plans
+                    .entry(&*spec.model)
+                    .or_insert_with(|| model.plan(&options))
+                    .clone();
                 let mut fresh = Scheduled::new(
                     component,
                     spec.clone(),
-                    &model,
+                    plan,
                     &self.poll,
                     self.timeout,
                     start,

@@ -47,6 +47,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, Check, Transform};
@@ -324,11 +325,11 @@ enum Rounding {
 struct Compiled {
     schema: Arc<Schema>,
     /// Only fields whose values change.
-    plans: HashMap<Arc<str>, Plan>,
+    plans: FxHashMap<Arc<str>, Plan>,
 }
 
 fn compile(input: &Schema, overrides: &HashMap<String, Override>) -> Compiled {
-    let mut plans = HashMap::new();
+    let mut plans = FxHashMap::default();
     let mut fields = Vec::with_capacity(input.fields.len());
     for meta in &input.fields {
         let (plan, value_type, decimals) = field_plan(meta, overrides.get(&*meta.name));

@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -159,7 +160,7 @@ impl StateDiffConfig {
             by_schema: HashMap::new(),
             dirty: devices.len() != before,
             devices,
-            fragments: HashMap::new(),
+            fragments: FxHashMap::default(),
             path,
             persist_interval: self.persist_interval,
             heartbeat: self.heartbeat,
@@ -240,7 +241,7 @@ pub struct StateDiff {
     devices: BTreeMap<Arc<str>, Device>,
     /// Each device's entry as last written to the file, as JSON: a save
     /// serializes only the devices that changed since and copies the rest.
-    fragments: HashMap<Arc<str>, Vec<u8>>,
+    fragments: FxHashMap<Arc<str>, Vec<u8>>,
     dirty: bool,
     path: PathBuf,
     persist_interval: Duration,

@@ -405,7 +405,7 @@ fn bare(path: PathBuf) -> StateDiff {
         tracked: None,
         by_schema: HashMap::new(),
         devices: BTreeMap::new(),
-        fragments: HashMap::new(),
+        fragments: Default::default(),
         dirty: false,
         path,
         persist_interval: Duration::from_secs(1),
