@@ -154,6 +154,25 @@ address = "127.0.0.1:{dashboard}"
     let mut run = Running::start(&pipeline, &log, port);
     run.until("hp1 polled", |m| polls(m, "hp1").is_some_and(|p| p >= 3.0));
 
+    // Reading the files changes nothing: no reload, however often they are
+    // opened (the reload itself opens them all: a loop once, see FileWatch).
+    let before = run.metrics();
+    for _ in 0..20 {
+        for file in [dir.path().join("heatpumps.yml"), pipeline.clone()] {
+            std::fs::read(&file).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = run.until("polls after the reads", |m| polls(m, "hp1").is_some());
+    for result in ["applied", "refused"] {
+        assert_eq!(
+            reloads(&after, result),
+            reloads(&before, result),
+            "opening the files made a reload ({result})"
+        );
+    }
+
     // Add: hp2 behind the same gateway is polled; hp1 goes on.
     write_inventory(
         dir.path(),

@@ -209,6 +209,13 @@ impl FileWatch {
             .collect();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
+                // Opening or reading a file changes nothing; inotify reports it
+                // (notify watches IN_OPEN), and the reload itself opens every
+                // file: taken as a change, that was a reload every few hundred
+                // milliseconds, for ever, once anything had opened one.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
                 if event.paths.iter().any(|p| watched.contains(p)) {
                     let _ = tx.send(());
                 }
