@@ -498,10 +498,10 @@ impl App {
         let series = d.series.get(field)?;
         let t1 = secs(now);
         let t0 = t1.saturating_sub(window.saturating_mul(60));
-        let w = series.query(t0);
+        let (points, resolution) = series.points_since(t0);
         // A silence longer than the offline threshold (or two buckets) is a gap.
-        let gap = (offline.as_secs() as u32).max(w.resolution * 2);
-        let line = draw(&w.points, t0, t1, gap, frame)?;
+        let gap = (offline.as_secs() as u32).max(resolution * 2);
+        let line = draw(points, t0, t1, gap, frame)?;
         let meta = d.metric.meta(field).map(|a| &**a);
         Some(Spark {
             d: line.d,
