@@ -12,6 +12,7 @@
 //! the CPU time used, as the machine may be busy with other work.
 //!
 //! `cargo bench --bench dashboard_overview`. Targets: ≥ 2,000 req/s, p99 < 20 ms.
+//! `HPFLOW_BENCH_SCENARIO=wall` or `=fresh` runs one of the two alone (to profile it).
 
 #[path = "../tests/support/dashboard.rs"]
 mod fixture;
@@ -60,7 +61,12 @@ fn run(app: Arc<hpflow::sinks::dashboard::App>) -> Run {
     rt.block_on(async move {
         let one = |router: axum::Router| async move {
             let res = router
-                .oneshot(Request::get("/").header("host", "bench").body(Body::empty()).unwrap())
+                .oneshot(
+                    Request::get("/")
+                        .header("host", "localhost")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             assert!(res.status().is_success());
@@ -137,6 +143,7 @@ fn report(what: &str, r: &Run) {
 }
 
 fn main() {
+    let scenario = std::env::var("HPFLOW_BENCH_SCENARIO").unwrap_or_default();
     let before = rss_kib();
     let started = Instant::now();
     let now = SystemTime::now();
@@ -151,8 +158,13 @@ fn main() {
             (a.saturating_sub(b)) as f64 / 1024.0
         );
     }
-    report("wall clock", &run(fx.app.clone()));
+    if scenario != "fresh" {
+        report("wall clock", &run(fx.app.clone()));
+    }
     drop(fx);
+    if scenario == "wall" {
+        return;
+    }
 
     let tick = Arc::new(AtomicU64::new(0));
     let clock = Arc::new(move || now + Duration::from_secs(tick.fetch_add(1, Ordering::Relaxed) % 20));

@@ -130,16 +130,13 @@ impl Tier {
         !self.evicted || self.points.front().is_none_or(|p| p.t <= start)
     }
 
-    fn since(&self, start: u32, out: &mut Vec<Point>) {
+    /// The points from `start` on, read in place (the open bucket last).
+    fn since(&self, start: u32) -> impl Iterator<Item = Point> + Clone + '_ {
         // Buckets that began before `start` but end after it still describe the window.
         let from = start.saturating_sub(self.width.saturating_sub(1));
         let first = self.points.partition_point(|p| p.t < from);
-        out.extend(self.points.range(first..).copied());
-        if let Some(open) = &self.open {
-            if open.start >= from {
-                out.push(open.point());
-            }
-        }
+        let open = self.open.filter(|open| open.start >= from).map(|open| open.point());
+        self.points.range(first..).copied().chain(open)
     }
 
     fn is_empty(&self) -> bool {
@@ -185,16 +182,21 @@ impl Series {
     /// The points from `start` (Unix seconds) on, from the finest tier that
     /// reaches back that far; the 5-minute tier when none does.
     pub fn query(&self, start: u32) -> Window {
+        let (points, resolution) = self.points_since(start);
+        Window {
+            points: points.collect(),
+            resolution,
+        }
+    }
+
+    /// What [`Series::query`] answers, read in place rather than copied (the
+    /// sparklines walk it twice), with the resolution (0: every poll).
+    pub fn points_since(&self, start: u32) -> (impl Iterator<Item = Point> + Clone + '_, u32) {
         let tier = [&self.raw, &self.minute]
             .into_iter()
             .find(|t| t.covers(start))
             .unwrap_or(&self.five);
-        let mut points = Vec::new();
-        tier.since(start, &mut points);
-        Window {
-            points,
-            resolution: tier.width,
-        }
+        (tier.since(start), tier.width)
     }
 
     /// The newest raw point, if any.
@@ -410,8 +412,7 @@ mod tests {
         s.push(600, 1.0);
         s.push(610, 3.0);
         s.push(660, 10.0);
-        let mut out = Vec::new();
-        s.minute.since(0, &mut out);
+        let out: Vec<Point> = s.minute.since(0).collect();
         assert_eq!(out, vec![Point { t: 600, v: 2.0 }, Point { t: 660, v: 10.0 }]);
     }
 

@@ -2106,3 +2106,116 @@ async fn wrong_bearer_tokens_and_logins_are_throttled_per_client_address() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Random pumps for the overview comparison: odd names and tags, fields
+/// missing from some polls, enum codes with and without a label, faults,
+/// pumps gone quiet for minutes or days, the day's figures finite or not,
+/// and some pumps with their own tiles and window.
+fn feed_random(app: &App, schema: &Arc<Schema>, r: &mut crate::modbus::Rng) {
+    const NAMES: &[&str] = &[
+        "Heat pump",
+        EVIL_NAME,
+        "\"Q\" & 'S'",
+        "Wärmepumpe – Keller",
+        "",
+        "a>b<c",
+    ];
+    let pick = |r: &mut crate::modbus::Rng, n: usize| r.next_u64() as usize % n;
+    let mut settings = (*app.settings()).clone();
+    let pumps = 1 + pick(r, 6);
+    for p in 0..pumps {
+        let id = if pick(r, 5) == 0 {
+            format!("hp\"{p}<x>")
+        } else {
+            format!("hp{p}")
+        };
+        let mut t = Tags::new();
+        if pick(r, 4) != 0 {
+            t.insert("name".into(), NAMES[pick(r, NAMES.len())].into());
+        }
+        if pick(r, 3) != 0 {
+            t.insert("location".into(), NAMES[pick(r, NAMES.len())].into());
+        }
+        let tags = Arc::new(t);
+        let quiet = [0, 0, 40, 7200, 3 * 86_400][pick(r, 5)];
+        let polls = 1 + pick(r, 400) as u64;
+        let missing = pick(r, 4) as u64; // one field in `missing + 2` is absent from a poll
+        for i in 0..polls {
+            let t = now() - Duration::from_secs(quiet + (polls - 1 - i) * 10);
+            let mut m = Metric::new(&id, tags.clone(), t, schema.clone());
+            for (k, meta) in schema.fields.iter().enumerate() {
+                if (k as u64 + i).is_multiple_of(missing + 2) && missing > 0 {
+                    continue;
+                }
+                let v = match meta.value_type {
+                    ValueType::Float => Value::Float(match pick(r, 50) {
+                        0 => f64::NAN,
+                        1 => 1e15,
+                        _ => (r.next_f64() * 80.0 - 20.0 + i as f64 / 10.0).round() / 10.0,
+                    }),
+                    ValueType::Int => Value::Int(pick(r, 12) as i64 - 1),
+                    ValueType::Bool => Value::Bool(pick(r, 2) == 0),
+                    ValueType::Text => Value::Text(NAMES[pick(r, NAMES.len())].into()),
+                };
+                m.fields.insert(meta.name.clone(), v);
+                if crate::sinks::dashboard::views::format::is_state(meta) && pick(r, 3) != 0 {
+                    let since = [
+                        None,
+                        Some(now() - Duration::from_secs(600)),
+                        Some(now() - Duration::from_secs(5 * 86_400)),
+                    ];
+                    m.since.insert(meta.name.clone(), since[pick(r, 3)]);
+                }
+            }
+            for f in ["cop_today", "heat_today_kwh", "electricity_today_kwh"] {
+                if pick(r, 2) == 0 {
+                    let v = [3.456, 0.0, f64::INFINITY, 12.25][pick(r, 4)];
+                    m.fields.insert(f.into(), Value::Float(v));
+                }
+            }
+            app.ingest(&Event::from(m));
+        }
+        if pick(r, 3) == 0 {
+            let own = settings.pumps.entry(id.clone()).or_default();
+            own.sparkline_minutes = Some([5, 30, 60, 180, 1440][pick(r, 5)]);
+            let mut fields: Vec<String> = Vec::new();
+            for _ in 0..1 + pick(r, 8) {
+                let name = schema.fields[pick(r, schema.fields.len())].name.to_string();
+                if !fields.contains(&name) {
+                    fields.push(name);
+                }
+            }
+            own.visible_fields = Some(fields);
+        }
+    }
+    app.save_settings(settings.version, settings).expect("valid settings");
+}
+
+#[test]
+fn random_pumps_get_the_same_overview_cards_as_the_template_rendered() {
+    let schema = wpm();
+    for seed in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let control = Arc::new(Control::default());
+        let _rx = control.poll_interval("heatpumps", Duration::from_secs(10));
+        let app = build(dir.path(), &control, None, DashboardConfig::default());
+        let mut r = crate::modbus::Rng::new(seed);
+        feed_random(&app, &schema, &mut r);
+        for later in [0, 1, 59, 3600, 2 * 86_400] {
+            let t = now() + Duration::from_secs(later);
+            let ours = app.overview_html(t);
+            let reference = app.overview_via_template(t);
+            assert_eq!(ours.len(), reference.len());
+            for (a, b) in ours.iter().zip(&reference) {
+                assert_eq!(a, b, "seed {seed}, {later} s after the last poll");
+            }
+            // Served again from the cache, the same.
+            assert_eq!(app.overview_html(t), ours);
+        }
+        let page: String = app.overview_html(now()).concat();
+        assert!(
+            !page.contains("<script>") && !page.contains("<x>"),
+            "seed {seed}: raw markup"
+        );
+    }
+}

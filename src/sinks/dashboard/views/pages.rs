@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::card::write_card;
 use super::format::{
     clock_text, duration_text, field_label, is_chartable, is_on, is_state, number_text, path_segment, since_text,
     unit_symbol, value_text, window_label, Group,
@@ -212,8 +213,33 @@ impl App {
     /// A card changes only with its pump's data, the settings or the second
     /// on the clock (ages, sparkline x axis), so each is rendered at most once
     /// per second and pump and then served from the `CardCache`: what makes the
-    /// overview cheap enough for thousands of requests a second.
-    pub fn overview_html(&self, now: SystemTime) -> Result<Vec<Arc<str>>, minijinja::Error> {
+    /// overview cheap enough for thousands of requests a second. A card that
+    /// must be rendered is written by `card::write_card`, not the template
+    /// engine, so that a new second on the clock stays cheap too.
+    pub fn overview_html(&self, now: SystemTime) -> Vec<Arc<str>> {
+        self.overview_cards(now, true, |card| {
+            let mut html = String::with_capacity(6 * 1024);
+            write_card(&mut html, card, true);
+            html
+        })
+    }
+
+    /// The overview's cards through the template engine, as it rendered them
+    /// before `card::write_card`, past the cache: what the tests compare the
+    /// page with.
+    #[cfg(test)]
+    pub(crate) fn overview_via_template(&self, now: SystemTime) -> Vec<Arc<str>> {
+        self.overview_cards(now, false, |card| {
+            self.templates
+                .render_str(
+                    "{% import \"macros.html\" as m %}{{ m.card(c, true) }}",
+                    minijinja::context! { c => minijinja::Value::from(minijinja::value::Serde(card)) },
+                )
+                .expect("the card macro renders")
+        })
+    }
+
+    fn overview_cards(&self, now: SystemTime, cached: bool, render: impl Fn(&Card) -> String) -> Vec<Arc<str>> {
         let settings = self.settings();
         let store = self.read_store();
         let mut devices: Vec<&Device> = store.devices.values().collect();
@@ -227,22 +253,20 @@ impl App {
                 second: secs(now),
                 offline: offline.as_secs(),
             };
-            if let Some(html) = self.cards.get(&d.metric.device, &key) {
+            if let Some(html) = self.cards.get(&d.metric.device, &key).filter(|_| cached) {
                 out.push(html);
                 continue;
             }
             let window = settings.window_minutes(&d.metric.device);
             let fields = self.tile_fields(&d.metric, settings.visible_fields(&d.metric.device));
             let card = self.card(d, now, offline, window, &fields, SPARKLINE);
-            let html: Arc<str> = self
-                .templates
-                .get_template("card.html")?
-                .render(minijinja::context! { c => minijinja::Value::from(minijinja::value::Serde(&card)) })?
-                .into();
-            self.cards.put(&d.metric.device, key, html.clone());
+            let html: Arc<str> = render(&card).into();
+            if cached {
+                self.cards.put(&d.metric.device, key, html.clone());
+            }
             out.push(html);
         }
-        Ok(out)
+        out
     }
 
     /// The page of one pump over `window` minutes, with an extra chart of `chart`.
@@ -474,10 +498,10 @@ impl App {
         let series = d.series.get(field)?;
         let t1 = secs(now);
         let t0 = t1.saturating_sub(window.saturating_mul(60));
-        let w = series.query(t0);
+        let (points, resolution) = series.points_since(t0);
         // A silence longer than the offline threshold (or two buckets) is a gap.
-        let gap = (offline.as_secs() as u32).max(w.resolution * 2);
-        let line = draw(&w.points, t0, t1, gap, frame)?;
+        let gap = (offline.as_secs() as u32).max(resolution * 2);
+        let line = draw(points, t0, t1, gap, frame)?;
         let meta = d.metric.meta(field).map(|a| &**a);
         Some(Spark {
             d: line.d,

@@ -21,7 +21,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("../templates/layout.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("overview.html", include_str!("../templates/overview.html")),
-    ("card.html", include_str!("../templates/card.html")),
     ("pump.html", include_str!("../templates/pump.html")),
     ("efficiency.html", include_str!("../templates/efficiency.html")),
     ("settings.html", include_str!("../templates/settings.html")),
