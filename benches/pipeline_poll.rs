@@ -14,6 +14,10 @@
 //!   metering, to see what the metering itself costs.
 //! - `HPFLOW_BENCH_UNSPREAD=1` starts every device at once (`phase_spread =
 //!   false`) in the measured run, to compare with the slotted start phases.
+//! - `HPFLOW_BENCH_ONLY=startup` (or `idle`, or `startup,idle`) runs only those
+//!   short parts, without the simulators and the measured window: startup in
+//!   seconds and without VictoriaMetrics (nothing is written before the first
+//!   request), idle with it.
 //!
 //! hpflow runs with `HPFLOW_COMPONENT_CPU=1`, so its `/metrics` carries the
 //! thread CPU time of each component's tasks. Prints, over the window: CPU per
@@ -242,6 +246,11 @@ fn scrape_until(port: u16, what: &str, done: impl Fn(&Scrape) -> bool, limit: Du
 
 fn main() {
     let s = setup();
+    if let Ok(parts) = std::env::var("HPFLOW_BENCH_ONLY") {
+        if benching() {
+            return only(&s, &parts);
+        }
+    }
     let dir = tempfile::tempdir().expect("a temporary folder");
     let vm = Victoria::start(&dir.path().join("victoria"));
     let map = map_path(s.map);
@@ -364,6 +373,30 @@ fn main() {
     }
     startup(dir.path(), &pipeline, s.map, &vm.url());
     idle(dir.path(), &pipeline, s.map, &vm.url());
+}
+
+/// `HPFLOW_BENCH_ONLY`: the startup and idle parts alone.
+fn only(s: &Setup, parts: &str) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let pipeline = manifest_dir().join("pipelines/heatpump.toml");
+    println!("pipeline_poll: pipelines/heatpump.toml ({} map), only {parts}", s.map);
+    for part in parts.split(',').map(str::trim) {
+        match part {
+            // Each run ends at its first Modbus request, before any point is
+            // written: the InfluxDB endpoint may be a port nobody listens on.
+            "startup" => startup(
+                dir.path(),
+                &pipeline,
+                s.map,
+                &format!("http://127.0.0.1:{}", free_port()),
+            ),
+            "idle" => {
+                let vm = Victoria::start(&dir.path().join("victoria"));
+                idle(dir.path(), &pipeline, s.map, &vm.url());
+            }
+            other => panic!("HPFLOW_BENCH_ONLY: unknown part {other:?}; use startup, idle or startup,idle"),
+        }
+    }
 }
 
 /// The shipped pipeline with the first polls not spread over the interval, so

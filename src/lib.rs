@@ -10,6 +10,7 @@ pub mod event;
 pub mod fsutil;
 pub mod hpmanager;
 pub mod interpolate;
+pub mod localtime;
 pub mod modbus;
 pub mod registers;
 pub mod sim;

@@ -13,6 +13,18 @@ use serde_yaml::Value;
 
 use crate::diagnostic::Diagnostic;
 
+mod block;
+
+/// The value of a YAML document. Block-style YAML as these files are written
+/// is read by [`block`], in one pass; anything else, and every error (with its
+/// line and column), by serde_yaml. Both give the same value for the same text.
+pub(crate) fn parse(text: &str) -> Result<Value, serde_yaml::Error> {
+    match block::parse(text) {
+        Some(value) => Ok(value),
+        None => serde_yaml::from_str(text),
+    }
+}
+
 /// A YAML syntax error at its line and column: `invalid YAML: …`.
 pub(crate) fn syntax_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
     let text = e.to_string();

@@ -2,6 +2,7 @@
 //! module docs of `registers`; this file checks it and reports every problem
 //! of the file at once, each at the line of the register (or key) at fault.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -66,12 +67,12 @@ impl RegisterMap {
     /// Compiles a register map from its text; `path` is only used in diagnostics.
     pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<RegisterMap, Vec<Diagnostic>> {
         let src = SourceText::new(path.as_ref(), text);
-        let mut doc: Yaml = serde_yaml::from_str(text).map_err(|e| vec![syntax_error(&src.path, &e)])?;
+        let mut doc: Yaml = crate::yaml::parse(text).map_err(|e| vec![syntax_error(&src.path, &e)])?;
         doc.apply_merge().map_err(|e| vec![syntax_error(&src.path, &e)])?;
-        let locator = Locator::new(text);
         let mut c = Compiler {
             src: &src,
-            loc: &locator,
+            text,
+            locator: OnceCell::new(),
             errors: Vec::new(),
         };
         let models = c.document(&doc);
@@ -120,7 +121,9 @@ const BLOCK_KEYS: &str = "optional, description";
 /// One pass over a document, collecting every diagnostic on the way.
 struct Compiler<'a> {
     src: &'a SourceText,
-    loc: &'a Locator,
+    text: &'a str,
+    /// Where things are in the text: only a map with errors needs it.
+    locator: OnceCell<Locator>,
     errors: Vec<Diagnostic>,
 }
 
@@ -139,6 +142,10 @@ struct RegAt<'a> {
 }
 
 impl Compiler<'_> {
+    fn loc(&self) -> &Locator {
+        self.locator.get_or_init(|| Locator::new(self.text))
+    }
+
     fn error(&mut self, at: Option<usize>, message: String) {
         let at = at.map(|o| o..o);
         self.errors.push(Diagnostic::error(self.src, at, message));
@@ -146,16 +153,16 @@ impl Compiler<'_> {
 
     fn reg_error(&mut self, r: &RegAt<'_>, key: Option<&str>, message: impl Display) {
         let at = key
-            .and_then(|k| self.loc.register_key(r.model, r.index, k))
-            .or_else(|| self.loc.register(r.model, r.index))
-            .or_else(|| self.loc.model(r.model));
+            .and_then(|k| self.loc().register_key(r.model, r.index, k))
+            .or_else(|| self.loc().register(r.model, r.index))
+            .or_else(|| self.loc().model(r.model));
         self.error(at, format!("{} of model `{}`: {message}", r.label, r.model));
     }
 
     fn model_error(&mut self, model: &str, key: Option<&str>, message: impl Display) {
         let at = key
-            .and_then(|k| self.loc.model_key(model, k))
-            .or_else(|| self.loc.model(model));
+            .and_then(|k| self.loc().model_key(model, k))
+            .or_else(|| self.loc().model(model));
         self.error(at, format!("model `{model}`: {message}"));
     }
 
@@ -293,12 +300,11 @@ impl Compiler<'_> {
         };
         for (k, settings) in map {
             let name = text(k).unwrap_or_default();
-            let at = self
-                .loc
-                .block(model, &name)
-                .or_else(|| self.loc.model_key(model, "blocks"));
             if let Err(message) = check_name(&name) {
-                self.error(at, format!("block of model `{model}`: {message}"));
+                self.error(
+                    self.block_at(model, &name),
+                    format!("block of model `{model}`: {message}"),
+                );
                 continue;
             }
             let mut block = Block {
@@ -312,7 +318,7 @@ impl Compiler<'_> {
                 Yaml::Mapping(m) => m,
                 other => {
                     self.error(
-                        at,
+                        self.block_at(model, &name),
                         format!(
                             "block `{name}` of model `{model}`: expected a mapping, found {}",
                             kind(other)
@@ -331,6 +337,7 @@ impl Compiler<'_> {
                     )),
                 };
                 if let Err(message) = result {
+                    let at = self.block_at(model, &name);
                     self.error(at, format!("block `{name}` of model `{model}`: {message}"));
                 }
             }
@@ -339,8 +346,13 @@ impl Compiler<'_> {
         out
     }
 
+    fn block_at(&self, model: &str, name: &str) -> Option<usize> {
+        let loc = self.loc();
+        loc.block(model, name).or_else(|| loc.model_key(model, "blocks"))
+    }
+
     fn line_of_register(&self, model: &str, index: usize) -> String {
-        self.loc
+        self.loc()
             .register(model, index)
             .map(|o| format!(" (line {})", self.src.line_column(o).0))
             .unwrap_or_default()

@@ -115,7 +115,7 @@ impl App {
             templates: parts.templates,
             cards: Default::default(),
             clock: Arc::new(SystemTime::now),
-            tz: TimeZone::system(),
+            tz: crate::localtime::system(),
             offline_after: parts.offline_after,
             fault_field: parts.fault_field,
             mode_field: parts.mode_field,

@@ -322,7 +322,7 @@ pub fn state_path(data_dir: &Path, id: &str) -> PathBuf {
 
 fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
     match name {
-        None => Ok(TimeZone::system()),
+        None => Ok(crate::localtime::system()),
         Some(n) => TimeZone::get(n).map_err(|e| format!("unknown time zone `{n}`: {e}")),
     }
 }
