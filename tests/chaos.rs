@@ -14,8 +14,9 @@
 //! with SIGTERM.
 //!
 //! Polls are counted on the device side: each simulator keeps a log of the reads
-//! it answered, and a poll is complete once the device answered the last request
-//! of the read plan (hpflow reads the plan in order). Then:
+//! it answered, and a poll is complete once the device answered a read covering
+//! the read plan's last register (hpflow reads the plan in order and each
+//! register once a poll, whether it joins requests into one read or not). Then:
 //! - no point is stored twice with different values (raw samples from
 //!   `/api/v1/export`: one device, one series, one timestamp, two values);
 //! - every stored point has a completed poll behind it (the poll's answer left
@@ -357,6 +358,9 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
     let plan = model.plan(&PlanOptions::default());
     let first: ReadRequest = plan.requests().first().expect("a plan with requests").clone();
     let last: ReadRequest = plan.requests().last().expect("a plan with requests").clone();
+    // hpflow joins answered requests into fewer reads, so a poll is counted by
+    // the reads covering the plan's first and last registers, not by exact requests.
+    let last_register = last.start + (last.count - 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -479,7 +483,7 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
     let child = setup.spawn(&log);
     let before: Vec<usize> = pumps
         .iter()
-        .map(|p| p.sim.answered_with_data(1, last.table, last.start, last.count).len())
+        .map(|p| p.sim.answered_covering(1, last.table, last_register).len())
         .collect();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
@@ -507,11 +511,11 @@ fn run_cycles(seed: u64, schedule: Vec<(Duration, Signal, Outage)>) {
     // What the devices answered.
     let completed: Vec<Vec<SystemTime>> = pumps
         .iter()
-        .map(|p| p.sim.answered_with_data(1, last.table, last.start, last.count))
+        .map(|p| p.sim.answered_covering(1, last.table, last_register))
         .collect();
     let started: Vec<usize> = pumps
         .iter()
-        .map(|p| p.sim.answered_with_data(1, first.table, first.start, first.count).len())
+        .map(|p| p.sim.answered_covering(1, first.table, first.start).len())
         .collect();
     // What the database holds.
     let series = vm.export_settled(r#"{__name__=~"heatpump_metrics_.*"}"#);

@@ -355,20 +355,23 @@ impl Simulator {
             .unwrap_or_default()
     }
 
-    /// When `unit` answered the read (`table`, `start`, `count`) with data, from
-    /// the request log. A poller reads its plan in order, so the answers to the
-    /// plan's last request count the polls the device fully answered.
-    pub fn answered_with_data(
-        &self,
-        unit: u8,
-        table: crate::registers::Table,
-        start: u16,
-        count: u16,
-    ) -> Vec<SystemTime> {
+    /// When `unit` answered, with data, a read of `table` that covered
+    /// `address`, from the request log. A poller reads its plan in order and
+    /// reads each register once a poll, however it joins or splits the plan's
+    /// requests, so the answers covering the plan's last register count the
+    /// polls the device fully answered, and those covering its first register
+    /// the polls begun.
+    pub fn answered_covering(&self, unit: u8, table: crate::registers::Table, address: u16) -> Vec<SystemTime> {
         let log = self.inner.log.lock().unwrap_or_else(|p| p.into_inner());
         log.iter()
             .flatten()
-            .filter(|a| a.data && a.unit == unit && a.table == table && a.start == start && a.count == count)
+            .filter(|a| {
+                a.data
+                    && a.unit == unit
+                    && a.table == table
+                    && u32::from(a.start) <= u32::from(address)
+                    && u32::from(address) < u32::from(a.start) + u32::from(a.count)
+            })
             .map(|a| a.at)
             .collect()
     }

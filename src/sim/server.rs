@@ -341,8 +341,11 @@ mod tests {
         );
         assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
         assert!(log[0].at >= before && log[3].at <= SystemTime::now());
-        assert_eq!(sim.answered_with_data(1, Table::InputRegisters, 5000, 2).len(), 2);
-        assert_eq!(sim.answered_with_data(1, Table::InputRegisters, 819, 16).len(), 0);
+        assert_eq!(sim.answered_covering(1, Table::InputRegisters, 5001).len(), 2);
+        assert_eq!(sim.answered_covering(1, Table::InputRegisters, 610).len(), 1);
+        assert_eq!(sim.answered_covering(1, Table::InputRegisters, 611).len(), 0);
+        assert_eq!(sim.answered_covering(1, Table::InputRegisters, 819).len(), 0);
+        assert_eq!(sim.answered_covering(1, Table::HoldingRegisters, 500).len(), 0);
 
         // Turned on again: empty.
         sim.log_requests();

@@ -9,12 +9,12 @@
 
 use super::pages::{Card, Spark};
 
-/// Appends `s` with `& < > " '` escaped, as `templates::html_formatter` does.
-pub fn escape_into(out: &mut String, s: &str) {
+/// Writes `s` with `& < > " '` escaped: the dashboard's one HTML escaping,
+/// of the templates' formatter (`templates::html_formatter`) and of the cards.
+pub fn write_escaped<W: std::fmt::Write>(out: &mut W, s: &str) -> std::fmt::Result {
     // Most texts need nothing escaped: one scan, one copy.
     if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) {
-        out.push_str(s);
-        return;
+        return out.write_str(s);
     }
     let mut last = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -26,11 +26,17 @@ pub fn escape_into(out: &mut String, s: &str) {
             b'\'' => "&#39;",
             _ => continue,
         };
-        out.push_str(&s[last..i]);
-        out.push_str(rep);
+        out.write_str(&s[last..i])?;
+        out.write_str(rep)?;
         last = i + 1;
     }
-    out.push_str(&s[last..]);
+    out.write_str(&s[last..])
+}
+
+/// Appends `s` escaped as [`write_escaped`] does.
+pub fn escape_into(out: &mut String, s: &str) {
+    // Writing into a String cannot fail.
+    let _ = write_escaped(out, s);
 }
 
 /// Appends the pieces in order: `(true, text)` escaped, `(false, markup)` as is.

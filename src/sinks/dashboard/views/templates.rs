@@ -61,22 +61,8 @@ fn html_formatter(
 ) -> Result<(), minijinja::Error> {
     if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
         if let Some(s) = value.as_str() {
-            let mut last = 0;
-            let fail = |_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the page failed");
-            for (i, b) in s.bytes().enumerate() {
-                let rep = match b {
-                    b'&' => "&amp;",
-                    b'<' => "&lt;",
-                    b'>' => "&gt;",
-                    b'"' => "&quot;",
-                    b'\'' => "&#39;",
-                    _ => continue,
-                };
-                out.write_str(&s[last..i]).map_err(fail)?;
-                out.write_str(rep).map_err(fail)?;
-                last = i + 1;
-            }
-            return out.write_str(&s[last..]).map_err(fail);
+            return super::card::write_escaped(out, s)
+                .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the page failed"));
         }
     }
     minijinja::escape_formatter(out, state, value)
