@@ -33,14 +33,14 @@ mod support;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{benching, cpu, env_or, hpflow_bin, manifest_dir, peak_rss_kib, percentile, spawn_simulators};
-use support::net::{free_port, http_get};
+use support::net::free_port;
 use support::victoria::Victoria;
 
 /// How often the bench scrapes `/metrics`, as a Prometheus would.
@@ -163,9 +163,30 @@ struct Scrape {
 
 impl Scrape {
     fn take(port: u16) -> Option<Scrape> {
+        // As a Prometheus reads a scrape: the whole answer into a buffer kept
+        // from the last scrape, timed from connecting to its last byte; reading
+        // it as text comes after.
+        static BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+        let mut raw = std::mem::take(&mut *BUFFER.lock().unwrap_or_else(|p| p.into_inner()));
+        raw.clear();
         let began = Instant::now();
-        let body = http_get(port, "/metrics")?;
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        conn.read_to_end(&mut raw).ok()?;
         let took = began.elapsed();
+        let scrape = Scrape::parse(&raw, took);
+        *BUFFER.lock().unwrap_or_else(|p| p.into_inner()) = raw;
+        scrape
+    }
+
+    fn parse(raw: &[u8], took: Duration) -> Option<Scrape> {
+        let text = std::str::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if head.split(' ').nth(1) != Some("200") {
+            return None;
+        }
         let mut samples: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
         for line in body.lines().filter(|l| l.starts_with("hpflow_")) {
             let Some((series, value)) = line.rsplit_once(' ') else {

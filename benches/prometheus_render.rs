@@ -1,10 +1,16 @@
 //! Scrape cost of the `prometheus` sink: 1,000 devices × 40 fields (gauges,
 //! counters, enums as state sets, bools with since stamps), rendered in both
-//! formats. Prints median and p99 milliseconds per scrape and the body size.
+//! formats; then 1,000 devices of the shipped register map (about 200 fields)
+//! rendered and scraped over loopback HTTP from the sink's own server, the body
+//! read to its end by a plain client. Prints median and p99 milliseconds per
+//! scrape and the body size.
 //!
 //! `cargo bench --bench prometheus_render` (release build). Budget: ≤ 50 ms.
+//! `HPFLOW_BENCH_ONLY=shipped` runs only the shipped-map part.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -84,6 +90,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
+    if std::env::var("HPFLOW_BENCH_ONLY").is_ok_and(|v| v == "shipped") {
+        shipped();
+        return;
+    }
+    synthetic();
+    shipped();
+}
+
+fn synthetic() {
     let registry = Arc::new(Registry::default());
     for (id, kind, ty) in [
         ("heatpumps", "source", "modbus_tcp"),
@@ -145,4 +160,138 @@ fn main() {
             percentile(&times, 1.0),
         );
     }
+}
+
+/// Fields a poll of the shipped model carries: the 200 (a WPMsystem
+/// answers about that many of the map's 425).
+const SHIPPED_FIELDS: usize = 200;
+
+/// A poll of the shipped model: its first 200 fields with a value of their
+/// type, states at one of their codes, since stamps on every state field.
+fn shipped_poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
+    let id = format!("hp{d:04}");
+    let tags: Tags = [
+        ("heat_pump_id", id.clone()),
+        ("name", format!("Heat pump {d}")),
+        ("location", "Bench".to_string()),
+        ("model", schema.model.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut m = Metric::new(&id, Arc::new(tags), SystemTime::now(), schema.clone());
+    for (i, f) in schema.fields.iter().enumerate().take(SHIPPED_FIELDS) {
+        let v = match (f.value_type, &f.labels) {
+            (_, Some(labels)) if !labels.is_empty() => {
+                let codes: Vec<i64> = labels.keys().copied().collect();
+                Value::Int(codes[(d + i + round as usize) % codes.len()])
+            }
+            (ValueType::Float, _) => Value::Float((d * 200 + i) as f64 / 7.0 + round as f64 * 0.1),
+            (ValueType::Int, _) => Value::Int((d * 1000 + i) as i64 + round as i64),
+            (ValueType::Bool, _) => Value::Bool((d + i).is_multiple_of(2)),
+            (ValueType::Text, _) => Value::Text("x".into()),
+        };
+        m.fields.insert(f.name.clone(), v);
+        if f.kind == FieldKind::State {
+            m.since.insert(
+                f.name.clone(),
+                Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + d as u64)),
+            );
+        }
+    }
+    Event::from(m)
+}
+
+/// One `GET /metrics` over HTTP/1.1 with `Connection: close`, read to its end:
+/// the body's size.
+fn scrape(port: u16, buf: &mut [u8]) -> usize {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the sink listens");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("request sent");
+    let mut total = 0;
+    loop {
+        match s.read(buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) => panic!("reading the scrape: {e}"),
+        }
+    }
+}
+
+/// 1,000 devices of the shipped map (the pipeline_poll bench's scrape, without
+/// the polling around it): the render alone, then whole scrapes over loopback.
+fn shipped() {
+    let registers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let map = hpflow::registers::RegisterMap::load(&registers).expect("the shipped register map loads");
+    let schema = map
+        .model("stiebel_eltron_wpm")
+        .expect("the shipped model")
+        .schema()
+        .clone();
+    let ex = Arc::new(Exporter::new(
+        "heatpump",
+        Duration::from_secs(300),
+        Arc::new(SystemTime::now),
+        Some(Arc::new(Registry::default())),
+    ));
+    for round in 0..2 {
+        for d in 0..DEVICES {
+            ex.update(&shipped_poll(&schema, d, round));
+        }
+    }
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for round in 0..25 {
+        let t = Instant::now();
+        let body = ex.render(Format::Text);
+        if round >= 5 {
+            times.push(t.elapsed());
+        }
+        bytes = body.len();
+        std::hint::black_box(body);
+    }
+    times.sort();
+    println!(
+        "shipped map, render Text: median {:.2} ms, p99 {:.2} ms; {:.1} MiB, {DEVICES} devices × {} fields",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        bytes as f64 / (1 << 20) as f64,
+        SHIPPED_FIELDS.min(schema.fields.len())
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = rt.spawn(hpflow::component::http::serve(
+        listener,
+        hpflow::sinks::prometheus::router(ex.clone()),
+        hpflow::component::http::HttpLimits::default(),
+        stop.clone(),
+    ));
+    let mut buf = vec![0u8; 256 << 10];
+    let mut times = Vec::new();
+    let mut got = 0;
+    for round in 0..25 {
+        let t = Instant::now();
+        got = scrape(port, &mut buf);
+        if round >= 5 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    println!(
+        "shipped map, HTTP scrape: median {:.2} ms, p99 {:.2} ms; {:.1} MiB with the head (20 scrapes)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        got as f64 / (1 << 20) as f64,
+    );
+    stop.cancel();
+    let _ = rt.block_on(server);
 }

@@ -49,6 +49,7 @@ impl Format {
 
 /// Appends one sample line: `name{labels[,extra]} value`, or `name value`
 /// without labels.
+#[inline]
 pub(super) fn write_line(buf: &mut String, name: &str, labels: &str, extra: Option<&str>, v: Num) {
     buf.push_str(name);
     if !labels.is_empty() || extra.is_some() {

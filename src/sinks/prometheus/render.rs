@@ -4,8 +4,9 @@
 //! a plan (metric family and kind per field), each device's label set is escaped
 //! once and cached while its tags stay the same, and a device's samples are built
 //! outside the lock and swapped in as one `Arc`. A scrape holds the locks only to
-//! copy those `Arc`s, then writes straight into per-family strings (the formats
-//! want every sample of a family together, while the state is kept per device).
+//! copy those `Arc`s, gathers each family's rows in one pass over the devices,
+//! then writes family by family (the formats want every sample of a family
+//! together, while the state is kept per device).
 //!
 //! No sample carries a timestamp: Prometheus stamps a scrape with its own time and
 //! relies on that for staleness handling; explicit timestamps would make series
@@ -56,8 +57,54 @@ impl Sample {
     }
 }
 
-/// Marks an index into a device's counters rather than its samples.
-const COUNTER: u32 = 1 << 31;
+/// One entry of a family's lines in a scrape: a device's number, copied out in
+/// pass 1 (which walks each device's samples in order), or the index of a
+/// sample that writes itself (a state set, a since stamp). Pass 2 then writes
+/// family by family from these rows in order instead of reaching back into
+/// 1,000 devices' scattered samples for every line.
+#[derive(Clone, Copy)]
+struct Row {
+    device: u32,
+    /// [`Row::NUMBER`] (and [`Row::FLOAT`]) when `bits` holds the number;
+    /// otherwise the sample's index.
+    at: u32,
+    bits: u64,
+}
+
+impl Row {
+    const NUMBER: u32 = 1 << 31;
+    const FLOAT: u32 = 1 << 30;
+
+    fn number(device: usize, v: Num) -> Row {
+        let (at, bits) = match v {
+            Num::Int(i) => (Row::NUMBER, i as u64),
+            Num::Float(x) => (Row::NUMBER | Row::FLOAT, x.to_bits()),
+        };
+        Row {
+            device: device as u32,
+            at,
+            bits,
+        }
+    }
+
+    fn sample(device: usize, index: usize) -> Row {
+        Row {
+            device: device as u32,
+            at: index as u32,
+            bits: 0,
+        }
+    }
+
+    fn num(self) -> Option<Num> {
+        if self.at & Row::NUMBER == 0 {
+            None
+        } else if self.at & Row::FLOAT != 0 {
+            Some(Num::Float(f64::from_bits(self.bits)))
+        } else {
+            Some(Num::Int(self.bits as i64))
+        }
+    }
+}
 
 /// What the exporter knows of one device. Replaced whole on each poll.
 #[derive(Debug)]
@@ -302,20 +349,25 @@ impl Exporter {
             *answering.entry(&h.device).or_default() |= h.up;
         }
 
-        // Pass 1: which samples each family has, as (device, sample) indexes;
-        // pass 2 writes family by family straight into `out`.
+        // Pass 1: each family's rows, device by device; pass 2 writes family by
+        // family straight into `out`.
         let mut up = Vec::with_capacity(devices.len());
-        let mut index: Vec<Vec<(u32, u32)>> = vec![Vec::new(); families.len()];
+        let labels: Vec<&str> = devices.iter().map(|d| &*d.labels).collect();
+        let mut index: Vec<Vec<Row>> = vec![Vec::new(); families.len()];
         for (di, d) in devices.iter().enumerate() {
             let fresh = self.fresh(d, now);
             up.push(fresh && answering.get(&*d.device).copied().unwrap_or(true));
             if fresh {
                 for (si, s) in d.samples.iter().enumerate() {
-                    index[s.family() as usize].push((di as u32, si as u32));
+                    let row = match s {
+                        Sample::Gauge(_, v) => Row::number(di, *v),
+                        Sample::StateSet(..) | Sample::Since(..) => Row::sample(di, si),
+                    };
+                    index[s.family() as usize].push(row);
                 }
             }
-            for (ci, (f, _)) in d.counters.iter().enumerate() {
-                index[*f as usize].push((di as u32, ci as u32 | COUNTER));
+            for &(f, v) in &d.counters {
+                index[f as usize].push(Row::number(di, v));
             }
         }
 
@@ -334,9 +386,9 @@ impl Exporter {
                     continue;
                 }
                 header(out, format, family);
-                for (d, up) in devices.iter().zip(&up) {
+                for (labels, up) in labels.iter().zip(&up) {
                     spill(out);
-                    write_line(out, name, &d.labels, None, Num::Int((*up).into()));
+                    write_line(out, name, labels, None, Num::Int((*up).into()));
                 }
                 continue;
             }
@@ -344,29 +396,28 @@ impl Exporter {
                 continue;
             }
             header(out, format, family);
-            for &(di, si) in &index[f] {
+            for row in &index[f] {
                 spill(out);
-                let d = &devices[di as usize];
-                if si & COUNTER != 0 {
-                    let (_, v) = d.counters[(si & !COUNTER) as usize];
-                    write_line(out, name, &d.labels, None, v);
+                let labels = labels[row.device as usize];
+                if let Some(v) = row.num() {
+                    write_line(out, name, labels, None, v);
                     continue;
                 }
-                match &d.samples[si as usize] {
-                    Sample::Gauge(_, v) => write_line(out, name, &d.labels, None, *v),
-                    Sample::Since(label, secs) => write_line(out, name, &d.labels, Some(label), Num::Float(*secs)),
+                match &devices[row.device as usize].samples[row.at as usize] {
+                    Sample::Gauge(_, v) => write_line(out, name, labels, None, *v),
+                    Sample::Since(label, secs) => write_line(out, name, labels, Some(label), Num::Float(*secs)),
                     Sample::StateSet(_, set, code) => {
                         let mut known = false;
                         for (c, frag) in &set.states {
                             let on = Some(*c) == *code;
                             known |= on;
-                            write_line(out, name, &d.labels, Some(frag), Num::Int(on.into()));
+                            write_line(out, name, labels, Some(frag), Num::Int(on.into()));
                         }
                         if let (false, Some(c)) = (known, code) {
                             // A code the register map has no label for still shows, by number.
                             let mut frag = String::new();
                             push_label(&mut frag, &set.label_name, &c.to_string());
-                            write_line(out, name, &d.labels, Some(&frag), Num::Int(1));
+                            write_line(out, name, labels, Some(&frag), Num::Int(1));
                         }
                     }
                 }
