@@ -24,6 +24,7 @@ mod poll;
 mod reply;
 mod rtu;
 mod tcp;
+mod tcp_client;
 
 pub(crate) use backoff::{fnv1a, later};
 pub use backoff::{Backoff, Rng};
@@ -34,3 +35,4 @@ pub use poll::{
 pub use reply::{classify, exception_meaning, read_once, Reply};
 pub use rtu::{inter_frame_gap, Parity, RtuConnector};
 pub use tcp::TcpConnector;
+pub use tcp_client::TcpClient;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpStream;
-use tokio_modbus::client::Context;
-use tokio_modbus::Slave;
+use tokio_modbus::client::{Client, Context};
 
 use super::link::Connector;
+use super::tcp_client::TcpClient;
 
 /// Connects to a Modbus TCP server or gateway.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ impl Connector for TcpConnector {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         // Requests are small and answered one at a time: do not wait to batch.
         let _ = stream.set_nodelay(true);
-        Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(1)))
+        Ok(Context::from(Box::new(TcpClient::new(stream, 1)) as Box<dyn Client>))
     }
 
     fn describe(&self) -> String {
