@@ -63,17 +63,30 @@ fn poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let now = SystemTime::now();
-    let mut m = Metric::new(&id, Arc::new(tags), now, schema.clone());
-    for (i, f) in schema.fields.iter().enumerate() {
-        let v = match (f.value_type, f.kind) {
+    metric(schema, &id, tags, d, schema.fields.len(), |i, f| {
+        match (f.value_type, f.kind) {
             (ValueType::Float, _) => Value::Float((d * 40 + i) as f64 / 7.0 + round as f64 * 0.1),
             (ValueType::Int, FieldKind::State) => Value::Int(((d + i) % 5) as i64),
             (ValueType::Int, _) => Value::Int((d * 1000 + i) as i64 + round as i64),
             (ValueType::Bool, _) => Value::Bool((d + i).is_multiple_of(2)),
             (ValueType::Text, _) => Value::Text("x".into()),
-        };
-        m.fields.insert(f.name.clone(), v);
+        }
+    })
+}
+
+/// A poll of device `d` with the schema's first `fields` fields at `value(index,
+/// field)`, and a since stamp on every state field.
+fn metric(
+    schema: &Arc<Schema>,
+    id: &str,
+    tags: Tags,
+    d: usize,
+    fields: usize,
+    value: impl Fn(usize, &FieldMeta) -> Value,
+) -> Event {
+    let mut m = Metric::new(id, Arc::new(tags), SystemTime::now(), schema.clone());
+    for (i, f) in schema.fields.iter().enumerate().take(fields) {
+        m.fields.insert(f.name.clone(), value(i, f));
         if f.kind == FieldKind::State {
             m.since.insert(
                 f.name.clone(),
@@ -179,9 +192,8 @@ fn shipped_poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let mut m = Metric::new(&id, Arc::new(tags), SystemTime::now(), schema.clone());
-    for (i, f) in schema.fields.iter().enumerate().take(SHIPPED_FIELDS) {
-        let v = match (f.value_type, &f.labels) {
+    metric(schema, &id, tags, d, SHIPPED_FIELDS, |i, f| {
+        match (f.value_type, &f.labels) {
             (_, Some(labels)) if !labels.is_empty() => {
                 let codes: Vec<i64> = labels.keys().copied().collect();
                 Value::Int(codes[(d + i + round as usize) % codes.len()])
@@ -190,16 +202,8 @@ fn shipped_poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
             (ValueType::Int, _) => Value::Int((d * 1000 + i) as i64 + round as i64),
             (ValueType::Bool, _) => Value::Bool((d + i).is_multiple_of(2)),
             (ValueType::Text, _) => Value::Text("x".into()),
-        };
-        m.fields.insert(f.name.clone(), v);
-        if f.kind == FieldKind::State {
-            m.since.insert(
-                f.name.clone(),
-                Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + d as u64)),
-            );
         }
-    }
-    Event::from(m)
+    })
 }
 
 /// One `GET /metrics` over HTTP/1.1 with `Connection: close`, read to its end:

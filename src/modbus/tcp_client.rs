@@ -202,8 +202,7 @@ impl Client for TcpClient {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -211,20 +210,7 @@ mod tests {
     use tokio_modbus::prelude::SlaveContext;
 
     use super::*;
-    use crate::registers::{RegisterMap, Table};
-    use crate::sim::{Clock, SimOptions, Simulator};
-
-    fn simulator() -> Simulator {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
-        let map = RegisterMap::load(path).expect("the shipped map loads");
-        let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
-        Simulator::new(SimOptions {
-            controller_id: Some(449),
-            clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_435_200)),
-            ..SimOptions::new(model)
-        })
-        .expect("valid options")
-    }
+    use crate::registers::Table;
 
     fn describe(r: &tokio_modbus::Result<Response>) -> String {
         match r {
@@ -239,7 +225,7 @@ mod tests {
     /// simulate), request after request on one connection each.
     #[tokio::test]
     async fn answers_every_read_as_tokio_modbus_does() {
-        let sim = simulator();
+        let sim = crate::sim::shipped_wpmsystem();
         let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let stream = TcpStream::connect(server.local_addr()).await.unwrap();
         let mut ours = Context::from(Box::new(TcpClient::new(stream, 1)) as Box<dyn Client>);

@@ -512,6 +512,21 @@ impl Inner {
     }
 }
 
+/// A WPMsystem controller (449) of the shipped map with its clock frozen at
+/// 2026-01-15: the device of unit tests that talk Modbus to a simulator.
+#[cfg(test)]
+pub(crate) fn shipped_wpmsystem() -> Simulator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
+    let map = crate::registers::RegisterMap::load(path).expect("the shipped map loads");
+    let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
+    Simulator::new(SimOptions {
+        controller_id: Some(449),
+        clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_435_200)),
+        ..SimOptions::new(model)
+    })
+    .expect("valid options")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

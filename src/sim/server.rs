@@ -281,30 +281,15 @@ impl Simulator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     use tokio_modbus::prelude::{Reader, SlaveContext};
 
     use super::*;
-    use crate::registers::RegisterMap;
-    use crate::sim::{Clock, SimOptions};
-
-    fn simulator() -> Simulator {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
-        let map = RegisterMap::load(path).expect("the shipped map loads");
-        let model = Arc::clone(map.model("stiebel_eltron_wpm").expect("the shipped model"));
-        Simulator::new(SimOptions {
-            controller_id: Some(449),
-            clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_435_200)),
-            ..SimOptions::new(model)
-        })
-        .expect("valid options")
-    }
 
     #[tokio::test]
     async fn the_request_log_records_each_answered_read_once_it_is_on() {
-        let sim = simulator();
+        let sim = crate::sim::shipped_wpmsystem();
         let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let mut ctx = tokio_modbus::client::tcp::connect_slave(server.local_addr(), tokio_modbus::Slave(1))
             .await
