@@ -222,6 +222,21 @@ fn scrape(port: u16, buf: &mut [u8]) -> usize {
     }
 }
 
+/// Runs `f` 25 times: the sorted times of the last 20 and the size the last returned.
+fn timed(mut f: impl FnMut() -> usize) -> (Vec<Duration>, usize) {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for round in 0..25 {
+        let t = Instant::now();
+        size = std::hint::black_box(f());
+        if round >= 5 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    (times, size)
+}
+
 /// 1,000 devices of the shipped map (the pipeline_poll bench's scrape, without
 /// the polling around it): the render alone, then whole scrapes over loopback.
 fn shipped() {
@@ -243,18 +258,7 @@ fn shipped() {
             ex.update(&shipped_poll(&schema, d, round));
         }
     }
-    let mut times = Vec::new();
-    let mut bytes = 0;
-    for round in 0..25 {
-        let t = Instant::now();
-        let body = ex.render(Format::Text);
-        if round >= 5 {
-            times.push(t.elapsed());
-        }
-        bytes = body.len();
-        std::hint::black_box(body);
-    }
-    times.sort();
+    let (times, bytes) = timed(|| ex.render(Format::Text).len());
     println!(
         "shipped map, render Text: median {:.2} ms, p99 {:.2} ms; {:.1} MiB, {DEVICES} devices × {} fields",
         percentile(&times, 0.5),
@@ -280,16 +284,7 @@ fn shipped() {
         stop.clone(),
     ));
     let mut buf = vec![0u8; 256 << 10];
-    let mut times = Vec::new();
-    let mut got = 0;
-    for round in 0..25 {
-        let t = Instant::now();
-        got = scrape(port, &mut buf);
-        if round >= 5 {
-            times.push(t.elapsed());
-        }
-    }
-    times.sort();
+    let (times, got) = timed(|| scrape(port, &mut buf));
     println!(
         "shipped map, HTTP scrape: median {:.2} ms, p99 {:.2} ms; {:.1} MiB with the head (20 scrapes)",
         percentile(&times, 0.5),
