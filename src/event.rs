@@ -14,6 +14,10 @@ use std::time::SystemTime;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+mod fields;
+
+pub use fields::{Fields, Slots};
+
 /// One field value. Integers and floats are kept apart because InfluxDB fixes a
 /// field's type on first write and rejects a later write of the other type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -157,6 +161,9 @@ pub struct Schema {
     pub fields: Vec<Arc<FieldMeta>>,
     #[serde(skip)]
     index: FxHashMap<Arc<str>, usize>,
+    /// The field names by rank in name order: where a poll's values sit.
+    #[serde(skip)]
+    slots: Arc<Slots>,
     /// Set by the `scale` transform: values are in engineering units now.
     pub scaled: bool,
     /// Who makes the model's devices, when the register map says
@@ -168,17 +175,19 @@ pub struct Schema {
 impl Schema {
     pub fn new(model: impl Into<String>, fields: Vec<FieldMeta>) -> Self {
         let fields: Vec<Arc<FieldMeta>> = fields.into_iter().map(Arc::new).collect();
-        let index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
-        Schema {
+        let mut schema = Schema {
             model: model.into(),
             fields,
-            index,
+            index: FxHashMap::default(),
+            slots: Slots::empty(),
             scaled: false,
             manufacturer: None,
-        }
+        };
+        schema.reindex();
+        schema
     }
 
-    /// Rebuilds the name index after `fields` was changed in place.
+    /// Rebuilds the name index and the slots after `fields` was changed in place.
     pub fn reindex(&mut self) {
         self.index = self
             .fields
@@ -186,6 +195,12 @@ impl Schema {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        self.slots = Arc::new(Slots::new(self.fields.iter().map(|f| &f.name)));
+    }
+
+    /// Empty fields that store this schema's fields by position.
+    pub fn new_fields(&self) -> Fields {
+        Fields::with_slots(self.slots.clone())
     }
 
     pub fn field(&self, name: &str) -> Option<&Arc<FieldMeta>> {
@@ -204,7 +219,7 @@ pub struct Metric {
     pub tags: Arc<Tags>,
     /// When the poll was due to start (the schedule's instant, not when it finished).
     pub time: SystemTime,
-    pub fields: BTreeMap<Arc<str>, Value>,
+    pub fields: Fields,
     pub schema: Arc<Schema>,
     /// For each tracked state field: since when it holds its current value
     /// (`None`: unknown, it was first seen without history). Set by `state_diff`.
@@ -217,7 +232,7 @@ impl Metric {
             device: device.into(),
             tags,
             time,
-            fields: BTreeMap::new(),
+            fields: schema.new_fields(),
             schema,
             since: BTreeMap::new(),
         }

@@ -115,7 +115,7 @@ async fn every_data_type_and_byte_order_decodes_end_to_end() {
         ("di5", Value::Bool(true)),
     ];
     for (name, want) in &expect {
-        assert_eq!(m.fields.get(*name), Some(want), "field {name}");
+        assert_eq!(m.fields.get(name), Some(want), "field {name}");
     }
     assert_eq!(m.fields.len(), expect.len(), "no other fields: {:?}", m.fields);
     assert_eq!(m.tags.get("heat_pump_id").map(String::as_str), Some("dev"));
@@ -210,7 +210,7 @@ async fn a_request_refused_with_exception_02_is_split_and_the_rest_still_decodes
         ("e", Value::Int(5)),
     ];
     for (k, v) in &want {
-        assert_eq!(m.fields.get(*k), Some(v), "{k}");
+        assert_eq!(m.fields.get(k), Some(v), "{k}");
     }
     assert!(!m.fields.contains_key("c"), "the refused value is absent");
     // Split in halves until the refusing value stands alone: 100x5 → 100x2 + 102x3 → 102x1 + 103x2.

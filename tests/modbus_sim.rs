@@ -252,13 +252,13 @@ async fn the_source_reads_several_units_behind_one_gateway_despite_dropped_conne
             let missing: Vec<_> = truth
                 .fields
                 .keys()
-                .filter(|k| !m.fields.contains_key(*k))
+                .filter(|k| !m.fields.contains_key(k))
                 .take(5)
                 .collect();
             let wrong: Vec<_> = m
                 .fields
                 .iter()
-                .filter(|(k, v)| truth.fields.get(*k) != Some(v))
+                .filter(|(k, v)| truth.fields.get(k) != Some(v))
                 .take(5)
                 .collect();
             eprintln!(

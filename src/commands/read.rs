@@ -128,7 +128,7 @@ async fn poll(args: &ReadArgs, model: &Arc<crate::registers::Model>, device: &mu
     let started = SystemTime::now();
     let outcome = read_device_once(args.target.connector(), device).await;
     let mut m = Metric::new(&args.id, Arc::new(Tags::new()), started, model.schema().clone());
-    m.fields = outcome.fields.clone();
+    m.fields.clone_from(&outcome.fields);
     (m, outcome)
 }
 

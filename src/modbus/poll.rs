@@ -1,7 +1,7 @@
 //! Running a device's adaptive read plan once over a link: busy retries,
 //! exceptions, reconnects and backoff.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::backoff::{Backoff, Rng};
 use super::link::{Connector, Link};
 use super::reply::{exception_meaning, Reply};
-use crate::event::Value;
+use crate::event::Fields;
 use crate::registers::{Change, Outcome, PlanOptions, PlanState, RawData, ReadPlan, ReadRequest};
 use crate::telemetry::{HealthHandle, HealthRegistry};
 
@@ -82,7 +82,7 @@ pub fn plan_options(max_registers: Option<u16>, max_gap: Option<u16>, reprobe_af
 /// What one poll of one device produced.
 #[derive(Debug, Default)]
 pub struct PollOutcome {
-    pub fields: BTreeMap<Arc<str>, Value>,
+    pub fields: Fields,
     /// Every request sent, with its reply, in order.
     pub requests: Vec<(ReadRequest, Reply)>,
     /// Why the poll stopped early (unreachable device, broken link), if it did.

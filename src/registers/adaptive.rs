@@ -24,11 +24,11 @@
 //! anything split during this poll) until there are none, and decodes all
 //! answers together with [`PlanState::decode`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::Value;
+use crate::event::Fields;
 
 use super::plan::{request_for, RawData, ReadPlan, ReadRequest, Span};
 
@@ -403,7 +403,7 @@ impl PlanState {
 
     /// Decodes everything a poll received, whatever mix of whole and split
     /// requests it was.
-    pub fn decode(&self, results: &[(ReadRequest, Option<RawData>)]) -> BTreeMap<Arc<str>, Value> {
+    pub fn decode(&self, results: &[(ReadRequest, Option<RawData>)]) -> Fields {
         if self.joined.is_empty() {
             return self.plan.model().decode(results.iter().map(|(r, d)| (r, d.as_ref())));
         }
@@ -458,6 +458,7 @@ fn cut(whole: &ReadRequest, part: &ReadRequest, data: &RawData) -> Option<RawDat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Value;
     use crate::registers::{PlanOptions, RegisterMap};
 
     const MAP: &str = "
@@ -504,7 +505,7 @@ models:
     }
 
     /// One poll the way a source runs it; returns the decoded fields.
-    fn poll(s: &mut PlanState, now: Instant, sent: &mut Vec<ReadRequest>) -> BTreeMap<Arc<str>, Value> {
+    fn poll(s: &mut PlanState, now: Instant, sent: &mut Vec<ReadRequest>) -> Fields {
         let mut results = Vec::new();
         let mut batch = s.requests(now);
         while !batch.is_empty() {
@@ -635,7 +636,7 @@ models:
 
     /// One poll: the fields decoded, the requests sent, and how many of them
     /// were joins the device refused.
-    fn poll_with(s: &mut PlanState, dev: &Device, now: Instant) -> (BTreeMap<Arc<str>, Value>, usize, usize) {
+    fn poll_with(s: &mut PlanState, dev: &Device, now: Instant) -> (Fields, usize, usize) {
         let mut results = Vec::new();
         let mut refused_joins = 0;
         let mut batch = s.requests(now);

@@ -2,15 +2,12 @@
 //! composite values, bitmap bits, strings. Decoding never guesses: anything it
 //! cannot represent exactly leaves the field absent.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use crate::event::Value;
 
 use super::model::{ByteOrder, DataType, Model, Register};
 
 /// What the decoder puts out: field name → raw (unscaled) value.
-pub(crate) type Fields = BTreeMap<Arc<str>, Value>;
+pub(crate) use crate::event::Fields;
 
 /// A value to encode: the raw value decoding yields, or the engineering value
 /// (raw × scale + offset) that the `scale` transform would produce.
@@ -101,13 +98,13 @@ pub(crate) fn decode_words(reg: &Register, words: &[u16], out: &mut Fields) {
     }
     if !reg.parts.is_empty() {
         if let Some(total) = decode_parts(reg, words) {
-            out.insert(reg.name.clone(), Value::Int(total));
+            out.insert_ref(&reg.name, Value::Int(total));
         }
         return;
     }
     if reg.data_type == DataType::String {
         if let Some(text) = decode_string(reg, words) {
-            out.insert(reg.name.clone(), Value::Text(text.into()));
+            out.insert_ref(&reg.name, Value::Text(text.into()));
         }
         return;
     }
@@ -118,17 +115,17 @@ pub(crate) fn decode_words(reg: &Register, words: &[u16], out: &mut Fields) {
     }
     if reg.emits_raw {
         if let Some(v) = raw_value(reg.data_type, raw) {
-            out.insert(reg.name.clone(), v);
+            out.insert_ref(&reg.name, v);
         }
     }
     for b in &reg.bits {
-        out.insert(b.name.clone(), Value::Bool((raw >> b.bit) & 1 == 1));
+        out.insert_ref(&b.name, Value::Bool((raw >> b.bit) & 1 == 1));
     }
 }
 
 /// A coil or discrete input.
 pub(crate) fn decode_bit(reg: &Register, bit: bool, out: &mut Fields) {
-    out.insert(reg.name.clone(), Value::Bool(bit));
+    out.insert_ref(&reg.name, Value::Bool(bit));
 }
 
 fn raw_value(data_type: DataType, raw: u64) -> Option<Value> {

@@ -10,14 +10,14 @@
 //!   at most `max_registers` (`max_bits`) addresses in all;
 //! - each named block, and each optional register, gets requests of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::event::Value;
+use crate::event::Fields;
 
 use super::codec::{decode_bit, decode_words};
 use super::model::{Model, Table};
@@ -155,7 +155,7 @@ impl ReadPlan {
     /// Decodes the responses to [`requests`](Self::requests), one per request
     /// in the same order (`None`: the request failed). A failed, short or
     /// mismatched response leaves its fields absent.
-    pub fn decode(&self, responses: &[Option<RawData>]) -> BTreeMap<Arc<str>, Value> {
+    pub fn decode(&self, responses: &[Option<RawData>]) -> Fields {
         self.model
             .decode(self.requests.iter().zip(responses.iter().map(Option::as_ref)))
     }
@@ -304,7 +304,7 @@ impl Model {
     /// Decodes the answers to any set of requests (a plan's, or the split
     /// requests of an adaptive plan): each value is taken from a successful
     /// response that covers all of its registers.
-    pub fn decode<'a, I>(&self, results: I) -> BTreeMap<Arc<str>, Value>
+    pub fn decode<'a, I>(&self, results: I) -> Fields
     where
         I: IntoIterator<Item = (&'a ReadRequest, Option<&'a RawData>)>,
     {
@@ -326,7 +326,7 @@ impl Model {
         }
         got.sort_by_key(|g| (g.0, g.1));
 
-        let mut out = BTreeMap::new();
+        let mut out = self.schema().new_fields();
         for reg in self.registers() {
             let (start, end) = (u32::from(reg.address), reg.end());
             let candidates = got.partition_point(|g| (g.0, g.1) <= (reg.table, start));

@@ -407,7 +407,7 @@ impl Simulator {
             self.now(),
             self.inner.model.schema().clone(),
         );
-        m.fields = img.truth.clone();
+        m.fields.extend(img.truth.iter().map(|(k, v)| (k.clone(), v.clone())));
         Some(m)
     }
 

@@ -265,7 +265,19 @@ impl Transform for Rename {
                     let m = Arc::make_mut(&mut arc);
                     if renames_values {
                         let f = |k: &Arc<str>| self.field_renamed(k);
-                        m.fields = rename_keys(std::mem::take(&mut m.fields), &f);
+                        // Renamed values win over a value already under the new name.
+                        let mut fields = schema.new_fields();
+                        let mut renamed = Vec::new();
+                        for (k, v) in std::mem::take(&mut m.fields) {
+                            match f(&k) {
+                                Some(n) => renamed.push((n, v)),
+                                None => {
+                                    fields.insert(k, v);
+                                }
+                            }
+                        }
+                        fields.extend(renamed);
+                        m.fields = fields;
                         m.since = rename_keys(std::mem::take(&mut m.since), &f);
                     }
                     m.schema = schema;

@@ -1,6 +1,7 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::event::Value;
 use crate::registers::{Cells, DataType, Register, RegisterMap, Sample};
 
 const HPMANAGER: &str = include_str!("../testdata/hpmanager_registers.yml");

@@ -305,7 +305,7 @@ impl App {
                     label: field_label(f),
                     title: meta.and_then(|x| x.description.clone()).unwrap_or_default(),
                     unit: unit_symbol(meta.and_then(|x| x.unit.as_deref())).to_string(),
-                    value: m.fields.get(*f).map_or_else(|| "–".into(), |v| value_text(meta, v)),
+                    value: m.fields.get(f).map_or_else(|| "–".into(), |v| value_text(meta, v)),
                     spark: self.spark(d, f, now, offline, window, CHART),
                     from: format!("−{}", window_label(window)),
                 }
@@ -419,9 +419,9 @@ impl App {
         });
         let states = STATUS_ROWS
             .iter()
-            .filter(|(_, f)| m.meta(f).is_some() || m.fields.contains_key(*f))
+            .filter(|(_, f)| m.meta(f).is_some() || m.fields.contains_key(f))
             .map(|(label, f)| {
-                let v = m.fields.get(*f);
+                let v = m.fields.get(f);
                 StateRow {
                     field: f.to_string(),
                     label: label.to_string(),

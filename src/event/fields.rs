@@ -1,0 +1,516 @@
+//! A poll's values by field name, stored by position.
+//!
+//! Every poll of a model has the same few hundred field names, so a map keyed
+//! by name (one node allocation per dozen fields, a string comparison per step)
+//! is mostly overhead. [`Slots`] gives each name of a schema its rank in name
+//! order once; [`Fields`] keeps the values in one vector at those ranks. A name
+//! outside the slots (a field a transform adds) goes to a small sorted list
+//! beside it. Iteration merges the two, so it yields names in sorted order,
+//! exactly as a `BTreeMap` did: sinks' output does not depend on how a value
+//! was stored.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::iter::Peekable;
+use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
+
+use super::Value;
+
+/// The field names of one schema, each with its rank in name order.
+#[derive(Default, PartialEq)]
+pub struct Slots {
+    names: Box<[Arc<str>]>,
+    rank: FxHashMap<Arc<str>, u32>,
+}
+
+impl Slots {
+    /// Slots for these names (duplicates count once).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a Arc<str>>) -> Self {
+        let mut names: Vec<Arc<str>> = names.into_iter().cloned().collect();
+        names.sort_unstable();
+        names.dedup();
+        let rank = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        Slots {
+            names: names.into_boxed_slice(),
+            rank,
+        }
+    }
+
+    /// The shared empty set: fields made outside any schema.
+    pub fn empty() -> Arc<Slots> {
+        static EMPTY: OnceLock<Arc<Slots>> = OnceLock::new();
+        EMPTY.get_or_init(Arc::default).clone()
+    }
+
+    /// The name's position, if it has one.
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        if self.names.is_empty() {
+            return None;
+        }
+        self.rank.get(name).map(|&r| r as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+impl fmt::Debug for Slots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names.iter()).finish()
+    }
+}
+
+/// Field name → value, for one poll. Behaves as a sorted map.
+#[derive(Clone)]
+pub struct Fields {
+    slots: Arc<Slots>,
+    /// Empty until the first value with a slot, then one entry per slot.
+    values: Vec<Option<Value>>,
+    /// Values whose names have no slot, sorted by name.
+    extra: Vec<(Arc<str>, Value)>,
+    len: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::with_slots(Slots::empty())
+    }
+}
+
+impl Fields {
+    pub fn new() -> Self {
+        Fields::default()
+    }
+
+    /// Empty fields that store the names of `slots` by position.
+    pub fn with_slots(slots: Arc<Slots>) -> Self {
+        Fields {
+            slots,
+            values: Vec::new(),
+            extra: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn extra_index(&self, name: &str) -> Result<usize, usize> {
+        self.extra.binary_search_by(|(k, _)| (**k).cmp(name))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        match self.slots.rank(name) {
+            Some(r) => self.values.get(r)?.as_ref(),
+            None => self.extra_index(name).ok().map(|i| &self.extra[i].1),
+        }
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        match self.slots.rank(name) {
+            Some(r) => self.values.get_mut(r)?.as_mut(),
+            None => self.extra_index(name).ok().map(|i| &mut self.extra[i].1),
+        }
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets a value, returning the one it replaces.
+    pub fn insert(&mut self, name: Arc<str>, value: Value) -> Option<Value> {
+        match self.slots.rank(&name) {
+            Some(r) => self.put(r, value),
+            None => self.insert_extra(name, value),
+        }
+    }
+
+    /// [`insert`](Self::insert) for a caller that keeps its name: the name is
+    /// cloned only when it has no slot.
+    pub fn insert_ref(&mut self, name: &Arc<str>, value: Value) -> Option<Value> {
+        match self.slots.rank(name) {
+            Some(r) => self.put(r, value),
+            None => self.insert_extra(name.clone(), value),
+        }
+    }
+
+    fn put(&mut self, rank: usize, value: Value) -> Option<Value> {
+        if self.values.is_empty() {
+            self.values.resize(self.slots.len(), None);
+        }
+        let old = self.values[rank].replace(value);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    fn insert_extra(&mut self, name: Arc<str>, value: Value) -> Option<Value> {
+        match self.extra_index(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.extra[i].1, value)),
+            Err(i) => {
+                self.extra.insert(i, (name, value));
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let old = match self.slots.rank(name) {
+            Some(r) => self.values.get_mut(r)?.take(),
+            None => self.extra_index(name).ok().map(|i| self.extra.remove(i).1),
+        };
+        self.len -= usize::from(old.is_some());
+        old
+    }
+
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.extra.clear();
+        self.len = 0;
+    }
+
+    /// Keeps only the values `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, &mut Value) -> bool) {
+        let names = &self.slots.names;
+        for (i, slot) in self.values.iter_mut().enumerate() {
+            if let Some(v) = slot {
+                if !keep(&names[i], v) {
+                    *slot = None;
+                }
+            }
+        }
+        self.extra.retain_mut(|(k, v)| keep(k, v));
+        self.len = self.values.iter().filter(|v| v.is_some()).count() + self.extra.len();
+    }
+
+    /// Name and value pairs in name order.
+    pub fn iter(&self) -> Iter<'_> {
+        let slotted = Slotted {
+            values: self.values.iter(),
+            names: self.slots.names.iter(),
+        };
+        Iter {
+            slotted: slotted.peekable(),
+            extra: self.extra.iter().peekable(),
+            left: self.len,
+        }
+    }
+
+    /// Names with mutable values, in name order.
+    pub fn iter_mut(&mut self) -> IterMut<'_> {
+        let slotted = SlottedMut {
+            values: self.values.iter_mut(),
+            names: self.slots.names.iter(),
+        };
+        IterMut {
+            slotted: slotted.peekable(),
+            extra: self.extra.iter_mut().peekable(),
+            left: self.len,
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.iter().map(|(_, v)| v)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> + '_ {
+        self.iter_mut().map(|(_, v)| v)
+    }
+}
+
+/// The values that have slots, with their names, in slot order.
+struct Slotted<'a> {
+    values: std::slice::Iter<'a, Option<Value>>,
+    names: std::slice::Iter<'a, Arc<str>>,
+}
+
+impl<'a> Iterator for Slotted<'a> {
+    type Item = (&'a Arc<str>, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (v, n) = (self.values.next()?, self.names.next()?);
+            if let Some(v) = v {
+                return Some((n, v));
+            }
+        }
+    }
+}
+
+struct SlottedMut<'a> {
+    values: std::slice::IterMut<'a, Option<Value>>,
+    names: std::slice::Iter<'a, Arc<str>>,
+}
+
+impl<'a> Iterator for SlottedMut<'a> {
+    type Item = (&'a Arc<str>, &'a mut Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (v, n) = (self.values.next()?, self.names.next()?);
+            if let Some(v) = v {
+                return Some((n, v));
+            }
+        }
+    }
+}
+
+/// Which of two sorted runs yields next: the slotted one unless the extra one's
+/// name sorts first (a name is never in both).
+fn slotted_first(slotted: Option<&Arc<str>>, extra: Option<&Arc<str>>) -> Option<bool> {
+    match (slotted, extra) {
+        (None, None) => None,
+        (Some(_), None) => Some(true),
+        (None, Some(_)) => Some(false),
+        (Some(a), Some(b)) => Some(a.as_ref().cmp(b.as_ref()) == Ordering::Less),
+    }
+}
+
+pub struct Iter<'a> {
+    slotted: Peekable<Slotted<'a>>,
+    extra: Peekable<std::slice::Iter<'a, (Arc<str>, Value)>>,
+    left: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a Arc<str>, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|p| &p.0))?;
+        self.left -= 1;
+        if first {
+            self.slotted.next()
+        } else {
+            self.extra.next().map(|(k, v)| (k, v))
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+pub struct IterMut<'a> {
+    slotted: Peekable<SlottedMut<'a>>,
+    extra: Peekable<std::slice::IterMut<'a, (Arc<str>, Value)>>,
+    left: usize,
+}
+
+impl<'a> Iterator for IterMut<'a> {
+    type Item = (&'a Arc<str>, &'a mut Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|p| &p.0))?;
+        self.left -= 1;
+        if first {
+            self.slotted.next()
+        } else {
+            self.extra.next().map(|(k, v)| (&*k, v))
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for IterMut<'_> {}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a Arc<str>, &'a Value);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Fields {
+    type Item = (&'a Arc<str>, &'a mut Value);
+    type IntoIter = IterMut<'a>;
+
+    fn into_iter(self) -> IterMut<'a> {
+        self.iter_mut()
+    }
+}
+
+impl IntoIterator for Fields {
+    type Item = (Arc<str>, Value);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let names = self.slots.names.iter().cloned();
+        let mut all: Vec<(Arc<str>, Value)> = names.zip(self.values).filter_map(|(n, v)| Some((n, v?))).collect();
+        if !self.extra.is_empty() {
+            all.extend(self.extra);
+            all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        all.into_iter()
+    }
+}
+
+impl Extend<(Arc<str>, Value)> for Fields {
+    fn extend<I: IntoIterator<Item = (Arc<str>, Value)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl FromIterator<(Arc<str>, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Value)>>(iter: I) -> Self {
+        let mut f = Fields::new();
+        f.extend(iter);
+        f
+    }
+}
+
+impl<const N: usize> From<[(Arc<str>, Value); N]> for Fields {
+    fn from(pairs: [(Arc<str>, Value); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&str> for Fields {
+    type Output = Value;
+
+    fn index(&self, name: &str) -> &Value {
+        self.get(name).unwrap_or_else(|| panic!("no field named {name:?}"))
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+/// Same names and values as a map: lets tests state what they expect as one.
+impl PartialEq<std::collections::BTreeMap<Arc<str>, Value>> for Fields {
+    fn eq(&self, other: &std::collections::BTreeMap<Arc<str>, Value>) -> bool {
+        self.len == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl serde::Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A tiny seeded generator (xorshift), so a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random inserts, removals, in-place changes and retains on `Fields` and
+    /// on a `BTreeMap` (the reference model) must leave both with the same
+    /// contents, in the same order, at every step.
+    #[test]
+    fn behaves_as_a_sorted_map() {
+        let names: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("f{:02}", (i * 7) % 40))).collect();
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            // Slots for a random part of the names; the rest land beside them.
+            let slotted: Vec<&Arc<str>> = names.iter().filter(|_| rng.below(3) > 0).collect();
+            let mut fields = Fields::with_slots(Arc::new(Slots::new(slotted)));
+            let mut model: BTreeMap<Arc<str>, Value> = BTreeMap::new();
+            for step in 0..120 {
+                let name = &names[rng.below(names.len())];
+                let value = Value::Int(rng.below(1000) as i64);
+                match rng.below(6) {
+                    0 | 1 => assert_eq!(
+                        fields.insert(name.clone(), value.clone()),
+                        model.insert(name.clone(), value)
+                    ),
+                    2 => assert_eq!(fields.remove(name), model.remove(name)),
+                    3 => {
+                        if let (Some(a), Some(b)) = (fields.get_mut(name), model.get_mut(name)) {
+                            *a = Value::Float(step as f64);
+                            *b = Value::Float(step as f64);
+                        }
+                    }
+                    4 => {
+                        let cut = rng.below(1000) as i64;
+                        let keep = |v: &Value| v.as_i64().is_none_or(|i| i < cut);
+                        fields.retain(|_, v| keep(v));
+                        model.retain(|_, v| keep(v));
+                    }
+                    _ => {
+                        for (_, v) in fields.iter_mut() {
+                            if let Value::Int(i) = v {
+                                *i += 1;
+                            }
+                        }
+                        for v in model.values_mut() {
+                            if let Value::Int(i) = v {
+                                *i += 1;
+                            }
+                        }
+                    }
+                }
+                let got: Vec<_> = fields.iter().collect();
+                let want: Vec<_> = model.iter().collect();
+                assert_eq!(got, want, "seed {seed}, step {step}");
+                assert_eq!(fields.len(), model.len(), "seed {seed}, step {step}");
+                assert_eq!(fields.iter().len(), model.len());
+                for n in &names {
+                    assert_eq!(fields.get(n), model.get(n), "seed {seed}, step {step}, {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equal_contents_are_equal_however_stored() {
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        let mut slotted = Fields::with_slots(Arc::new(Slots::new([&a])));
+        slotted.insert(b.clone(), Value::Int(2));
+        slotted.insert(a.clone(), Value::Int(1));
+        let plain = Fields::from([(a, Value::Int(1)), (b, Value::Int(2))]);
+        assert_eq!(slotted, plain);
+        assert_eq!(format!("{slotted:?}"), r#"{"a": Int(1), "b": Int(2)}"#);
+    }
+}
