@@ -199,7 +199,7 @@ impl Schema {
     }
 
     /// Empty fields that store this schema's fields by position.
-    pub fn new_fields(&self) -> Fields {
+    pub fn new_fields<V>(&self) -> Fields<V> {
         Fields::with_slots(self.slots.clone())
     }
 
@@ -223,7 +223,7 @@ pub struct Metric {
     pub schema: Arc<Schema>,
     /// For each tracked state field: since when it holds its current value
     /// (`None`: unknown, it was first seen without history). Set by `state_diff`.
-    pub since: BTreeMap<Arc<str>, Option<SystemTime>>,
+    pub since: Fields<Option<SystemTime>>,
 }
 
 impl Metric {
@@ -233,8 +233,8 @@ impl Metric {
             tags,
             time,
             fields: schema.new_fields(),
+            since: schema.new_fields(),
             schema,
-            since: BTreeMap::new(),
         }
     }
 

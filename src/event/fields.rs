@@ -9,7 +9,6 @@
 //! exactly as a `BTreeMap` did: sinks' output does not depend on how a value
 //! was stored.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::iter::Peekable;
 use std::sync::{Arc, OnceLock};
@@ -69,22 +68,31 @@ impl fmt::Debug for Slots {
 
 /// Field name → value, for one poll. Behaves as a sorted map.
 #[derive(Clone)]
-pub struct Fields {
+pub struct Fields<V = Value> {
     slots: Arc<Slots>,
     /// Empty until the first value with a slot, then one entry per slot.
-    values: Vec<Option<Value>>,
-    /// Values whose names have no slot, sorted by name.
-    extra: Vec<(Arc<str>, Value)>,
+    values: Vec<Option<V>>,
+    /// Values whose names have no slot, sorted by name, each with the number
+    /// of slot names that sort before it: iteration merges by that number, not
+    /// by comparing names.
+    extra: Vec<Extra<V>>,
     len: usize,
 }
 
-impl Default for Fields {
+#[derive(Clone)]
+struct Extra<V> {
+    after: u32,
+    name: Arc<str>,
+    value: V,
+}
+
+impl<V> Default for Fields<V> {
     fn default() -> Self {
         Fields::with_slots(Slots::empty())
     }
 }
 
-impl Fields {
+impl<V> Fields<V> {
     pub fn new() -> Self {
         Fields::default()
     }
@@ -108,20 +116,20 @@ impl Fields {
     }
 
     fn extra_index(&self, name: &str) -> Result<usize, usize> {
-        self.extra.binary_search_by(|(k, _)| (**k).cmp(name))
+        self.extra.binary_search_by(|e| (*e.name).cmp(name))
     }
 
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub fn get(&self, name: &str) -> Option<&V> {
         match self.slots.rank(name) {
             Some(r) => self.values.get(r)?.as_ref(),
-            None => self.extra_index(name).ok().map(|i| &self.extra[i].1),
+            None => self.extra_index(name).ok().map(|i| &self.extra[i].value),
         }
     }
 
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
         match self.slots.rank(name) {
             Some(r) => self.values.get_mut(r)?.as_mut(),
-            None => self.extra_index(name).ok().map(|i| &mut self.extra[i].1),
+            None => self.extra_index(name).ok().map(|i| &mut self.extra[i].value),
         }
     }
 
@@ -130,7 +138,7 @@ impl Fields {
     }
 
     /// Sets a value, returning the one it replaces.
-    pub fn insert(&mut self, name: Arc<str>, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, name: Arc<str>, value: V) -> Option<V> {
         match self.slots.rank(&name) {
             Some(r) => self.put(r, value),
             None => self.insert_extra(name, value),
@@ -139,37 +147,38 @@ impl Fields {
 
     /// [`insert`](Self::insert) for a caller that keeps its name: the name is
     /// cloned only when it has no slot.
-    pub fn insert_ref(&mut self, name: &Arc<str>, value: Value) -> Option<Value> {
+    pub fn insert_ref(&mut self, name: &Arc<str>, value: V) -> Option<V> {
         match self.slots.rank(name) {
             Some(r) => self.put(r, value),
             None => self.insert_extra(name.clone(), value),
         }
     }
 
-    fn put(&mut self, rank: usize, value: Value) -> Option<Value> {
+    fn put(&mut self, rank: usize, value: V) -> Option<V> {
         if self.values.is_empty() {
-            self.values.resize(self.slots.len(), None);
+            self.values.resize_with(self.slots.len(), || None);
         }
         let old = self.values[rank].replace(value);
         self.len += usize::from(old.is_none());
         old
     }
 
-    fn insert_extra(&mut self, name: Arc<str>, value: Value) -> Option<Value> {
+    fn insert_extra(&mut self, name: Arc<str>, value: V) -> Option<V> {
         match self.extra_index(&name) {
-            Ok(i) => Some(std::mem::replace(&mut self.extra[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.extra[i].value, value)),
             Err(i) => {
-                self.extra.insert(i, (name, value));
+                let after = self.slots.names.partition_point(|n| **n < *name) as u32;
+                self.extra.insert(i, Extra { after, name, value });
                 self.len += 1;
                 None
             }
         }
     }
 
-    pub fn remove(&mut self, name: &str) -> Option<Value> {
+    pub fn remove(&mut self, name: &str) -> Option<V> {
         let old = match self.slots.rank(name) {
             Some(r) => self.values.get_mut(r)?.take(),
-            None => self.extra_index(name).ok().map(|i| self.extra.remove(i).1),
+            None => self.extra_index(name).ok().map(|i| self.extra.remove(i).value),
         };
         self.len -= usize::from(old.is_some());
         old
@@ -182,7 +191,7 @@ impl Fields {
     }
 
     /// Keeps only the values `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, &mut Value) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, &mut V) -> bool) {
         let names = &self.slots.names;
         for (i, slot) in self.values.iter_mut().enumerate() {
             if let Some(v) = slot {
@@ -191,15 +200,16 @@ impl Fields {
                 }
             }
         }
-        self.extra.retain_mut(|(k, v)| keep(k, v));
+        self.extra.retain_mut(|e| keep(&e.name, &mut e.value));
         self.len = self.values.iter().filter(|v| v.is_some()).count() + self.extra.len();
     }
 
     /// Name and value pairs in name order.
-    pub fn iter(&self) -> Iter<'_> {
+    pub fn iter(&self) -> Iter<'_, V> {
         let slotted = Slotted {
             values: self.values.iter(),
             names: self.slots.names.iter(),
+            at: 0,
         };
         Iter {
             slotted: slotted.peekable(),
@@ -209,10 +219,11 @@ impl Fields {
     }
 
     /// Names with mutable values, in name order.
-    pub fn iter_mut(&mut self) -> IterMut<'_> {
+    pub fn iter_mut(&mut self) -> IterMut<'_, V> {
         let slotted = SlottedMut {
             values: self.values.iter_mut(),
             names: self.slots.names.iter(),
+            at: 0,
         };
         IterMut {
             slotted: slotted.peekable(),
@@ -225,79 +236,83 @@ impl Fields {
         self.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &Value> + '_ {
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
         self.iter().map(|(_, v)| v)
     }
 
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> + '_ {
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
         self.iter_mut().map(|(_, v)| v)
     }
 }
 
-/// The values that have slots, with their names, in slot order.
-struct Slotted<'a> {
-    values: std::slice::Iter<'a, Option<Value>>,
+/// The values that have slots, with their names and slot numbers, in slot order.
+struct Slotted<'a, V> {
+    values: std::slice::Iter<'a, Option<V>>,
     names: std::slice::Iter<'a, Arc<str>>,
+    at: u32,
 }
 
-impl<'a> Iterator for Slotted<'a> {
-    type Item = (&'a Arc<str>, &'a Value);
+impl<'a, V> Iterator for Slotted<'a, V> {
+    type Item = (u32, &'a Arc<str>, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (v, n) = (self.values.next()?, self.names.next()?);
+            self.at += 1;
             if let Some(v) = v {
-                return Some((n, v));
+                return Some((self.at - 1, n, v));
             }
         }
     }
 }
 
-struct SlottedMut<'a> {
-    values: std::slice::IterMut<'a, Option<Value>>,
+struct SlottedMut<'a, V> {
+    values: std::slice::IterMut<'a, Option<V>>,
     names: std::slice::Iter<'a, Arc<str>>,
+    at: u32,
 }
 
-impl<'a> Iterator for SlottedMut<'a> {
-    type Item = (&'a Arc<str>, &'a mut Value);
+impl<'a, V> Iterator for SlottedMut<'a, V> {
+    type Item = (u32, &'a Arc<str>, &'a mut V);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (v, n) = (self.values.next()?, self.names.next()?);
+            self.at += 1;
             if let Some(v) = v {
-                return Some((n, v));
+                return Some((self.at - 1, n, v));
             }
         }
     }
 }
 
-/// Which of two sorted runs yields next: the slotted one unless the extra one's
-/// name sorts first (a name is never in both).
-fn slotted_first(slotted: Option<&Arc<str>>, extra: Option<&Arc<str>>) -> Option<bool> {
-    match (slotted, extra) {
+/// Which of two sorted runs yields next: the slotted value in slot `slot`
+/// unless the extra one sorts before that slot's name (a name is never in both).
+fn slotted_first(slot: Option<u32>, extra_after: Option<u32>) -> Option<bool> {
+    match (slot, extra_after) {
         (None, None) => None,
         (Some(_), None) => Some(true),
         (None, Some(_)) => Some(false),
-        (Some(a), Some(b)) => Some(a.as_ref().cmp(b.as_ref()) == Ordering::Less),
+        (Some(slot), Some(after)) => Some(slot < after),
     }
 }
 
-pub struct Iter<'a> {
-    slotted: Peekable<Slotted<'a>>,
-    extra: Peekable<std::slice::Iter<'a, (Arc<str>, Value)>>,
+pub struct Iter<'a, V = Value> {
+    slotted: Peekable<Slotted<'a, V>>,
+    extra: Peekable<std::slice::Iter<'a, Extra<V>>>,
     left: usize,
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a Arc<str>, &'a Value);
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = (&'a Arc<str>, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|p| &p.0))?;
+        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|e| e.after))?;
         self.left -= 1;
         if first {
-            self.slotted.next()
+            self.slotted.next().map(|(_, k, v)| (k, v))
         } else {
-            self.extra.next().map(|(k, v)| (k, v))
+            self.extra.next().map(|e| (&e.name, &e.value))
         }
     }
 
@@ -306,24 +321,24 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-impl ExactSizeIterator for Iter<'_> {}
+impl<V> ExactSizeIterator for Iter<'_, V> {}
 
-pub struct IterMut<'a> {
-    slotted: Peekable<SlottedMut<'a>>,
-    extra: Peekable<std::slice::IterMut<'a, (Arc<str>, Value)>>,
+pub struct IterMut<'a, V = Value> {
+    slotted: Peekable<SlottedMut<'a, V>>,
+    extra: Peekable<std::slice::IterMut<'a, Extra<V>>>,
     left: usize,
 }
 
-impl<'a> Iterator for IterMut<'a> {
-    type Item = (&'a Arc<str>, &'a mut Value);
+impl<'a, V> Iterator for IterMut<'a, V> {
+    type Item = (&'a Arc<str>, &'a mut V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|p| &p.0))?;
+        let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|e| e.after))?;
         self.left -= 1;
         if first {
-            self.slotted.next()
+            self.slotted.next().map(|(_, k, v)| (k, v))
         } else {
-            self.extra.next().map(|(k, v)| (&*k, v))
+            self.extra.next().map(|e| (&e.name, &mut e.value))
         }
     }
 
@@ -332,91 +347,91 @@ impl<'a> Iterator for IterMut<'a> {
     }
 }
 
-impl ExactSizeIterator for IterMut<'_> {}
+impl<V> ExactSizeIterator for IterMut<'_, V> {}
 
-impl<'a> IntoIterator for &'a Fields {
-    type Item = (&'a Arc<str>, &'a Value);
-    type IntoIter = Iter<'a>;
+impl<'a, V> IntoIterator for &'a Fields<V> {
+    type Item = (&'a Arc<str>, &'a V);
+    type IntoIter = Iter<'a, V>;
 
-    fn into_iter(self) -> Iter<'a> {
+    fn into_iter(self) -> Iter<'a, V> {
         self.iter()
     }
 }
 
-impl<'a> IntoIterator for &'a mut Fields {
-    type Item = (&'a Arc<str>, &'a mut Value);
-    type IntoIter = IterMut<'a>;
+impl<'a, V> IntoIterator for &'a mut Fields<V> {
+    type Item = (&'a Arc<str>, &'a mut V);
+    type IntoIter = IterMut<'a, V>;
 
-    fn into_iter(self) -> IterMut<'a> {
+    fn into_iter(self) -> IterMut<'a, V> {
         self.iter_mut()
     }
 }
 
-impl IntoIterator for Fields {
-    type Item = (Arc<str>, Value);
-    type IntoIter = std::vec::IntoIter<(Arc<str>, Value)>;
+impl<V> IntoIterator for Fields<V> {
+    type Item = (Arc<str>, V);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, V)>;
 
     fn into_iter(self) -> Self::IntoIter {
         let names = self.slots.names.iter().cloned();
-        let mut all: Vec<(Arc<str>, Value)> = names.zip(self.values).filter_map(|(n, v)| Some((n, v?))).collect();
+        let mut all: Vec<(Arc<str>, V)> = names.zip(self.values).filter_map(|(n, v)| Some((n, v?))).collect();
         if !self.extra.is_empty() {
-            all.extend(self.extra);
+            all.extend(self.extra.into_iter().map(|e| (e.name, e.value)));
             all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         all.into_iter()
     }
 }
 
-impl Extend<(Arc<str>, Value)> for Fields {
-    fn extend<I: IntoIterator<Item = (Arc<str>, Value)>>(&mut self, iter: I) {
+impl<V> Extend<(Arc<str>, V)> for Fields<V> {
+    fn extend<I: IntoIterator<Item = (Arc<str>, V)>>(&mut self, iter: I) {
         for (k, v) in iter {
             self.insert(k, v);
         }
     }
 }
 
-impl FromIterator<(Arc<str>, Value)> for Fields {
-    fn from_iter<I: IntoIterator<Item = (Arc<str>, Value)>>(iter: I) -> Self {
+impl<V> FromIterator<(Arc<str>, V)> for Fields<V> {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, V)>>(iter: I) -> Self {
         let mut f = Fields::new();
         f.extend(iter);
         f
     }
 }
 
-impl<const N: usize> From<[(Arc<str>, Value); N]> for Fields {
-    fn from(pairs: [(Arc<str>, Value); N]) -> Self {
+impl<V, const N: usize> From<[(Arc<str>, V); N]> for Fields<V> {
+    fn from(pairs: [(Arc<str>, V); N]) -> Self {
         pairs.into_iter().collect()
     }
 }
 
-impl std::ops::Index<&str> for Fields {
-    type Output = Value;
+impl<V> std::ops::Index<&str> for Fields<V> {
+    type Output = V;
 
-    fn index(&self, name: &str) -> &Value {
+    fn index(&self, name: &str) -> &V {
         self.get(name).unwrap_or_else(|| panic!("no field named {name:?}"))
     }
 }
 
-impl PartialEq for Fields {
+impl<V: PartialEq> PartialEq for Fields<V> {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len && self.iter().eq(other.iter())
     }
 }
 
 /// Same names and values as a map: lets tests state what they expect as one.
-impl PartialEq<std::collections::BTreeMap<Arc<str>, Value>> for Fields {
-    fn eq(&self, other: &std::collections::BTreeMap<Arc<str>, Value>) -> bool {
+impl<V: PartialEq> PartialEq<std::collections::BTreeMap<Arc<str>, V>> for Fields<V> {
+    fn eq(&self, other: &std::collections::BTreeMap<Arc<str>, V>) -> bool {
         self.len == other.len() && self.iter().eq(other.iter())
     }
 }
 
-impl serde::Serialize for Fields {
+impl<V: serde::Serialize> serde::Serialize for Fields<V> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
     }
 }
 
-impl fmt::Debug for Fields {
+impl<V: fmt::Debug> fmt::Debug for Fields<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }

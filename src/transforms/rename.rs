@@ -27,7 +27,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, Check, Transform};
-use crate::event::{Event, FieldMeta, Schema, Tags};
+use crate::event::{Event, FieldMeta, Fields, Schema, Tags};
 
 /// Tags every device has; user tags come on top and cannot be known statically.
 const BUILTIN_TAGS: &[&str] = &["heat_pump_id", "name", "location", "model"];
@@ -250,6 +250,23 @@ fn rename_keys<K: Ord, V>(map: BTreeMap<K, V>, new_name: &dyn Fn(&K) -> Option<K
     out
 }
 
+/// `fields` with the names `new_name` gives, stored by the slots of `schema`
+/// (the renamed schema). A renamed value wins over one already under its new name.
+fn rename_fields<V>(fields: Fields<V>, schema: &Schema, new_name: &dyn Fn(&Arc<str>) -> Option<Arc<str>>) -> Fields<V> {
+    let mut out = schema.new_fields();
+    let mut renamed = Vec::new();
+    for (k, v) in fields {
+        match new_name(&k) {
+            Some(n) => renamed.push((n, v)),
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    out.extend(renamed);
+    out
+}
+
 impl Transform for Rename {
     fn transform(&mut self, event: Event, out: &mut Vec<Event>) {
         match event {
@@ -265,20 +282,8 @@ impl Transform for Rename {
                     let m = Arc::make_mut(&mut arc);
                     if renames_values {
                         let f = |k: &Arc<str>| self.field_renamed(k);
-                        // Renamed values win over a value already under the new name.
-                        let mut fields = schema.new_fields();
-                        let mut renamed = Vec::new();
-                        for (k, v) in std::mem::take(&mut m.fields) {
-                            match f(&k) {
-                                Some(n) => renamed.push((n, v)),
-                                None => {
-                                    fields.insert(k, v);
-                                }
-                            }
-                        }
-                        fields.extend(renamed);
-                        m.fields = fields;
-                        m.since = rename_keys(std::mem::take(&mut m.since), &f);
+                        m.fields = rename_fields(std::mem::take(&mut m.fields), &schema, &f);
+                        m.since = rename_fields(std::mem::take(&mut m.since), &schema, &f);
                     }
                     m.schema = schema;
                     m.tags = tags;

@@ -341,7 +341,7 @@ impl StateDiff {
                     st.since
                 }
             };
-            m.since.insert(name.clone(), since);
+            m.since.insert_ref(name, since);
         }
         if changed {
             self.dirty = true;

@@ -427,7 +427,7 @@ impl App {
                     label: label.to_string(),
                     class: v.map_or("unknown", |v| if is_on(v) { "on" } else { "off" }),
                     value: v.map_or("unknown", |v| if is_on(v) { "on" } else { "off" }).to_string(),
-                    since: match m.since.get(*f) {
+                    since: match m.since.get(f) {
                         Some(s) => since_text(*s, now, &self.tz),
                         None => String::new(),
                     },
