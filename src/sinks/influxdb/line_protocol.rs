@@ -398,29 +398,74 @@ fn section_keys(section: &[u8], fields: bool) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Writes a float so that it parses back as the same float and as a float: Rust's
-/// `Debug` is the shortest round-trip form and always has a `.` or an exponent.
+/// Writes a float so that it parses back as the same float and as a float, byte
+/// for byte as Rust's `Debug` writes it (what this encoder always wrote): the
+/// shortest decimal that reads back as the same float, with a `.` (`21.0`) or,
+/// below 1e-4 and from 1e16 on, an exponent (`1e-7`, `1.5e300`).
+///
+/// Register readings take a short way around `core::fmt`, which cost more than
+/// the rest of a line together. Everything else goes through `Debug` itself: Ryu
+/// (the `ryu` crate) would be faster but breaks exact ties the other way
+/// (724536712681840.25 is `…840.2` there, `…840.3` in `Debug`).
 fn write_float(out: &mut Vec<u8>, f: f64) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{f:?}");
+    if !write_short_decimal(out, f) {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{f:?}");
+    }
+}
+
+/// The scales a register reading takes: most floats are n / 10^d (the `scale`
+/// transform rounds them to their register's decimals), with d = 1, 2 or 3.
+const DECIMAL_SCALES: [f64; 3] = [10.0, 100.0, 1000.0];
+
+/// Writes `f` if it is n / 10^d for one of [`DECIMAL_SCALES`] and |n| < 10^14, as
+/// `Debug` would; false (nothing written) otherwise.
+///
+/// Why the digits of n are the shortest round-trip form: `n as f64 / 10^d` is the
+/// correctly rounded n / 10^d (both are exact), so if it equals `f` the decimal
+/// x = n / 10^d reads back as `f` (x is never a tie: a dyadic x that small is
+/// itself a float). Say |x| has k ≤ 14 significant digits, the last at 10^q.
+/// Another decimal that reads back as `f` lies within one ulp of x, less than
+/// 10^(k+q) × 2^-52 < 10^(q-1); another decimal of at most k digits is at least
+/// 10^(q-1) away from x: with its last digit at 10^q or above it is another
+/// multiple of 10^q, with it below it is at most (10^k - 1) × 10^(q-1), which is
+/// 10^(q-1) short of 10^(k-1+q) ≤ |x|. So x is the only shortest one, and `Debug`
+/// writes it without an exponent since 1e-4 < |x| < 1e16.
+fn write_short_decimal(out: &mut Vec<u8>, f: f64) -> bool {
+    for (d, scale) in DECIMAL_SCALES.iter().enumerate() {
+        let y = f * scale;
+        if y.abs() >= 1e14 {
+            return false;
+        }
+        // Any integer near y will do as n: the check decides.
+        let n = (y + 0.5f64.copysign(y)) as i64;
+        if n as f64 / scale != f {
+            continue;
+        }
+        if f.is_sign_negative() {
+            out.push(b'-');
+        }
+        let decimals = d + 1;
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n.unsigned_abs()).as_bytes();
+        let point = digits.len().saturating_sub(decimals);
+        out.extend_from_slice(if point == 0 { b"0" } else { &digits[..point] });
+        out.push(b'.');
+        let mut fraction = [b'0'; DECIMAL_SCALES.len()];
+        fraction[decimals - (digits.len() - point)..decimals].copy_from_slice(&digits[point..]);
+        // Trailing zeros go, but one digit stays after the point: `21.0`.
+        let keep = fraction[..decimals]
+            .iter()
+            .rposition(|&c| c != b'0')
+            .map_or(1, |p| p + 1);
+        out.extend_from_slice(&fraction[..keep]);
+        return true;
+    }
+    false
 }
 
 fn write_int(out: &mut Vec<u8>, i: i64) {
-    let mut buf = [0u8; 20];
-    let mut n = i.unsigned_abs();
-    let mut pos = buf.len();
-    loop {
-        pos -= 1;
-        buf[pos] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if i < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[pos..]);
+    out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
 }
 
 fn write_string(out: &mut Vec<u8>, s: &str) {
@@ -562,6 +607,79 @@ mod tests {
             out.clear();
             write_int(&mut out, i);
             assert_eq!(std::str::from_utf8(&out).unwrap(), s);
+        }
+    }
+
+    fn assert_debug(f: f64, out: &mut Vec<u8>) {
+        out.clear();
+        write_float(out, f);
+        let want = format!("{f:?}");
+        assert_eq!(std::str::from_utf8(out).unwrap(), want, "bits {:#018x}", f.to_bits());
+    }
+
+    #[test]
+    fn floats_are_written_byte_for_byte_as_debug_writes_them() {
+        let mut out = Vec::new();
+        let mut edges = vec![
+            0.0,
+            -0.0,
+            1e-4,
+            -1e-4,
+            1e-5,
+            9.999e-5,
+            1e16,
+            9.999999999999998e15,
+            1e15,
+            99999999999999.9,
+            9999999999999.9,
+            0.001,
+            0.0015,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            f64::EPSILON,
+            5e-324,
+            9007199254740992.0,
+            9007199254740993.0,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            123456789.125,
+        ];
+        for e in (-330..=310).map(|e| 10f64.powi(e)) {
+            edges.extend([e, -e, e.next_up(), e.next_down(), 2.5 * e, 1.5 * e]);
+        }
+        for f in edges.into_iter().filter(|f| f.is_finite()) {
+            assert_debug(f, &mut out);
+        }
+        let mut rng = fastrand::Rng::with_seed(0x1f1f_2026_1207_0016);
+        // Any bit pattern: every exponent, subnormals, huge and tiny values.
+        for _ in 0..300_000 {
+            let f = f64::from_bits(rng.u64(..));
+            if f.is_finite() {
+                assert_debug(f, &mut out);
+            }
+        }
+        // Everyday magnitudes, 1e-6 to 1e17, with random mantissas.
+        for _ in 0..300_000 {
+            let bits = (rng.u64(1003..1080) << 52) | rng.u64(..1 << 52);
+            let f = f64::from_bits(bits | (u64::from(rng.bool()) << 63));
+            assert_debug(f, &mut out);
+        }
+        // Register readings n / 10^d (the fast path and its edges: more decimals
+        // than it takes, |n| near 10^14, neighbours one ulp away).
+        for _ in 0..300_000 {
+            let d = rng.i32(0..=5);
+            let n = match rng.u8(0..4) {
+                0 => rng.i64(-2000..=2000),
+                1 => rng.i64(-1_000_000_000..=1_000_000_000),
+                2 => rng.i64(99_999_999_999_000..=100_000_000_001_000),
+                _ => rng.i64(-(1 << 53)..=1 << 53),
+            };
+            let f = n as f64 / 10f64.powi(d);
+            for g in [f, f.next_up(), f.next_down(), -f] {
+                assert_debug(g, &mut out);
+            }
         }
     }
 

@@ -295,8 +295,11 @@ impl Disk {
     /// is written when all its bytes reached the file; of a write cut short, the
     /// whole records count and the torn rest is cut off.
     pub fn append(&mut self, lines: &[&[u8]]) -> (u64, u64, Option<io::Error>) {
-        let mut chunk = Vec::new();
-        let mut ends = Vec::new();
+        // One allocation for the records of a batch (up to a segment's worth), not
+        // one per doubling of a chunk that grows line by line.
+        let framed: u64 = lines.iter().map(|l| HEADER + l.len() as u64).sum();
+        let mut chunk = Vec::with_capacity(framed.min(self.segment_bytes) as usize);
+        let mut ends = Vec::with_capacity(lines.len());
         let (mut written, mut written_bytes) = (0u64, 0u64);
         for line in lines {
             let frame = HEADER + line.len() as u64;
