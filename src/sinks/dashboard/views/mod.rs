@@ -4,12 +4,14 @@
 //! pump's daily energy, COP and compressor charts ([`efficiency`]), the
 //! settings and login forms ([`settings_page`]), the heat pump list and
 //! forms ([`heatpumps_page`]), and the helpers they share
-//! ([`format`](mod@format), [`sparkline`], natural sort). Views read
+//! ([`format`](mod@format), [`sparkline`], the HTML escaping of [`escape`],
+//! natural sort). Views read
 //! [`App`](super::App) and return HTML; they know nothing of routes or request
 //! extractors.
 
 pub mod card;
 pub mod efficiency;
+pub mod escape;
 pub mod format;
 pub mod heatpumps_page;
 pub mod pages;

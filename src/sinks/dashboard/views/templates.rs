@@ -61,7 +61,7 @@ fn html_formatter(
 ) -> Result<(), minijinja::Error> {
     if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
         if let Some(s) = value.as_str() {
-            return super::card::write_escaped(out, s)
+            return super::escape::write_escaped(out, s)
                 .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the page failed"));
         }
     }
