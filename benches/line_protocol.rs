@@ -14,6 +14,8 @@
 //! `HPFLOW_BENCH_ONLY=shipped` (or `synthetic`) runs one part. Under
 //! `cargo test --all-targets` it runs once on a few points as a smoke test.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Write as _;
@@ -109,15 +111,7 @@ fn decimals(f: &FieldMeta) -> i32 {
 /// `scale` transform's rounding leaves them.
 fn shipped_poll(schema: &Arc<Schema>, d: usize, round: usize) -> Event {
     let id = format!("hp{d:04}");
-    let tags: BTreeMap<String, String> = [
-        ("heat_pump_id", id.clone()),
-        ("name", format!("Heat pump {d}")),
-        ("location", "Basement".to_string()),
-        ("model", schema.model.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let tags = common::pump_tags(&id, d, "Basement", &schema.model);
     let time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + round as u64 * 10_000 + d as u64);
     let mut m = Metric::new(&id, Arc::new(tags), time, schema.clone());
     for (i, f) in schema.fields.iter().enumerate().take(SHIPPED_FIELDS) {
@@ -146,13 +140,7 @@ fn shipped_poll(schema: &Arc<Schema>, d: usize, round: usize) -> Event {
 
 fn shipped(full: bool) {
     let (devices, rounds, runs) = if full { (1_000, 10, 9) } else { (10, 1, 1) };
-    let registers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
-    let map = hpflow::registers::RegisterMap::load(&registers).expect("the shipped register map loads");
-    let schema = map
-        .model("stiebel_eltron_wpm")
-        .expect("the shipped model")
-        .schema()
-        .clone();
+    let schema = common::shipped_schema();
     let events: Vec<Event> = (0..rounds)
         .flat_map(|r| (0..devices).map(move |d| (d, r)))
         .map(|(d, r)| shipped_poll(&schema, d, r))

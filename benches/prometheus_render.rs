@@ -8,6 +8,8 @@
 //! `cargo bench --bench prometheus_render` (release build). Budget: ≤ 50 ms.
 //! `HPFLOW_BENCH_ONLY=shipped` runs only the shipped-map part.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -183,15 +185,7 @@ const SHIPPED_FIELDS: usize = 200;
 /// type, states at one of their codes, since stamps on every state field.
 fn shipped_poll(schema: &Arc<Schema>, d: usize, round: u64) -> Event {
     let id = format!("hp{d:04}");
-    let tags: Tags = [
-        ("heat_pump_id", id.clone()),
-        ("name", format!("Heat pump {d}")),
-        ("location", "Bench".to_string()),
-        ("model", schema.model.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let tags: Tags = common::pump_tags(&id, d, "Bench", &schema.model);
     metric(schema, &id, tags, d, SHIPPED_FIELDS, |i, f| {
         match (f.value_type, &f.labels) {
             (_, Some(labels)) if !labels.is_empty() => {
@@ -240,13 +234,7 @@ fn timed(mut f: impl FnMut() -> usize) -> (Vec<Duration>, usize) {
 /// 1,000 devices of the shipped map (the pipeline_poll bench's scrape, without
 /// the polling around it): the render alone, then whole scrapes over loopback.
 fn shipped() {
-    let registers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registers.yml");
-    let map = hpflow::registers::RegisterMap::load(&registers).expect("the shipped register map loads");
-    let schema = map
-        .model("stiebel_eltron_wpm")
-        .expect("the shipped model")
-        .schema()
-        .clone();
+    let schema = common::shipped_schema();
     let ex = Arc::new(Exporter::new(
         "heatpump",
         Duration::from_secs(300),

@@ -5,6 +5,7 @@
 // Each benchmark uses part of this.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,4 +134,28 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
+}
+
+/// The tags HPManager's layout gives simulated pump `d` with id `id`:
+/// heat_pump_id, name, location and model.
+pub fn pump_tags(id: &str, d: usize, location: &str, model: &str) -> BTreeMap<String, String> {
+    [
+        ("heat_pump_id", id.to_string()),
+        ("name", format!("Heat pump {d}")),
+        ("location", location.to_string()),
+        ("model", model.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The schema of the shipped map's `stiebel_eltron_wpm` model, from `config/registers.yml`.
+pub fn shipped_schema() -> std::sync::Arc<hpflow::event::Schema> {
+    let map = hpflow::registers::RegisterMap::load(manifest_dir().join("config/registers.yml"))
+        .expect("the shipped register map loads");
+    map.model("stiebel_eltron_wpm")
+        .expect("the shipped model")
+        .schema()
+        .clone()
 }

@@ -27,7 +27,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::component::{BoxError, BuildContext, Check, Transform};
-use crate::event::{Event, FieldMeta, Fields, Schema, Tags};
+use crate::event::{Event, FieldMeta, Schema, Tags};
 
 /// Tags every device has; user tags come on top and cannot be known statically.
 const BUILTIN_TAGS: &[&str] = &["heat_pump_id", "name", "location", "model"];
@@ -224,7 +224,9 @@ impl Rename {
         if self.tag_sets.len() >= MAX_CACHED_TAGS {
             self.tag_sets.clear();
         }
-        let out = Arc::new(rename_keys((**input).clone(), &|k: &String| self.tags.get(k).cloned()));
+        let out = Arc::new(rename_keys((**input).clone(), BTreeMap::new(), &|k: &String| {
+            self.tags.get(k).cloned()
+        }));
         self.tag_sets.insert(key, (input.clone(), out.clone()));
         out
     }
@@ -235,34 +237,21 @@ impl Rename {
 }
 
 /// Renames the keys of a map all at once; a renamed key replaces a kept one.
-fn rename_keys<K: Ord, V>(map: BTreeMap<K, V>, new_name: &dyn Fn(&K) -> Option<K>) -> BTreeMap<K, V> {
-    let mut out = BTreeMap::new();
+/// The pairs of `map` put into `out` under the names `new_name` gives (the
+/// rest under their own); a renamed value wins over one already under its new name.
+fn rename_keys<K, V, M: Extend<(K, V)>>(
+    map: impl IntoIterator<Item = (K, V)>,
+    mut out: M,
+    new_name: &dyn Fn(&K) -> Option<K>,
+) -> M {
     let mut renamed = Vec::new();
-    for (k, v) in map {
-        match new_name(&k) {
-            Some(n) => renamed.push((n, v)),
-            None => {
-                out.insert(k, v);
-            }
+    out.extend(map.into_iter().filter_map(|(k, v)| match new_name(&k) {
+        Some(n) => {
+            renamed.push((n, v));
+            None
         }
-    }
-    out.extend(renamed);
-    out
-}
-
-/// `fields` with the names `new_name` gives, stored by the slots of `schema`
-/// (the renamed schema). A renamed value wins over one already under its new name.
-fn rename_fields<V>(fields: Fields<V>, schema: &Schema, new_name: &dyn Fn(&Arc<str>) -> Option<Arc<str>>) -> Fields<V> {
-    let mut out = schema.new_fields();
-    let mut renamed = Vec::new();
-    for (k, v) in fields {
-        match new_name(&k) {
-            Some(n) => renamed.push((n, v)),
-            None => {
-                out.insert(k, v);
-            }
-        }
-    }
+        None => Some((k, v)),
+    }));
     out.extend(renamed);
     out
 }
@@ -282,8 +271,8 @@ impl Transform for Rename {
                     let m = Arc::make_mut(&mut arc);
                     if renames_values {
                         let f = |k: &Arc<str>| self.field_renamed(k);
-                        m.fields = rename_fields(std::mem::take(&mut m.fields), &schema, &f);
-                        m.since = rename_fields(std::mem::take(&mut m.since), &schema, &f);
+                        m.fields = rename_keys(std::mem::take(&mut m.fields), schema.new_fields(), &f);
+                        m.since = rename_keys(std::mem::take(&mut m.since), schema.new_fields(), &f);
                     }
                     m.schema = schema;
                     m.tags = tags;
