@@ -1,12 +1,13 @@
-//! Dead, silent and returning devices: the schedule holds for the living, and
-//! a device that comes back is polled again within one interval.
+//! Dead, silent and returning devices: the schedule holds for the living, a
+//! device that comes back is polled again within one interval, and a poll under
+//! way at shutdown is finished and delivered.
 
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use hpflow::registers::RegisterMap;
-use hpflow::sim::{Clock, SimOptions, Simulator};
+use hpflow::sim::{Clock, Faults, SimOptions, Simulator};
 use hpflow::telemetry::RequestResult;
 use support::modbus::{black_hole, dead_port, run_tcp};
 use support::shipped_registers;
@@ -168,4 +169,59 @@ async fn a_new_poll_interval_takes_effect_without_a_restart() {
         "polls {step:?} apart"
     );
     src.stop().await;
+}
+
+/// Shutdown while a poll is under way: the poll finishes and its event is
+/// delivered before the source stops (the device may have answered it all,
+/// and a poll a device answered must reach the sinks).
+#[tokio::test]
+async fn a_poll_under_way_at_shutdown_finishes_and_is_delivered() {
+    let map = RegisterMap::load(shipped_registers()).unwrap();
+    let latency = Duration::from_millis(60);
+    let sim = Simulator::new(SimOptions {
+        clock: Clock::Frozen(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_480_000)),
+        faults: Faults {
+            latency,
+            ..Faults::default()
+        },
+        ..SimOptions::new(map.model("stiebel_eltron_wpm").unwrap().clone())
+    })
+    .unwrap();
+    let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "registers = {:?}\ninterval = \"1h\"\ntimeout = \"2s\"\nphase_spread = false\n{}",
+        shipped_registers().display().to_string(),
+        device("slow", server.local_addr().port())
+    );
+    let mut src = run_tcp("underway", dir.path(), &text);
+
+    // The first poll starts at once and takes several requests of `latency` each.
+    let started = Instant::now();
+    while sim.requests_served() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the poll never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    src.shutdown.cancel();
+    let stopped_at = sim.requests_served();
+
+    let m = src
+        .next(Duration::from_secs(10), "the poll under way at shutdown")
+        .await;
+    assert_eq!(&*m.device, "slow");
+    assert!(
+        sim.requests_served() > stopped_at,
+        "the poll went on after shutdown ({stopped_at} requests before it)"
+    );
+    assert!(
+        m.fields.len() > 100,
+        "the whole poll was decoded: {} fields",
+        m.fields.len()
+    );
+    // Then the source stops: its output closes.
+    match tokio::time::timeout(Duration::from_secs(5), src.rx.recv()).await {
+        Ok(None) => {}
+        Ok(Some(e)) => panic!("no second poll after shutdown, got {e:?}"),
+        Err(_) => panic!("the source did not stop within 5 s of shutdown"),
+    }
 }

@@ -372,8 +372,8 @@ fn found<T>(found: Option<T>, errors: inventory::Errors, missing: &str) -> Resul
     found.ok_or_else(|| missing.into())
 }
 
-/// Polls the devices behind one link until `shutdown` (which abandons a poll
-/// under way) or `retire` (which waits for it), sending one event per
+/// Polls the devices behind one link until `shutdown` or `retire` (both wait
+/// for a poll under way to finish), sending one event per
 /// successful poll to `tx`. Returns the devices with their schedules, so a
 /// reload can hand them to the link's next task.
 async fn run_link(
@@ -419,10 +419,10 @@ async fn run_link(
         dev.device
             .health
             .poll_started(began.saturating_duration_since(tick), dev.schedule.interval());
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return devices,
-            o = poll_device(&mut link, &mut dev.device) => o,
-        };
+        // A poll under way finishes even at shutdown: the device may already
+        // have answered it, and a poll it answered is delivered. It takes at
+        // most a connect and a request timeout more (a timeout ends a poll).
+        let outcome = poll_device(&mut link, &mut dev.device).await;
         let took = began.elapsed();
         let ok = outcome.succeeded();
         if !ok {
