@@ -11,7 +11,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 mod fields;
@@ -159,9 +158,8 @@ impl FieldMeta {
 pub struct Schema {
     pub model: String,
     pub fields: Vec<Arc<FieldMeta>>,
-    #[serde(skip)]
-    index: FxHashMap<Arc<str>, usize>,
-    /// The field names by rank in name order: where a poll's values sit.
+    /// The field names by rank in name order (where a poll's values sit) and
+    /// by position in `fields`.
     #[serde(skip)]
     slots: Arc<Slots>,
     /// Set by the `scale` transform: values are in engineering units now.
@@ -178,7 +176,6 @@ impl Schema {
         let mut schema = Schema {
             model: model.into(),
             fields,
-            index: FxHashMap::default(),
             slots: Slots::empty(),
             scaled: false,
             manufacturer: None,
@@ -187,14 +184,8 @@ impl Schema {
         schema
     }
 
-    /// Rebuilds the name index and the slots after `fields` was changed in place.
+    /// Rebuilds the slots (the name index) after `fields` was changed in place.
     pub fn reindex(&mut self) {
-        self.index = self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
         self.slots = Arc::new(Slots::new(self.fields.iter().map(|f| &f.name)));
     }
 
@@ -204,7 +195,7 @@ impl Schema {
     }
 
     pub fn field(&self, name: &str) -> Option<&Arc<FieldMeta>> {
-        self.index.get(name).map(|&i| &self.fields[i])
+        self.slots.position(name).map(|i| &self.fields[i])
     }
 }
 

@@ -17,23 +17,33 @@ use rustc_hash::FxHashMap;
 
 use super::Value;
 
-/// The field names of one schema, each with its rank in name order.
+/// The field names of one schema, each with its rank in name order and its
+/// position in the schema (the schema's one name index).
 #[derive(Default, PartialEq)]
 pub struct Slots {
     names: Box<[Arc<str>]>,
-    rank: FxHashMap<Arc<str>, u32>,
+    /// Name → (rank in name order, position in the list it was made from).
+    rank: FxHashMap<Arc<str>, (u32, u32)>,
 }
 
 impl Slots {
-    /// Slots for these names (duplicates count once).
+    /// Slots for these names, in their order; a name given twice keeps its
+    /// last position.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a Arc<str>>) -> Self {
-        let mut names: Vec<Arc<str>> = names.into_iter().cloned().collect();
-        names.sort_unstable();
-        names.dedup();
-        let rank = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        let mut at: FxHashMap<Arc<str>, (u32, u32)> = FxHashMap::default();
+        for (i, n) in names.into_iter().enumerate() {
+            at.insert(n.clone(), (0, i as u32));
+        }
+        let mut sorted: Vec<Arc<str>> = at.keys().cloned().collect();
+        sorted.sort_unstable();
+        for (r, n) in sorted.iter().enumerate() {
+            if let Some(e) = at.get_mut(n) {
+                e.0 = r as u32;
+            }
+        }
         Slots {
-            names: names.into_boxed_slice(),
-            rank,
+            names: sorted.into_boxed_slice(),
+            rank: at,
         }
     }
 
@@ -48,7 +58,12 @@ impl Slots {
         if self.names.is_empty() {
             return None;
         }
-        self.rank.get(name).map(|&r| r as usize)
+        self.rank.get(name).map(|&(r, _)| r as usize)
+    }
+
+    /// The name's position in the list the slots were made from.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.rank.get(name).map(|&(_, p)| p as usize)
     }
 
     pub fn len(&self) -> usize {

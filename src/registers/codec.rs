@@ -2,12 +2,9 @@
 //! composite values, bitmap bits, strings. Decoding never guesses: anything it
 //! cannot represent exactly leaves the field absent.
 
-use crate::event::Value;
+use crate::event::{Fields, Value};
 
 use super::model::{ByteOrder, DataType, Model, Register};
-
-/// What the decoder puts out: field name → raw (unscaled) value.
-pub(crate) use crate::event::Fields;
 
 /// A value to encode: the raw value decoding yields, or the engineering value
 /// (raw × scale + offset) that the `scale` transform would produce.
