@@ -49,6 +49,7 @@ type = "modbus_tcp"
 registers = {}
 interval = "0s"
 max_registers = 200
+in_flight = 17
 
 [[sources.hp.devices]]
 id = "hp1"
@@ -72,10 +73,11 @@ model = "stiebel_eltron_wpm"
     let want = [
         "pipeline.toml:4:1: error: sources.hp: `interval` must be longer than 0s",
         "pipeline.toml:5:1: error: sources.hp: `max_registers` must be 1-125 (the Modbus limit), not 200",
-        "pipeline.toml:9:1: error: sources.hp: unknown model `stiebel_eltron_wmp`; the register map has: stiebel_eltron_wpm",
-        "pipeline.toml:13:1: error: sources.hp: device id `hp1` is used twice",
-        "pipeline.toml:16:1: error: sources.hp: `port` must be 1-65535, not 0",
-        "pipeline.toml:17:1: error: sources.hp: `unit_id` must be 0-247, not 300",
+        "pipeline.toml:6:1: error: sources.hp: `in_flight` must be 1-16 (1 sends one request at a time), not 17",
+        "pipeline.toml:10:1: error: sources.hp: unknown model `stiebel_eltron_wmp`; the register map has: stiebel_eltron_wpm",
+        "pipeline.toml:14:1: error: sources.hp: device id `hp1` is used twice",
+        "pipeline.toml:17:1: error: sources.hp: `port` must be 1-65535, not 0",
+        "pipeline.toml:18:1: error: sources.hp: `unit_id` must be 0-247, not 300",
         "error: sources.hp: device `hp3` needs a `host`",
     ];
     for w in want {

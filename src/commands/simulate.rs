@@ -79,6 +79,10 @@ pub struct SimulateArgs {
     /// Close the connection (RTU: stay silent) on every Nth request.
     #[arg(long)]
     pub drop_every: Option<u64>,
+    /// Act as a device that takes one request at a time over TCP: requests
+    /// that arrive together with another are dropped unanswered.
+    #[arg(long)]
+    pub one_request_at_a_time: bool,
     /// Write the values being served (as `hpflow read --json` prints them) to
     /// this file whenever they change, and on SIGUSR1.
     #[arg(long)]
@@ -95,6 +99,7 @@ pub fn simulators(
         exception_code: args.exception_code,
         latency: args.latency,
         drop_every: args.drop_every,
+        one_request_at_a_time: args.one_request_at_a_time,
     };
     let time_zone = match &args.time_zone {
         Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| crate::sim::SimError::UnknownTimeZone {

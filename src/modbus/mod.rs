@@ -17,6 +17,12 @@
 //!   reconnected at once, once per request (gateways close idle
 //!   connections); after that the device's capped, jittered [`Backoff`] decides
 //!   when the next attempt may happen.
+//!
+//! Over TCP, a device that has answered a whole poll gets its requests sent
+//! together (up to its `in_flight`) and the replies taken in turn, handled as
+//! above in request order; requests sent together and left unanswered are sent
+//! again one at a time at once, which tells a device that cannot take them
+//! together ([`Together::No`]) from one that stopped answering.
 
 mod backoff;
 mod link;
@@ -28,11 +34,11 @@ mod tcp_client;
 
 pub(crate) use backoff::{fnv1a, later};
 pub use backoff::{Backoff, Rng};
-pub use link::{Connector, Link};
+pub use link::{Connection, Connector, Link};
 pub use poll::{
-    one_off_device, plan_options, poll_device, read_device_once, Device, Failure, FailureKind, PollOutcome,
+    one_off_device, plan_options, poll_device, read_device_once, Device, Failure, FailureKind, PollOutcome, Together,
 };
 pub use reply::{classify, exception_meaning, read_once, Reply};
 pub use rtu::{inter_frame_gap, Parity, RtuConnector};
 pub use tcp::TcpConnector;
-pub use tcp_client::TcpClient;
+pub use tcp_client::{TcpClient, MAX_IN_FLIGHT};

@@ -31,6 +31,10 @@ pub struct Device {
     pub backoff: Backoff,
     pub health: HealthHandle,
     pub timeout: Duration,
+    /// Most requests sent together (1: one at a time).
+    pub in_flight: usize,
+    /// Whether the device has shown it answers requests sent together.
+    pub together: Together,
     /// When a wrong-length reply was last logged.
     wrong_length_told: Option<std::time::Instant>,
 }
@@ -59,6 +63,8 @@ impl Device {
             },
             health: health.register(component, id),
             timeout,
+            in_flight: 1,
+            together: Together::Unknown,
             wrong_length_told: None,
         }
     }
@@ -214,104 +220,206 @@ pub async fn read_device_once(connector: Box<dyn Connector>, dev: &mut Device) -
 }
 
 /// Polls one device once over `link`.
+///
+/// A device that has shown it answers (a whole poll went through) gets its
+/// requests sent together, up to its `in_flight`; replies are then taken in
+/// order and handled exactly as if each had been sent alone. When a request
+/// sent with others goes unanswered (or the link breaks), it and the rest are
+/// sent again one at a time, at once: if the device answers alone what it did
+/// not answer together, it is sent one request at a time from then on (until
+/// the plan's re-probe time); if not, it is simply not answering.
 pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
     let started = Instant::now().into_std();
     let mut out = PollOutcome::default();
     let mut results: Vec<(ReadRequest, Option<RawData>)> = Vec::new();
     let mut queue: VecDeque<ReadRequest> = dev.plan.requests(started).into();
     let mut reconnected = false;
+    let mut link_trouble = false;
     let id = dev.id.clone();
+    if let Together::No { since } = dev.together {
+        if started.duration_since(since) >= dev.plan.plan().options().reprobe_after {
+            dev.together = Together::Unknown;
+        }
+    }
 
-    'requests: while let Some(req) = queue.pop_front() {
-        let mut busy = 0;
-        loop {
-            if let Err((e, kind)) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
-                out.error = Some(e);
-                out.connect_error = kind;
-                break 'requests;
-            }
+    'requests: while !queue.is_empty() {
+        if let Err((e, kind)) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
+            out.error = Some(e);
+            out.connect_error = kind;
+            break 'requests;
+        }
+        let depth = match dev.together {
+            Together::Yes if link.sends_together() => dev.in_flight.min(queue.len()),
+            _ => 1,
+        };
+        let batch: Vec<ReadRequest> = queue.drain(..depth).collect();
+        let replies = if depth == 1 {
             let sent = Instant::now();
-            let reply = link.read(dev.unit_id, &req, dev.timeout).await;
-            dev.health.request_done(reply.result(), sent.elapsed());
-            if reply.link_ok() {
-                dev.backoff.succeeded();
+            let reply = link.read(dev.unit_id, &batch[0], dev.timeout).await;
+            vec![(reply, sent.elapsed())]
+        } else {
+            link.read_together(dev.unit_id, &batch, dev.timeout).await
+        };
+        // Optional blocks dropped while handling this batch: the rest of the
+        // batch's requests of such a block are passed over, as if never sent.
+        let mut dropped: Vec<Arc<str>> = Vec::new();
+        let mut replies = replies.into_iter();
+        let mut batch = batch.into_iter();
+        while let Some(req) = batch.next() {
+            if req.optional && req.block.as_ref().is_some_and(|b| dropped.contains(b)) {
+                replies.next();
+                continue;
             }
-            let now = Instant::now().into_std();
-            match &reply {
-                Reply::Data(d) => {
-                    reconnected = false;
-                    note_change(&id, dev.plan.record(&req, Outcome::Ok, now));
-                    results.push((req.clone(), Some(d.clone())));
+            let Some((mut reply, mut took)) = replies.next() else {
+                // Not answered: the batch stopped at a timeout or a broken link.
+                break;
+            };
+            // Whether the reply in hand answers a request sent with others.
+            let mut together = depth > 1;
+            let mut busy = 0;
+            loop {
+                dev.health.request_done(reply.result(), took);
+                if reply.link_ok() {
+                    dev.backoff.succeeded();
                 }
-                Reply::Busy if busy < BUSY_RETRIES => {
-                    busy += 1;
-                    debug!(device = %id, request = %req, attempt = busy, "Device busy; retrying");
+                let now = Instant::now().into_std();
+                if together && matches!(reply, Reply::Timeout | Reply::Broken(_)) {
+                    // Sent with others and not answered: send it and the rest
+                    // alone, now, to tell a device that cannot take them
+                    // together from one that stopped answering.
+                    debug!(device = %id, request = %req, reply = %reply, "No answer to requests sent together; sending them one at a time");
+                    dev.together = Together::Testing;
                     out.requests.push((req.clone(), reply));
-                    tokio::time::sleep(BUSY_WAIT * busy).await;
-                    continue;
-                }
-                Reply::Busy | Reply::Refused(_) => {
-                    debug!(device = %id, request = %req, reply = %reply, "Request refused; its fields are absent");
-                    dev.plan.record(&req, Outcome::Failed, now);
-                }
-                Reply::WrongLength { .. } => {
-                    dev.plan.record(&req, Outcome::Failed, now);
-                    let due = dev
-                        .wrong_length_told
-                        .is_none_or(|t| now.duration_since(t) >= WRONG_LENGTH_TELL_EVERY);
-                    if due {
-                        dev.wrong_length_told = Some(now);
-                        warn!(device = %id, request = %req, reply = %reply, "Device answered with the wrong number of values; the request's fields are absent (told once an hour per device)");
+                    for rest in batch.rev() {
+                        queue.push_front(rest);
                     }
+                    queue.push_front(req);
+                    continue 'requests;
                 }
-                Reply::IllegalAddress => {
-                    let change = dev.plan.record(&req, Outcome::IllegalAddress, now);
-                    if let Some(Change::BlockDropped { block, .. }) = &change {
-                        // The rest of a block that is not fitted would only be refused too.
-                        queue.retain(|q| !(q.optional && q.block.as_ref() == Some(block)));
+                if dev.together == Together::Testing {
+                    dev.together = if reply.link_ok() {
+                        info!(device = %id, "Device answers requests sent one at a time but not sent together; sending one at a time (tried again after the re-probe interval)");
+                        Together::No { since: now }
+                    } else {
+                        Together::Unknown
+                    };
+                }
+                match &reply {
+                    Reply::Data(d) => {
+                        reconnected = false;
+                        note_change(&id, dev.plan.record(&req, Outcome::Ok, now));
+                        results.push((req.clone(), Some(d.clone())));
                     }
-                    note_change(&id, change);
-                    queue.extend(dev.plan.follow_ups());
-                }
-                Reply::Unreachable(_) => {
-                    dev.plan.record(&req, Outcome::Failed, now);
-                    out.error = Some(format!("{req}: {reply}"));
-                    out.requests.push((req, reply));
-                    break 'requests;
-                }
-                Reply::Timeout => {
-                    dev.plan.record(&req, Outcome::Failed, now);
-                    let wait = dev.backoff.failed(Instant::now());
-                    out.error = Some(format!(
-                        "{req}: {reply} after {}",
-                        humantime::format_duration(dev.timeout)
-                    ));
-                    debug!(device = %id, request = %req, backoff = ?wait, "Request timed out");
-                    out.requests.push((req, reply));
-                    break 'requests;
-                }
-                Reply::Broken(e) => {
-                    if !reconnected {
-                        // A gateway may have closed an idle connection: one fresh
-                        // connection per request before giving up.
-                        reconnected = true;
-                        debug!(device = %id, request = %req, error = %e, "Link broken; reconnecting once");
+                    Reply::Busy if busy < BUSY_RETRIES => {
+                        busy += 1;
+                        debug!(device = %id, request = %req, attempt = busy, "Device busy; retrying");
                         out.requests.push((req.clone(), reply));
+                        tokio::time::sleep(BUSY_WAIT * busy).await;
+                        if let Err((e, kind)) = link.ensure(&mut dev.backoff, dev.timeout, &dev.health).await {
+                            out.error = Some(e);
+                            out.connect_error = kind;
+                            break 'requests;
+                        }
+                        // The retry is sent alone.
+                        let sent = Instant::now();
+                        reply = link.read(dev.unit_id, &req, dev.timeout).await;
+                        took = sent.elapsed();
+                        together = false;
+                        if !reply.link_ok() {
+                            // The rest of the batch is sent again after it.
+                            for rest in batch.by_ref().rev() {
+                                queue.push_front(rest);
+                            }
+                        }
                         continue;
                     }
-                    dev.plan.record(&req, Outcome::Failed, now);
-                    dev.backoff.failed(Instant::now());
-                    out.error = Some(format!("{req}: {reply}"));
-                    out.requests.push((req, reply));
-                    break 'requests;
+                    Reply::Busy | Reply::Refused(_) => {
+                        debug!(device = %id, request = %req, reply = %reply, "Request refused; its fields are absent");
+                        dev.plan.record(&req, Outcome::Failed, now);
+                    }
+                    Reply::WrongLength { .. } => {
+                        dev.plan.record(&req, Outcome::Failed, now);
+                        let due = dev
+                            .wrong_length_told
+                            .is_none_or(|t| now.duration_since(t) >= WRONG_LENGTH_TELL_EVERY);
+                        if due {
+                            dev.wrong_length_told = Some(now);
+                            warn!(device = %id, request = %req, reply = %reply, "Device answered with the wrong number of values; the request's fields are absent (told once an hour per device)");
+                        }
+                    }
+                    Reply::IllegalAddress => {
+                        let change = dev.plan.record(&req, Outcome::IllegalAddress, now);
+                        if let Some(Change::BlockDropped { block, .. }) = &change {
+                            // The rest of a block that is not fitted would only be refused too.
+                            queue.retain(|q| !(q.optional && q.block.as_ref() == Some(block)));
+                            dropped.push(block.clone());
+                        }
+                        note_change(&id, change);
+                        queue.extend(dev.plan.follow_ups());
+                    }
+                    Reply::Unreachable(_) => {
+                        dev.plan.record(&req, Outcome::Failed, now);
+                        out.error = Some(format!("{req}: {reply}"));
+                        out.requests.push((req, reply));
+                        break 'requests;
+                    }
+                    Reply::Timeout => {
+                        link_trouble = true;
+                        dev.plan.record(&req, Outcome::Failed, now);
+                        let wait = dev.backoff.failed(Instant::now());
+                        out.error = Some(format!(
+                            "{req}: {reply} after {}",
+                            humantime::format_duration(dev.timeout)
+                        ));
+                        debug!(device = %id, request = %req, backoff = ?wait, "Request timed out");
+                        out.requests.push((req, reply));
+                        break 'requests;
+                    }
+                    Reply::Broken(e) => {
+                        link_trouble = true;
+                        if !reconnected {
+                            // A gateway may have closed an idle connection: one fresh
+                            // connection per request before giving up.
+                            reconnected = true;
+                            debug!(device = %id, request = %req, error = %e, "Link broken; reconnecting once");
+                            out.requests.push((req.clone(), reply));
+                            queue.push_front(req);
+                            continue 'requests;
+                        }
+                        dev.plan.record(&req, Outcome::Failed, now);
+                        dev.backoff.failed(Instant::now());
+                        out.error = Some(format!("{req}: {reply}"));
+                        out.requests.push((req, reply));
+                        break 'requests;
+                    }
                 }
+                out.requests.push((req, reply));
+                break;
             }
-            out.requests.push((req, reply));
-            break;
         }
+    }
+    match dev.together {
+        // A whole poll went through: the next may send requests together.
+        Together::Unknown if !link_trouble && out.error.is_none() && dev.in_flight > 1 => dev.together = Together::Yes,
+        Together::Testing => dev.together = Together::Unknown,
+        _ => {}
     }
     out.fields = dev.plan.decode(&results);
     out
+}
+
+/// Whether a device answers requests sent together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Together {
+    /// Not known yet: one request at a time until a poll goes through whole.
+    Unknown,
+    /// It does: a poll's requests are sent together, `in_flight` at a time.
+    Yes,
+    /// A request sent with others went unanswered: the next, sent alone, decides.
+    Testing,
+    /// It answered alone what it did not answer together: one at a time
+    /// until the re-probe interval has passed `since`.
+    No { since: std::time::Instant },
 }
 
 fn note_change(device: &str, change: Option<Change>) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio_modbus::client::{Client, Context};
+use tokio_modbus::client::Client;
 use tokio_modbus::ExceptionCode;
 use tokio_modbus::{Request, Response};
 
@@ -109,31 +109,44 @@ pub fn classify(result: Result<tokio_modbus::Result<RawData>, tokio::time::error
     }
 }
 
-/// Sends one read and waits at most `timeout` for its answer.
-pub async fn read_once(ctx: &mut Context, table: Table, start: u16, count: u16, timeout: Duration) -> Reply {
-    // Through `call`, not the `Reader` methods: those assert the reply's length
-    // (a panic in a debug build), and a device's wrong answer is data to count.
-    let request = match table {
+/// The request reading `count` values of `table` from `start`.
+pub fn read_request(table: Table, start: u16, count: u16) -> Request<'static> {
+    match table {
         Table::InputRegisters => Request::ReadInputRegisters(start, count),
         Table::HoldingRegisters => Request::ReadHoldingRegisters(start, count),
         Table::Coils => Request::ReadCoils(start, count),
         Table::DiscreteInputs => Request::ReadDiscreteInputs(start, count),
+    }
+}
+
+/// What a read of `count` values came to: its response through both error
+/// layers, or `Err` when it timed out.
+pub fn reply_of(result: Result<tokio_modbus::Result<Response>, tokio::time::error::Elapsed>, count: u16) -> Reply {
+    let data = |response| match response {
+        Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) => RawData::Words(w),
+        Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) => {
+            // Bits come packed in bytes: the last byte's padding is not data.
+            b.truncate(usize::from(count));
+            RawData::Bits(b)
+        }
+        // `call` only returns a response of the request's function.
+        _ => RawData::Words(Vec::new()),
     };
-    let call = async {
-        ctx.call(request).await.map(|r| {
-            r.map(|response| match response {
-                Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) => RawData::Words(w),
-                Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) => {
-                    // Bits come packed in bytes: the last byte's padding is not data.
-                    b.truncate(usize::from(count));
-                    RawData::Bits(b)
-                }
-                // `call` only returns a response of the request's function.
-                _ => RawData::Words(Vec::new()),
-            })
-        })
-    };
-    checked(count, classify(tokio::time::timeout(timeout, call).await))
+    checked(count, classify(result.map(|r| r.map(|r| r.map(data)))))
+}
+
+/// Sends one read and waits at most `timeout` for its answer.
+pub async fn read_once<C: Client + ?Sized>(
+    ctx: &mut C,
+    table: Table,
+    start: u16,
+    count: u16,
+    timeout: Duration,
+) -> Reply {
+    // Through `call`, not the `Reader` methods: those assert the reply's length
+    // (a panic in a debug build), and a device's wrong answer is data to count.
+    let call = ctx.call(read_request(table, start, count));
+    reply_of(tokio::time::timeout(timeout, call).await, count)
 }
 
 /// Data of another length than `count` asked for becomes [`Reply::WrongLength`].

@@ -7,6 +7,10 @@
 //! `write`. It plugs in as a `tokio_modbus::client::Client`, so the poller,
 //! the error mapping ([`super::classify`]) and the RTU path stay as they are.
 //!
+//! Several reads may be sent in one write, each with its own transaction id
+//! (Modbus TCP lets a server take several transactions at once); the poller
+//! does so for a device that has shown it answers them.
+//!
 //! A reply is ours only with our transaction id, unit and function code. A
 //! reply with another transaction id is the late answer to a request given up
 //! on: it is read past and never used. A reply that cannot be a Modbus TCP
@@ -26,8 +30,12 @@ use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 const HEADER: usize = 7;
 /// The longest frame: the header and a 253-byte PDU.
 const MAX_FRAME: usize = HEADER + 253;
+/// Most requests [`TcpClient::send_reads`] sends at once.
+pub const MAX_IN_FLIGHT: usize = 16;
 
-/// A Modbus TCP client on one connection, one request in flight at a time.
+/// A Modbus TCP client on one connection: one request at a time through
+/// [`Client::call`], or several sent together ([`TcpClient::send_reads`]) and
+/// their replies taken in turn ([`TcpClient::reply_to`]).
 pub struct TcpClient {
     stream: TcpStream,
     unit: u8,
@@ -45,6 +53,64 @@ impl TcpClient {
             transaction: 0,
             buf: [0; MAX_FRAME],
             filled: 0,
+        }
+    }
+
+    /// Sends `reads` (function code, address, quantity) to the current unit in
+    /// one write, at most [`MAX_IN_FLIGHT`]; each gets the next transaction id.
+    /// Returns the first one's; the others follow it (wrapping).
+    pub async fn send_reads(&mut self, reads: &[(u8, u16, u16)]) -> io::Result<u16> {
+        const REQUEST: usize = 12;
+        let mut frames = [0u8; REQUEST * MAX_IN_FLIGHT];
+        let reads = &reads[..reads.len().min(MAX_IN_FLIGHT)];
+        let first = self.transaction.wrapping_add(1);
+        // What is left of an exchange given up on belongs to no request now.
+        self.filled = 0;
+        for (i, &(function, address, quantity)) in reads.iter().enumerate() {
+            self.transaction = self.transaction.wrapping_add(1);
+            let t = self.transaction.to_be_bytes();
+            let a = address.to_be_bytes();
+            let q = quantity.to_be_bytes();
+            frames[i * REQUEST..(i + 1) * REQUEST]
+                .copy_from_slice(&[t[0], t[1], 0, 0, 0, 6, self.unit, function, a[0], a[1], q[0], q[1]]);
+        }
+        self.stream.write_all(&frames[..reads.len() * REQUEST]).await?;
+        Ok(first)
+    }
+
+    /// Waits for the reply to transaction `transaction`, a read of function
+    /// `function`, reading past replies to other transactions (late answers
+    /// to requests given up on).
+    pub async fn reply_to(&mut self, transaction: u16, function: u8) -> tokio_modbus::Result<Response> {
+        let t = transaction.to_be_bytes();
+        loop {
+            let len = self.read_frame().await?;
+            let frame = &self.buf[..len];
+            if frame[..2] != t {
+                // Not ours.
+                self.consume(len);
+                continue;
+            }
+            let (unit, got) = (frame[6], frame[7]);
+            let result = if unit != self.unit {
+                Err(garbled(format!(
+                    "a reply from unit {unit} to a request to unit {}",
+                    self.unit
+                )))
+            } else if got == function | 0x80 {
+                match frame.get(8) {
+                    Some(&code) if len == HEADER + 2 => Ok(Err(ExceptionCode::new(code))),
+                    _ => Err(garbled("an exception reply of the wrong length".into())),
+                }
+            } else if got != function {
+                Err(garbled(format!(
+                    "a reply of function {got:#04x} to a request of function {function:#04x}"
+                )))
+            } else {
+                decode(function, &frame[HEADER + 1..]).map(Ok)
+            };
+            self.consume(len);
+            return result.map_err(Into::into);
         }
     }
 
@@ -149,50 +215,15 @@ impl SlaveContext for TcpClient {
 #[async_trait]
 impl Client for TcpClient {
     async fn call(&mut self, request: Request<'_>) -> tokio_modbus::Result<Response> {
-        let Some((function, address, quantity)) = read_of(&request) else {
+        let Some(read) = read_of(&request) else {
             let e = io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("hpflow's Modbus TCP client only reads; {request:?} is not sent"),
             );
             return Err(e.into());
         };
-        self.transaction = self.transaction.wrapping_add(1);
-        let t = self.transaction.to_be_bytes();
-        let a = address.to_be_bytes();
-        let q = quantity.to_be_bytes();
-        let frame = [t[0], t[1], 0, 0, 0, 6, self.unit, function, a[0], a[1], q[0], q[1]];
-        // What is left of an exchange given up on belongs to no request now.
-        self.filled = 0;
-        self.stream.write_all(&frame).await?;
-        loop {
-            let len = self.read_frame().await?;
-            let frame = &self.buf[..len];
-            if frame[..2] != t {
-                // The late answer to an earlier request: not ours.
-                self.consume(len);
-                continue;
-            }
-            let (unit, got) = (frame[6], frame[7]);
-            let result = if unit != self.unit {
-                Err(garbled(format!(
-                    "a reply from unit {unit} to a request to unit {}",
-                    self.unit
-                )))
-            } else if got == function | 0x80 {
-                match frame.get(8) {
-                    Some(&code) if len == HEADER + 2 => Ok(Err(ExceptionCode::new(code))),
-                    _ => Err(garbled("an exception reply of the wrong length".into())),
-                }
-            } else if got != function {
-                Err(garbled(format!(
-                    "a reply of function {got:#04x} to a request of function {function:#04x}"
-                )))
-            } else {
-                decode(function, &frame[HEADER + 1..]).map(Ok)
-            };
-            self.consume(len);
-            return result.map_err(Into::into);
-        }
+        let t = self.send_reads(&[read]).await?;
+        self.reply_to(t, read.0).await
     }
 
     async fn disconnect(&mut self) -> io::Result<()> {
@@ -275,6 +306,54 @@ mod tests {
             }
         }
         assert!(data > 100 && exceptions > 100, "{data} answered, {exceptions} refused");
+    }
+
+    /// Seeded random batches of up to [`MAX_IN_FLIGHT`] reads sent together:
+    /// each reply is what tokio-modbus' client answers to that read sent alone,
+    /// refusals and units the simulator does not serve included.
+    #[tokio::test]
+    async fn reads_sent_together_answer_as_each_sent_alone() {
+        let sim = crate::sim::shipped_wpmsystem();
+        let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut ours = TcpClient::new(stream, 1);
+        let mut theirs = tokio_modbus::client::tcp::connect_slave(server.local_addr(), Slave(1))
+            .await
+            .unwrap();
+        let plan = sim.model().plan(&crate::registers::PlanOptions::default());
+        let mut rng = fastrand::Rng::with_seed(61);
+        let (mut sent, mut data) = (0, 0);
+        for batch in 0..80 {
+            let unit = if rng.u8(..8) == 0 { 7 } else { 1 };
+            let reads: Vec<(u8, u16, u16)> = (0..rng.usize(1..=MAX_IN_FLIGHT))
+                .map(|_| {
+                    if rng.u8(..4) > 0 {
+                        let r = &plan.requests()[rng.usize(..plan.requests().len())];
+                        (r.function_code(), r.start, r.count)
+                    } else {
+                        (rng.u8(1..=4), rng.u16(..), rng.u16(1..=125))
+                    }
+                })
+                .collect();
+            ours.set_slave(Slave(unit));
+            theirs.set_slave(Slave(unit));
+            let first = ours.send_reads(&reads).await.unwrap();
+            for (i, &(function, address, quantity)) in reads.iter().enumerate() {
+                let request = match function {
+                    1 => Request::ReadCoils(address, quantity),
+                    2 => Request::ReadDiscreteInputs(address, quantity),
+                    3 => Request::ReadHoldingRegisters(address, quantity),
+                    _ => Request::ReadInputRegisters(address, quantity),
+                };
+                let a = ours.reply_to(first.wrapping_add(i as u16), function).await;
+                let b = theirs.call(request.clone()).await;
+                assert_eq!(describe(&a), describe(&b), "batch {batch}, read {i}: {request:?}");
+                assert!(a.is_ok(), "batch {batch}, read {i} broke the link: {a:?}");
+                sent += 1;
+                data += usize::from(matches!(a, Ok(Ok(_))));
+            }
+        }
+        assert!(data > sent / 2 && data < sent, "{data} of {sent} answered with data");
     }
 
     /// A scripted server: reads one 12-byte request, then writes `reply(request)`

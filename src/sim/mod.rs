@@ -58,6 +58,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Every Nth request closes its TCP connection unanswered (on RTU: is not answered).
     pub drop_every: Option<u64>,
+    /// Over TCP, reads only the first request of what arrives together and
+    /// drops the rest unanswered, as some gateways do.
+    pub one_request_at_a_time: bool,
 }
 
 impl Default for Faults {
@@ -67,6 +70,7 @@ impl Default for Faults {
             exception_code: 0x06,
             latency: Duration::ZERO,
             drop_every: None,
+            one_request_at_a_time: false,
         }
     }
 }

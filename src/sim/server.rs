@@ -126,6 +126,8 @@ impl Service for Svc {
 struct Closable {
     inner: TcpStream,
     closed: Arc<AtomicBool>,
+    /// Keep only the first frame of each read (`Faults::one_request_at_a_time`).
+    first_frame_only: bool,
 }
 
 impl AsyncRead for Closable {
@@ -133,7 +135,18 @@ impl AsyncRead for Closable {
         if self.closed.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.first_frame_only && matches!(read, Poll::Ready(Ok(()))) {
+            // The MBAP header's length counts the bytes after it.
+            let got = &buf.filled()[before..];
+            if let Some(len) = got.get(4..6).map(|l| 6 + usize::from(u16::from_be_bytes([l[0], l[1]]))) {
+                if got.len() > len {
+                    buf.set_filled(before + len);
+                }
+            }
+        }
+        read
     }
 }
 
@@ -216,6 +229,7 @@ impl Simulator {
     pub fn serve_tcp_on(&self, listener: TcpListener) -> io::Result<TcpServer> {
         let addr = listener.local_addr()?;
         let sim = self.inner().clone();
+        let first_frame_only = sim.faults.one_request_at_a_time;
         let task = tokio::spawn(async move {
             let server = tokio_modbus::server::tcp::Server::new(listener);
             let on_connected = |stream: TcpStream, _peer: SocketAddr| {
@@ -227,7 +241,14 @@ impl Simulator {
                         sim,
                         close: Some(closed.clone()),
                     };
-                    Ok(Some((svc, Closable { inner: stream, closed })))
+                    Ok(Some((
+                        svc,
+                        Closable {
+                            inner: stream,
+                            closed,
+                            first_frame_only,
+                        },
+                    )))
                 }
             };
             if let Err(e) = server.serve(&on_connected, |_e| {}).await {

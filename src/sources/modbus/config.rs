@@ -7,6 +7,7 @@
 //! registers = "../config/registers.yml"   # register map; relative to the pipeline file
 //! interval = "10s"                        # fixed-rate schedule, never drifts
 //! timeout = "5s"                          # per request (and per connection attempt)
+//! # in_flight = 16                        # requests sent together (1: one at a time)
 //! # max_registers = 125                   # plan options
 //! # max_gap = 32
 //! # reprobe_interval = "1h"               # refused blocks are tried again after this
@@ -99,6 +100,12 @@ pub struct ModbusTcpConfig {
     /// Time allowed for each request (and for connecting); a device may override it.
     #[serde(default = "default_tcp_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
+    /// Most requests sent to a device together, before its replies come back
+    /// (1 to 16; 1 sends one at a time). A device is sent requests together
+    /// only once a whole poll of it went through one at a time, and goes back
+    /// to one at a time if it leaves requests sent together unanswered.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: u8,
 }
 
 /// `type = "modbus_rtu"`: polls the devices on one serial bus, in turn, from the
@@ -171,6 +178,8 @@ pub struct PollConfig {
     pub phase_spread: bool,
     pub reconnect_min: Option<Duration>,
     pub reconnect_max: Option<Duration>,
+    /// Most requests sent to a device together (1 for a serial bus).
+    pub in_flight: u8,
 }
 
 fn default_interval() -> Duration {
@@ -181,6 +190,9 @@ fn default_tcp_timeout() -> Duration {
 }
 fn default_rtu_timeout() -> Duration {
     Duration::from_secs(1)
+}
+fn default_in_flight() -> u8 {
+    16
 }
 fn default_reprobe() -> Duration {
     Duration::from_secs(3600)
@@ -218,6 +230,16 @@ pub(crate) fn check_poll(p: &PollConfig, timeout: Duration, r: &mut impl Report)
             );
         }
     }
+    if !(1..=crate::modbus::MAX_IN_FLIGHT).contains(&usize::from(p.in_flight)) {
+        r.error(
+            Some("in_flight"),
+            format!(
+                "`in_flight` must be 1-{} (1 sends one request at a time), not {}",
+                crate::modbus::MAX_IN_FLIGHT,
+                p.in_flight
+            ),
+        );
+    }
     if p.reprobe_interval.is_zero() {
         r.error(
             Some("reprobe_interval"),
@@ -252,8 +274,9 @@ impl PollConfig {
 }
 
 macro_rules! poll_config {
-    ($c:expr) => {
+    ($c:expr, $in_flight:expr) => {
         PollConfig {
+            in_flight: $in_flight,
             interval: $c.interval,
             max_registers: $c.max_registers,
             max_gap: $c.max_gap,
@@ -268,7 +291,7 @@ macro_rules! poll_config {
 impl ModbusTcpConfig {
     /// The scheduling keys.
     pub fn poll(&self) -> PollConfig {
-        poll_config!(self)
+        poll_config!(self, self.in_flight)
     }
 
     pub(crate) fn check_into(&self, dir: &Path, r: &mut impl Report) -> Option<(Arc<RegisterMap>, Vec<DeviceSpec>)> {
@@ -292,9 +315,9 @@ impl ModbusTcpConfig {
 }
 
 impl ModbusRtuConfig {
-    /// The scheduling keys.
+    /// The scheduling keys; a serial bus carries one request at a time.
     pub fn poll(&self) -> PollConfig {
-        poll_config!(self)
+        poll_config!(self, 1)
     }
 
     /// The inter-frame gap: the configured one, else 3.5 characters at the baud

@@ -64,16 +64,18 @@ impl Scheduled {
         } else {
             Duration::ZERO
         };
+        let mut device = Device::new(
+            component,
+            &spec.id,
+            spec.unit_id,
+            plan,
+            poll.reconnect_bounds(),
+            spec.timeout.unwrap_or(default_timeout),
+            health,
+        );
+        device.in_flight = usize::from(poll.in_flight);
         Scheduled {
-            device: Device::new(
-                component,
-                &spec.id,
-                spec.unit_id,
-                plan,
-                poll.reconnect_bounds(),
-                spec.timeout.unwrap_or(default_timeout),
-                health,
-            ),
+            device,
             schedule: Schedule::new(start, offset, poll.interval),
             phase_key: poll.phase_spread.then_some(key),
             spec,
@@ -240,7 +242,10 @@ impl Polling {
                 let model = self.map.model(&spec.model)?.clone();
                 let old = reuse.iter().position(|d| d.spec == *spec).map(|i| reuse.swap_remove(i));
                 if old.is_some() && old_map.and_then(|m| m.model(&spec.model)) == Some(&model) {
-                    return old;
+                    return old.map(|mut d| {
+                        d.device.in_flight = usize::from(self.poll.in_flight);
+                        d
+                    });
                 }
                 let plan = plans
                     .entry(&*spec.model)
