@@ -14,9 +14,12 @@
 //! - An absent field (a failed read) neither flips nor forgets the state.
 //! - Values are compared as numbers across int/float/bool (a map that starts
 //!   decoding a state word as bool is not a flip), texts as texts.
-//! - The states survive a restart: they are written atomically to
-//!   `<data_dir>/state_diff/<component id>.json` at most every `persist_interval`
-//!   while something changed, and on shutdown. A flip that happened while hpflow
+//! - The states survive a restart: at most every `persist_interval` while
+//!   something changed, the devices that changed are appended to
+//!   `<data_dir>/state_diff/<component id>.journal` and synced; when the journal
+//!   has grown to the size of the whole file, and on shutdown, the whole file
+//!   `<component id>.json` is written atomically instead and the journal starts
+//!   over (see [`journal`]). A flip that happened while hpflow
 //!   was down is reported at the first poll that sees it. A missing, corrupt or
 //!   older-format file is logged and the transform starts empty (a corrupt file
 //!   is moved aside as `<id>.json.corrupt-<unix ms>`); a file that exists but
@@ -62,7 +65,12 @@ use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tag
 use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::ComponentMetrics;
 
+mod journal;
+use journal::{journal_path, Journal};
+
 const FILE_VERSION: u32 = 1;
+/// The journal may always grow to this size before the file is written whole.
+const JOURNAL_MIN: u64 = 64 * 1024;
 
 /// Names of tracked fields, shared by every event of a model.
 type FieldList = Arc<[Arc<str>]>;
@@ -143,7 +151,7 @@ impl StateDiffConfig {
         let path = state_path(cx.data_dir, cx.id);
         let dir = path.parent().unwrap_or(cx.data_dir);
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
-        let mut devices = load(&path, cx.id, &metrics)?;
+        let (mut devices, generation) = load(&path, cx.id, &metrics)?;
         let now = SystemTime::now();
         let before = devices.len();
         devices.retain(|_, d| !expired(d.last_seen, now, self.expire_after));
@@ -161,6 +169,10 @@ impl StateDiffConfig {
             dirty: devices.len() != before,
             devices,
             fragments: FxHashMap::default(),
+            forgotten: Vec::new(),
+            journal: None,
+            generation,
+            file_len: 0,
             path,
             persist_interval: self.persist_interval,
             heartbeat: self.heartbeat,
@@ -242,6 +254,14 @@ pub struct StateDiff {
     /// Each device's entry as last written to the file, as JSON: a save
     /// serializes only the devices that changed since and copies the rest.
     fragments: FxHashMap<Arc<str>, Vec<u8>>,
+    /// Devices forgotten since the last save, for the journal.
+    forgotten: Vec<Arc<str>>,
+    /// The journal being appended to; `None`: the next save writes the whole file.
+    journal: Option<Journal>,
+    /// The generation of the state file as last written whole (or loaded).
+    generation: u64,
+    /// Its size.
+    file_len: u64,
     dirty: bool,
     path: PathBuf,
     persist_interval: Duration,
@@ -372,7 +392,14 @@ impl StateDiff {
     fn expire(&mut self, now: SystemTime) {
         let before = self.devices.len();
         let expire_after = self.expire_after;
-        self.devices.retain(|_, d| !expired(d.last_seen, now, expire_after));
+        let forgotten = &mut self.forgotten;
+        self.devices.retain(|id, d| {
+            let keep = !expired(d.last_seen, now, expire_after);
+            if !keep {
+                forgotten.push(id.clone());
+            }
+            keep
+        });
         let devices = &self.devices;
         self.fragments.retain(|id, _| devices.contains_key(id));
         let gone = before - self.devices.len();
@@ -382,10 +409,10 @@ impl StateDiff {
         }
     }
 
-    /// The state file's bytes: the same JSON as serializing the whole
-    /// [`StateFile`], with the entries of unchanged devices copied from the
-    /// last save instead of serialized again.
-    fn render(&mut self) -> io::Result<Vec<u8>> {
+    /// The state file's bytes as of `generation`: the same JSON as serializing
+    /// the whole [`StateFile`], with the entries of unchanged devices copied
+    /// from the last save instead of serialized again.
+    fn render(&mut self, generation: u64) -> io::Result<Vec<u8>> {
         for (id, d) in self.devices.iter_mut() {
             if !self.fragments.contains_key(id) {
                 let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
@@ -395,7 +422,9 @@ impl StateDiff {
         }
         let size: usize = self.fragments.values().map(|f| f.len() + 64).sum();
         let mut out = Vec::with_capacity(size + 64);
-        out.extend_from_slice(format!("{{\"version\":{FILE_VERSION},\"devices\":{{").as_bytes());
+        out.extend_from_slice(
+            format!("{{\"version\":{FILE_VERSION},\"generation\":{generation},\"devices\":{{").as_bytes(),
+        );
         for (i, id) in self.devices.keys().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -408,18 +437,66 @@ impl StateDiff {
         Ok(out)
     }
 
+    /// Saves what changed: appended to the journal, or the whole file once the
+    /// journal has grown to its size (or there is no journal yet).
     fn save(&mut self, now: SystemTime) {
         self.last_save = Some(now);
-        let result = self.render().and_then(|bytes| write_atomically(&self.path, &bytes));
+        let result = match &self.journal {
+            Some(j) if j.len() < self.file_len.max(JOURNAL_MIN) => self.append(),
+            _ => self.compact(),
+        };
+        self.saved(result);
+    }
+
+    fn saved(&mut self, result: io::Result<()>) {
         match result {
             Ok(()) => {
                 self.dirty = false;
             }
             Err(e) => {
+                // What the journal holds may end in a line cut short: the
+                // next save writes the whole file and a fresh journal.
+                self.journal = None;
                 self.metrics.error();
                 warn!(component = %self.id, path = %self.path.display(), error = %e, "Saving states failed; retrying later");
             }
         }
+    }
+
+    /// Appends the forgotten devices and the changed ones to the journal.
+    fn append(&mut self) -> io::Result<()> {
+        let mut lines = Vec::new();
+        for id in self.forgotten.drain(..) {
+            // One that came back is written whole below, which replaces it.
+            if !self.devices.contains_key(&id) {
+                journal::line(&mut lines, &id, None)?;
+            }
+        }
+        for (id, d) in self.devices.iter_mut() {
+            if !self.fragments.contains_key(id) {
+                let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
+                d.saved_last_seen = d.last_seen;
+                journal::line(&mut lines, id, Some(&entry))?;
+                self.fragments.insert(id.clone(), entry);
+            }
+        }
+        match self.journal.as_mut() {
+            Some(j) if !lines.is_empty() => j.append(&lines),
+            Some(_) => Ok(()),
+            None => Err(io::Error::other("no journal open")),
+        }
+    }
+
+    /// Writes the whole file as the next generation, then starts its journal.
+    fn compact(&mut self) -> io::Result<()> {
+        let generation = self.generation + 1;
+        let bytes = self.render(generation)?;
+        write_atomically(&self.path, &bytes)?;
+        self.generation = generation;
+        self.file_len = bytes.len() as u64;
+        self.forgotten.clear();
+        self.journal = Some(Journal::start(&journal_path(&self.path), generation)?);
+        Ok(())
     }
 }
 
@@ -499,8 +576,10 @@ impl Transform for StateDiff {
     }
 
     fn shutdown(&mut self, _out: &mut Vec<Event>) {
-        if self.dirty {
-            self.save(SystemTime::now());
+        // A stopped pipeline leaves the whole file and an empty journal.
+        if self.dirty || self.journal.as_ref().is_some_and(Journal::has_entries) {
+            let result = self.compact();
+            self.saved(result);
         }
     }
 }
@@ -510,6 +589,9 @@ impl Transform for StateDiff {
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
     version: u32,
+    /// Counts whole saves; the journal applies to its own generation only.
+    #[serde(default)]
+    generation: u64,
     devices: BTreeMap<String, StoredDevice>,
 }
 
@@ -573,9 +655,10 @@ fn stored_device(d: &Device) -> StoredDevice {
 
 /// The whole file at once: what [`StateDiff::render`] must equal.
 #[cfg(test)]
-fn to_file(devices: &BTreeMap<Arc<str>, Device>) -> StateFile {
+fn to_file(devices: &BTreeMap<Arc<str>, Device>, generation: u64) -> StateFile {
     StateFile {
         version: FILE_VERSION,
+        generation,
         devices: devices
             .iter()
             .map(|(id, d)| (id.to_string(), stored_device(d)))
@@ -583,61 +666,85 @@ fn to_file(devices: &BTreeMap<Arc<str>, Device>) -> StateFile {
     }
 }
 
-fn from_file(file: StateFile) -> Result<BTreeMap<Arc<str>, Device>, String> {
-    let mut devices = BTreeMap::new();
-    for (id, d) in file.devices {
-        let last_seen = time_from_string(&d.last_seen)?;
-        let mut states = BTreeMap::new();
-        for (name, st) in d.states {
-            let value = match st.value {
-                StoredValue::Int(i) => Value::Int(i),
-                StoredValue::Float(f) => Value::Float(f),
-                StoredValue::Bool(b) => Value::Bool(b),
-                StoredValue::Text(t) => Value::Text(t.into()),
-            };
-            let since = st.since.as_deref().map(time_from_string).transpose()?;
-            states.insert(
-                Arc::from(name.as_str()),
-                State {
-                    value,
-                    since,
-                    meta: None,
-                },
-            );
-        }
-        let device = Device {
-            tags: Arc::new(d.tags),
-            last_seen,
-            saved_last_seen: last_seen,
-            states,
+/// A device as the file keeps it, read back.
+fn from_stored(d: StoredDevice) -> Result<Device, String> {
+    let last_seen = time_from_string(&d.last_seen)?;
+    let mut states = BTreeMap::new();
+    for (name, st) in d.states {
+        let value = match st.value {
+            StoredValue::Int(i) => Value::Int(i),
+            StoredValue::Float(f) => Value::Float(f),
+            StoredValue::Bool(b) => Value::Bool(b),
+            StoredValue::Text(t) => Value::Text(t.into()),
         };
-        devices.insert(Arc::from(id.as_str()), device);
+        let since = st.since.as_deref().map(time_from_string).transpose()?;
+        states.insert(
+            Arc::from(name.as_str()),
+            State {
+                value,
+                since,
+                meta: None,
+            },
+        );
     }
-    Ok(devices)
+    Ok(Device {
+        tags: Arc::new(d.tags),
+        last_seen,
+        saved_last_seen: last_seen,
+        states,
+    })
 }
 
-/// Reads the state file. A missing file is a first start; a corrupt or foreign
-/// one is reported, moved aside, and the transform starts empty; only a file
-/// that exists but cannot be read is an error.
-fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Arc<str>, Device>, BoxError> {
+fn from_file(file: StateFile) -> Result<(BTreeMap<Arc<str>, Device>, u64), String> {
+    let mut devices = BTreeMap::new();
+    for (id, d) in file.devices {
+        devices.insert(Arc::from(id.as_str()), from_stored(d)?);
+    }
+    Ok((devices, file.generation))
+}
+
+/// Reads the state file and applies its journal: the states and the file's
+/// generation. A missing file is a first start; a corrupt or foreign one is
+/// reported, moved aside, and the transform starts empty; only a file (or
+/// journal) that exists but cannot be read is an error. A journal line cut
+/// short (a crash during a save) ends the replay, with a warning.
+fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<(BTreeMap<Arc<str>, Device>, u64), BoxError> {
     let parse = |bytes: &[u8]| {
         serde_json::from_slice::<StateFile>(bytes)
             .map_err(|e| format!("not a state file: {e}"))
             .and_then(from_file)
     };
-    Ok(
-        match read_state_file(path, FILE_VERSION, id, "starting without history", parse)? {
-            Stored::Loaded(devices) => {
-                info!(component = %id, path = %path.display(), devices = devices.len(), "Restored states");
-                devices
+    let (mut devices, generation) = match read_state_file(path, FILE_VERSION, id, "starting without history", parse)? {
+        Stored::Loaded(loaded) => loaded,
+        Stored::Missing => return Ok((BTreeMap::new(), 0)),
+        Stored::Unusable => {
+            metrics.error();
+            return Ok((BTreeMap::new(), 0));
+        }
+    };
+    let journal = journal_path(path);
+    let replay = journal::replay(&journal, generation)?;
+    let replayed = replay.entries.len();
+    for (device, entry) in replay.entries {
+        match entry.map(from_stored).transpose() {
+            Ok(Some(d)) => {
+                devices.insert(Arc::from(device.as_str()), d);
             }
-            Stored::Missing => BTreeMap::new(),
-            Stored::Unusable => {
+            Ok(None) => {
+                devices.remove(device.as_str());
+            }
+            Err(problem) => {
                 metrics.error();
-                BTreeMap::new()
+                warn!(component = %id, path = %journal.display(), device = %device, %problem, "State journal entry unusable; that device keeps its earlier states");
             }
-        },
-    )
+        }
+    }
+    if let Some(cut) = replay.cut {
+        metrics.error();
+        warn!(component = %id, path = %journal.display(), %cut, "State journal ends in an entry cut short (a save interrupted); the entries before it are restored");
+    }
+    info!(component = %id, path = %path.display(), devices = devices.len(), journal_entries = replayed, "Restored states");
+    Ok((devices, generation))
 }
 
 #[cfg(test)]

@@ -253,20 +253,43 @@ fn ticks_save_changes_at_most_every_persist_interval() {
     feed(&mut *sd, poll(&s, t(0), &on(false)));
     sd.tick(now + Duration::from_secs(1), &mut Vec::new());
     assert!(path.exists());
-    let first = fs::read(&path).unwrap();
-    feed(&mut *sd, poll(&s, t(10), &on(true)));
-    sd.tick(now + Duration::from_secs(2), &mut Vec::new());
-    assert_eq!(fs::read(&path).unwrap(), first, "saved less than 10s ago");
-    sd.tick(now + Duration::from_secs(12), &mut Vec::new());
-    assert_ne!(fs::read(&path).unwrap(), first);
     let text = fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"version\":1"), "{text}");
+    let running = |path: &Path| persisted(path)["hp1"].states["compressor_running"].value.clone();
+    assert_eq!(running(&path), Value::Bool(false));
+    feed(&mut *sd, poll(&s, t(10), &on(true)));
+    sd.tick(now + Duration::from_secs(2), &mut Vec::new());
+    assert_eq!(running(&path), Value::Bool(false), "saved less than 10s ago");
+    sd.tick(now + Duration::from_secs(12), &mut Vec::new());
+    assert_eq!(running(&path), Value::Bool(true));
+    let journal = fs::read_to_string(path.with_extension("journal")).unwrap();
+    assert!(
+        journal.contains("\"compressor_running\":{\"value\":{\"bool\":true}"),
+        "the change went to the journal: {journal}"
+    );
+    let mut leftovers: Vec<_> = (fs::read_dir(path.parent().unwrap()).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    leftovers.sort();
+    assert_eq!(
+        leftovers,
+        ["states.journal", "states.json"],
+        "no temporary file left behind"
+    );
+    // A stop writes the whole file, and the journal starts over.
+    sd.shutdown(&mut Vec::new());
+    let text = fs::read_to_string(&path).unwrap();
     assert!(
         text.contains("\"compressor_running\":{\"value\":{\"bool\":true}"),
         "{text}"
     );
-    let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
-    assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    assert_eq!(
+        fs::read_to_string(path.with_extension("journal"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
 }
 
 /// A log writer into a shared buffer, to see what the transform warns about.
@@ -391,11 +414,17 @@ fn devices_not_seen_for_expire_after_are_forgotten() {
     let (m, _) = feed(&mut *sd, poll(&s, t(1810), &on(true)));
     assert_eq!(m.since["compressor_running"], Some(t(10)), "kept within expire_after");
     sd.tick(t(1810 + 3601), &mut Vec::new());
-    let text = fs::read_to_string(state_path(dir.path(), "states")).unwrap();
-    assert!(!text.contains("hp1"), "forgotten in the file too: {text}");
+    let path = state_path(dir.path(), "states");
+    assert!(!persisted(&path).contains_key("hp1"), "forgotten in the file too");
     let (m, changes) = feed(&mut *sd, poll(&s, t(1810 + 3700), &on(false)));
     assert!(changes.is_empty());
     assert_eq!(m.since["compressor_running"], None);
+}
+
+/// What a state_diff would restore from its state file at `path` (and journal).
+fn persisted(path: &Path) -> BTreeMap<Arc<str>, Device> {
+    let metrics = ComponentMetrics::new("transform", "state_diff");
+    load(path, "states", &metrics).unwrap().0
 }
 
 /// A state_diff with its defaults, saving to `path`.
@@ -406,6 +435,10 @@ fn bare(path: PathBuf) -> StateDiff {
         by_schema: HashMap::new(),
         devices: BTreeMap::new(),
         fragments: Default::default(),
+        forgotten: Vec::new(),
+        journal: None,
+        generation: 0,
+        file_len: 0,
         dirty: false,
         path,
         persist_interval: Duration::from_secs(1),
@@ -425,7 +458,7 @@ fn whole_file(sd: &StateDiff) -> Vec<u8> {
     for d in devices.values_mut() {
         d.last_seen = d.saved_last_seen;
     }
-    serde_json::to_vec(&to_file(&devices)).unwrap()
+    serde_json::to_vec(&to_file(&devices, sd.generation)).unwrap()
 }
 
 #[test]
@@ -460,17 +493,23 @@ fn saves_copy_unchanged_devices_and_equal_serializing_them_all() {
         let mut out = Vec::new();
         sd.transform(m.into(), &mut out);
         if rng.u8(..10) == 0 || step == 2999 {
-            sd.save(t(now));
+            let whole = sd.journal.is_none() || rng.u8(..8) == 0;
+            if whole {
+                let result = sd.compact();
+                sd.saved(result);
+                let written = std::fs::read(&path).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    String::from_utf8_lossy(&whole_file(&sd)),
+                    "step {step}"
+                );
+            } else {
+                sd.save(t(now));
+            }
             saves += 1;
-            let written = std::fs::read(&path).unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&written),
-                String::from_utf8_lossy(&whole_file(&sd)),
-                "step {step}"
-            );
-            // And it reads back as the states held.
-            let read: StateFile = serde_json::from_slice(&written).unwrap();
-            let restored = from_file(read).unwrap();
+            // The file and its journal read back as the states held.
+            let restored = persisted(&path);
+            assert_eq!(restored.len(), sd.devices.len(), "step {step}");
             for (id, d) in &sd.devices {
                 let r = &restored[id];
                 assert_eq!(r.tags, d.tags, "{id}");
@@ -486,4 +525,114 @@ fn saves_copy_unchanged_devices_and_equal_serializing_them_all() {
     }
     assert!(saves > 250, "{saves} saves");
     assert_eq!(sd.devices.len(), 12);
+}
+
+/// What a device's states are, for comparing what was held with what is restored.
+type Held = BTreeMap<Arc<str>, (Arc<Tags>, Vec<(Arc<str>, Value, Option<SystemTime>)>)>;
+
+fn held(devices: &BTreeMap<Arc<str>, Device>) -> Held {
+    (devices.iter())
+        .map(|(id, d)| {
+            let states = (d.states.iter())
+                .map(|(k, s)| (k.clone(), s.value.clone(), s.since))
+                .collect();
+            (id.clone(), (d.tags.clone(), states))
+        })
+        .collect()
+}
+
+fn journal_len(path: &Path) -> u64 {
+    fs::metadata(path.with_extension("journal")).map_or(0, |m| m.len())
+}
+
+/// A kill at any instant, against a reference model of what each save held:
+/// seeded random polls, expiries and saves (appended or whole), then the
+/// process dies without a shutdown, sometimes while appending to the journal
+/// (the journal cut at a random byte of the last append) or between writing
+/// the whole file and starting its journal. What is restored is what the last
+/// finished save held; a device whose line was cut keeps what the save before
+/// it held.
+#[test]
+fn a_kill_at_any_instant_restores_the_last_finished_save() {
+    let schema = wpm();
+    let (mut cut_appends, mut half_compactions) = (0, 0);
+    for seed in 0..60u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("states.json");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut sd = bare(path.clone());
+        sd.expire_after = Duration::from_secs(600);
+        let (mut saved, mut before_last) = (Held::new(), Held::new());
+        // The journal's bytes written by the last save, when it appended.
+        let mut last_append = None;
+        let mut now = 1_000u64;
+        for _ in 0..rng.usize(1..150) {
+            now += if rng.u8(..40) == 0 { 700 } else { rng.u64(1..20) };
+            let device = format!("hp{}", rng.u8(..8));
+            let mut m = Metric::new(&device, Arc::default(), t(now), schema.clone());
+            if rng.u8(..30) == 0 {
+                m.tags = Arc::new(Tags::from([("site".to_string(), format!("s{}", rng.u8(..3)))]));
+            }
+            m.fields
+                .insert("compressor_running".into(), Value::Bool(rng.u8(..3) == 0));
+            if rng.bool() {
+                m.fields.insert("operating_mode".into(), Value::Int(rng.i64(1..4)));
+            }
+            sd.transform(m.into(), &mut Vec::new());
+            if rng.u8(..10) == 0 {
+                sd.expire(t(now));
+            }
+            if rng.u8(..4) == 0 {
+                let before = journal_len(&path);
+                let generation = sd.generation;
+                if rng.u8(..10) == 0 {
+                    let result = sd.compact();
+                    sd.saved(result);
+                } else {
+                    sd.save(t(now));
+                }
+                let after = journal_len(&path);
+                last_append = (sd.generation == generation && after > before).then_some((before, after));
+                before_last = std::mem::replace(&mut saved, held(&sd.devices));
+            }
+        }
+        let what = format!("seed {seed}");
+        match rng.u8(..3) {
+            // Killed while appending: the journal ends inside the last append.
+            0 if last_append.is_some() => {
+                let (from, to) = last_append.unwrap();
+                let cut = rng.u64(from..to);
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(path.with_extension("journal"))
+                    .unwrap();
+                f.set_len(cut).unwrap();
+                drop(sd);
+                cut_appends += 1;
+                let restored = held(&persisted(&path));
+                for id in saved.keys().chain(before_last.keys()).chain(restored.keys()) {
+                    let (r, s, b) = (restored.get(id), saved.get(id), before_last.get(id));
+                    assert!(r == s || r == b, "{what}: {id} restored as neither save held it");
+                }
+            }
+            // Killed after writing the whole file, before its journal started:
+            // the old journal must not be applied over it.
+            1 if sd.journal.is_some() => {
+                let now_held = held(&sd.devices);
+                let bytes = sd.render(sd.generation + 1).unwrap();
+                write_atomically(&path, &bytes).unwrap();
+                drop(sd);
+                half_compactions += 1;
+                assert_eq!(held(&persisted(&path)), now_held, "{what}");
+            }
+            _ => {
+                drop(sd);
+                assert_eq!(held(&persisted(&path)), saved, "{what}");
+            }
+        }
+    }
+    assert!(
+        cut_appends > 5 && half_compactions > 5,
+        "{cut_appends} cut appends, {half_compactions} half compactions"
+    );
 }
