@@ -791,7 +791,12 @@ impl Efficiency {
                 day: day.flatten(),
                 total: total.flatten(),
             };
-            let meter = dev.meters.entry(family.key().to_string()).or_default();
+            if !dev.meters.contains_key(family.key()) {
+                dev.meters.insert(family.key().to_string(), Meter::default());
+            }
+            let Some(meter) = dev.meters.get_mut(family.key()) else {
+                continue;
+            };
             let outcome = meter.observe(reading, now, limit);
             if let Some(p) = outcome.problem {
                 problems.push((*family, p));

@@ -56,7 +56,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -168,7 +167,6 @@ impl StateDiffConfig {
             by_schema: HashMap::new(),
             dirty: devices.len() != before,
             devices,
-            fragments: FxHashMap::default(),
             forgotten: Vec::new(),
             journal: None,
             generation,
@@ -231,6 +229,8 @@ struct Device {
     last_seen: SystemTime,
     /// `last_seen` as last written to the file.
     saved_last_seen: SystemTime,
+    /// What the file holds of it changed since the last save.
+    unsaved: bool,
     states: BTreeMap<Arc<str>, State>,
 }
 
@@ -251,9 +251,6 @@ pub struct StateDiff {
     /// Tracked fields by address of the description (kept alive by the entry).
     by_schema: HashMap<usize, (Arc<Schema>, FieldList)>,
     devices: BTreeMap<Arc<str>, Device>,
-    /// Each device's entry as last written to the file, as JSON: a save
-    /// serializes only the devices that changed since and copies the rest.
-    fragments: FxHashMap<Arc<str>, Vec<u8>>,
     /// Devices forgotten since the last save, for the journal.
     forgotten: Vec<Arc<str>>,
     /// The journal being appended to; `None`: the next save writes the whole file.
@@ -303,6 +300,7 @@ impl StateDiff {
             tags: m.tags.clone(),
             last_seen: m.time,
             saved_last_seen: SystemTime::UNIX_EPOCH,
+            unsaved: true,
             states: BTreeMap::new(),
         });
         // Whether what the file holds of this device changed.
@@ -365,7 +363,9 @@ impl StateDiff {
         }
         if changed {
             self.dirty = true;
-            self.fragments.remove(&m.device);
+            if let Some(d) = self.devices.get_mut(&m.device) {
+                d.unsaved = true;
+            }
         }
     }
 
@@ -400,8 +400,6 @@ impl StateDiff {
             }
             keep
         });
-        let devices = &self.devices;
-        self.fragments.retain(|id, _| devices.contains_key(id));
         let gone = before - self.devices.len();
         if gone > 0 {
             info!(component = %self.id, devices = gone, "Forgot the states of devices not seen for `expire_after`");
@@ -410,28 +408,23 @@ impl StateDiff {
     }
 
     /// The state file's bytes as of `generation`: the same JSON as serializing
-    /// the whole [`StateFile`], with the entries of unchanged devices copied
-    /// from the last save instead of serialized again.
+    /// the whole [`StateFile`], streamed device by device. Written only when
+    /// the journal has grown to the file's size, so no copy of each entry is
+    /// kept between saves.
     fn render(&mut self, generation: u64) -> io::Result<Vec<u8>> {
-        for (id, d) in self.devices.iter_mut() {
-            if !self.fragments.contains_key(id) {
-                let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
-                d.saved_last_seen = d.last_seen;
-                self.fragments.insert(id.clone(), entry);
-            }
-        }
-        let size: usize = self.fragments.values().map(|f| f.len() + 64).sum();
-        let mut out = Vec::with_capacity(size + 64);
+        let mut out = Vec::with_capacity(usize::try_from(self.file_len).unwrap_or(0) + 4096);
         out.extend_from_slice(
             format!("{{\"version\":{FILE_VERSION},\"generation\":{generation},\"devices\":{{").as_bytes(),
         );
-        for (i, id) in self.devices.keys().enumerate() {
+        for (i, (id, d)) in self.devices.iter_mut().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             serde_json::to_writer(&mut out, &**id).map_err(io::Error::other)?;
             out.push(b':');
-            out.extend_from_slice(&self.fragments[id]);
+            serde_json::to_writer(&mut out, &stored_device(d)).map_err(io::Error::other)?;
+            d.saved_last_seen = d.last_seen;
+            d.unsaved = false;
         }
         out.extend_from_slice(b"}}");
         Ok(out)
@@ -472,13 +465,11 @@ impl StateDiff {
                 journal::line(&mut lines, &id, None)?;
             }
         }
-        for (id, d) in self.devices.iter_mut() {
-            if !self.fragments.contains_key(id) {
-                let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
-                d.saved_last_seen = d.last_seen;
-                journal::line(&mut lines, id, Some(&entry))?;
-                self.fragments.insert(id.clone(), entry);
-            }
+        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.unsaved) {
+            let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
+            d.saved_last_seen = d.last_seen;
+            d.unsaved = false;
+            journal::line(&mut lines, id, Some(&entry))?;
         }
         match self.journal.as_mut() {
             Some(j) if !lines.is_empty() => j.append(&lines),
@@ -691,6 +682,7 @@ fn from_stored(d: StoredDevice) -> Result<Device, String> {
         tags: Arc::new(d.tags),
         last_seen,
         saved_last_seen: last_seen,
+        unsaved: false,
         states,
     })
 }

@@ -434,7 +434,6 @@ fn bare(path: PathBuf) -> StateDiff {
         tracked: None,
         by_schema: HashMap::new(),
         devices: BTreeMap::new(),
-        fragments: Default::default(),
         forgotten: Vec::new(),
         journal: None,
         generation: 0,
@@ -462,7 +461,7 @@ fn whole_file(sd: &StateDiff) -> Vec<u8> {
 }
 
 #[test]
-fn saves_copy_unchanged_devices_and_equal_serializing_them_all() {
+fn saves_read_back_as_held_and_whole_saves_equal_serializing_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("states.json");
     let schema = wpm();
