@@ -254,15 +254,22 @@ mod tests {
     /// Seeded random reads against the simulator: this client answers exactly
     /// what tokio-modbus' client answers (data, exceptions, units it does not
     /// simulate), request after request on one connection each.
-    #[tokio::test]
-    async fn answers_every_read_as_tokio_modbus_does() {
+    /// The shipped simulator served on loopback, our client's connection to
+    /// it, and tokio-modbus' client on another.
+    async fn both_clients() -> (crate::sim::Simulator, crate::sim::TcpServer, TcpClient, Context) {
         let sim = crate::sim::shipped_wpmsystem();
         let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let stream = TcpStream::connect(server.local_addr()).await.unwrap();
-        let mut ours = Context::from(Box::new(TcpClient::new(stream, 1)) as Box<dyn Client>);
-        let mut theirs = tokio_modbus::client::tcp::connect_slave(server.local_addr(), Slave(1))
+        let theirs = tokio_modbus::client::tcp::connect_slave(server.local_addr(), Slave(1))
             .await
             .unwrap();
+        (sim, server, TcpClient::new(stream, 1), theirs)
+    }
+
+    #[tokio::test]
+    async fn answers_every_read_as_tokio_modbus_does() {
+        let (sim, _server, ours, mut theirs) = both_clients().await;
+        let mut ours = Context::from(Box::new(ours) as Box<dyn Client>);
         // Half the reads are (parts of) the shipped plan's requests, which a
         // WPMsystem mostly answers; the rest anywhere, of any size and table.
         let plan = sim.model().plan(&crate::registers::PlanOptions::default());
@@ -313,38 +320,34 @@ mod tests {
     /// refusals and units the simulator does not serve included.
     #[tokio::test]
     async fn reads_sent_together_answer_as_each_sent_alone() {
-        let sim = crate::sim::shipped_wpmsystem();
-        let server = sim.serve_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
-        let mut ours = TcpClient::new(stream, 1);
-        let mut theirs = tokio_modbus::client::tcp::connect_slave(server.local_addr(), Slave(1))
-            .await
-            .unwrap();
+        let (sim, _server, mut ours, mut theirs) = both_clients().await;
         let plan = sim.model().plan(&crate::registers::PlanOptions::default());
         let mut rng = fastrand::Rng::with_seed(61);
         let (mut sent, mut data) = (0, 0);
         for batch in 0..80 {
             let unit = if rng.u8(..8) == 0 { 7 } else { 1 };
-            let reads: Vec<(u8, u16, u16)> = (0..rng.usize(1..=MAX_IN_FLIGHT))
+            let tables = [
+                Table::Coils,
+                Table::DiscreteInputs,
+                Table::HoldingRegisters,
+                Table::InputRegisters,
+            ];
+            let requests: Vec<Request<'static>> = (0..rng.usize(1..=MAX_IN_FLIGHT))
                 .map(|_| {
-                    if rng.u8(..4) > 0 {
+                    let (table, start, count) = if rng.u8(..4) > 0 {
                         let r = &plan.requests()[rng.usize(..plan.requests().len())];
-                        (r.function_code(), r.start, r.count)
+                        (r.table, r.start, r.count)
                     } else {
-                        (rng.u8(1..=4), rng.u16(..), rng.u16(1..=125))
-                    }
+                        (tables[rng.usize(..4)], rng.u16(..), rng.u16(1..=125))
+                    };
+                    super::super::reply::read_request(table, start, count)
                 })
                 .collect();
+            let reads: Vec<(u8, u16, u16)> = requests.iter().filter_map(read_of).collect();
             ours.set_slave(Slave(unit));
             theirs.set_slave(Slave(unit));
             let first = ours.send_reads(&reads).await.unwrap();
-            for (i, &(function, address, quantity)) in reads.iter().enumerate() {
-                let request = match function {
-                    1 => Request::ReadCoils(address, quantity),
-                    2 => Request::ReadDiscreteInputs(address, quantity),
-                    3 => Request::ReadHoldingRegisters(address, quantity),
-                    _ => Request::ReadInputRegisters(address, quantity),
-                };
+            for (i, (request, &(function, ..))) in requests.iter().zip(&reads).enumerate() {
                 let a = ours.reply_to(first.wrapping_add(i as u16), function).await;
                 let b = theirs.call(request.clone()).await;
                 assert_eq!(describe(&a), describe(&b), "batch {batch}, read {i}: {request:?}");
