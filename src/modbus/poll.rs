@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::backoff::{Backoff, Rng};
 use super::link::{Connector, Link};
 use super::reply::{exception_meaning, Reply};
+use super::tcp_client::MAX_IN_FLIGHT;
 use crate::event::Fields;
 use crate::registers::{Change, Outcome, PlanOptions, PlanState, RawData, ReadPlan, ReadRequest};
 use crate::telemetry::{HealthHandle, HealthRegistry};
@@ -249,7 +250,7 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
             break 'requests;
         }
         let depth = match dev.together {
-            Together::Yes if link.sends_together() => dev.in_flight.min(queue.len()),
+            Together::Yes if link.sends_together() => dev.in_flight.min(MAX_IN_FLIGHT).min(queue.len()),
             _ => 1,
         };
         let batch: Vec<ReadRequest> = queue.drain(..depth).collect();
