@@ -153,8 +153,8 @@ impl Link {
     /// Sends `reqs` to `unit` together, in one write, and takes their replies
     /// in turn, each within `timeout` of the one before (of the sending, for
     /// the first); each with the time it took. Stops after the first timeout
-    /// or broken link: the requests after it have no reply. A connection that
-    /// cannot send together sends them one at a time.
+    /// or broken link: the requests after it have no reply. A single request,
+    /// or a connection that cannot send together, goes one at a time.
     pub(super) async fn read_together(
         &mut self,
         unit: u8,
@@ -162,17 +162,20 @@ impl Link {
         timeout: Duration,
     ) -> Vec<(Reply, Duration)> {
         let mut replies = Vec::with_capacity(reqs.len());
-        let Some(Connection::Tcp(client)) = self.ctx.as_mut() else {
-            for req in reqs {
-                let began = Instant::now();
-                let reply = self.read(unit, req, timeout).await;
-                let failed = !reply.link_ok();
-                replies.push((reply, began.elapsed()));
-                if failed {
-                    break;
+        let client = match self.ctx.as_mut() {
+            Some(Connection::Tcp(client)) if reqs.len() > 1 => client,
+            _ => {
+                for req in reqs {
+                    let began = Instant::now();
+                    let reply = self.read(unit, req, timeout).await;
+                    let failed = !reply.link_ok();
+                    replies.push((reply, began.elapsed()));
+                    if failed {
+                        break;
+                    }
                 }
+                return replies;
             }
-            return replies;
         };
         client.set_slave(Slave(unit));
         let reads: Vec<(u8, u16, u16)> = (reqs.iter()).map(|r| (r.function_code(), r.start, r.count)).collect();

@@ -254,13 +254,7 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
             _ => 1,
         };
         let batch: Vec<ReadRequest> = queue.drain(..depth).collect();
-        let replies = if depth == 1 {
-            let sent = Instant::now();
-            let reply = link.read(dev.unit_id, &batch[0], dev.timeout).await;
-            vec![(reply, sent.elapsed())]
-        } else {
-            link.read_together(dev.unit_id, &batch, dev.timeout).await
-        };
+        let replies = link.read_together(dev.unit_id, &batch, dev.timeout).await;
         // Optional blocks dropped while handling this batch: the rest of the
         // batch's requests of such a block are passed over, as if never sent.
         let mut dropped: Vec<Arc<str>> = Vec::new();

@@ -362,10 +362,8 @@ impl StateDiff {
             m.since.insert_ref(name, since);
         }
         if changed {
+            dev.unsaved = true;
             self.dirty = true;
-            if let Some(d) = self.devices.get_mut(&m.device) {
-                d.unsaved = true;
-            }
         }
     }
 
