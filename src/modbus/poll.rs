@@ -90,7 +90,8 @@ pub fn plan_options(max_registers: Option<u16>, max_gap: Option<u16>, reprobe_af
 #[derive(Debug, Default)]
 pub struct PollOutcome {
     pub fields: Fields,
-    /// Every request sent, with its reply, in order.
+    /// Every request sent, with its reply, in order. The values of a `Data`
+    /// reply are moved into `fields`' decoding: its payload here is empty.
     pub requests: Vec<(ReadRequest, Reply)>,
     /// Why the poll stopped early (unreachable device, broken link), if it did.
     pub error: Option<String>,
@@ -233,7 +234,7 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
     let started = Instant::now().into_std();
     let mut out = PollOutcome::default();
     let mut results: Vec<(ReadRequest, Option<RawData>)> = Vec::new();
-    let mut queue: VecDeque<ReadRequest> = dev.plan.requests(started).into();
+    let mut queue: VecDeque<ReadRequest> = dev.plan.requests(started).iter().cloned().collect();
     let mut reconnected = false;
     let mut link_trouble = false;
     let id = dev.id.clone();
@@ -299,11 +300,13 @@ pub async fn poll_device(link: &mut Link, dev: &mut Device) -> PollOutcome {
                         Together::Unknown
                     };
                 }
-                match &reply {
+                match &mut reply {
                     Reply::Data(d) => {
                         reconnected = false;
                         note_change(&id, dev.plan.record(&req, Outcome::Ok, now));
-                        results.push((req.clone(), Some(d.clone())));
+                        // The values go to decoding; the poll's record keeps the reply's kind.
+                        let data = std::mem::replace(d, RawData::Words(Vec::new()));
+                        results.push((req.clone(), Some(data)));
                     }
                     Reply::Busy if busy < BUSY_RETRIES => {
                         busy += 1;

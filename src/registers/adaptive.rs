@@ -25,12 +25,14 @@
 //! answers together with [`PlanState::decode`].
 
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::FxHashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event::Fields;
 
-use super::plan::{request_for, RawData, ReadPlan, ReadRequest, Span};
+use super::plan::{request_for, Answer, RawData, ReadPlan, ReadRequest, Span};
 
 /// What became of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,21 @@ impl Node {
         }
     }
 
+    /// Every re-probe time in this node and below.
+    fn times(&self, f: &mut impl FnMut(Option<Instant>)) {
+        match &self.state {
+            State::Whole => {}
+            State::Refused { retry_at } => f(*retry_at),
+            State::Split {
+                children,
+                retry_whole_at,
+            } => {
+                f(*retry_whole_at);
+                children.iter().for_each(|c| c.times(f));
+            }
+        }
+    }
+
     fn refused_leaves(&self, out: &mut Vec<ReadRequest>) {
         match &self.state {
             State::Whole => {}
@@ -202,11 +219,16 @@ pub struct PlanState {
     follow_ups: Vec<ReadRequest>,
     reprobe_after: Duration,
     /// Requests the device answered whole in their current form: only these are joined.
-    answered: HashSet<ReadRequest>,
+    answered: FxHashSet<ReadRequest>,
     /// The joins sent in this poll: the request on the wire and the requests it serves.
     joined: Vec<(ReadRequest, Vec<ReadRequest>)>,
     /// Joins the device refused, and when to try them again.
     refused_joins: HashMap<ReadRequest, Option<Instant>>,
+    /// What `requests` returned last and the first instant one of the times
+    /// it compared `now` with comes due (`None`: none will), kept while
+    /// nothing else it depends on changes: in a steady poll the plan is not
+    /// worked out again.
+    cached: Option<(Vec<ReadRequest>, Option<Instant>)>,
     /// Off only in tests, for the reference the joined plan is compared with.
     join: bool,
 }
@@ -226,9 +248,10 @@ impl PlanState {
             dropped: HashMap::new(),
             follow_ups: Vec::new(),
             reprobe_after,
-            answered: HashSet::new(),
+            answered: FxHashSet::default(),
             joined: Vec::new(),
             refused_joins: HashMap::new(),
+            cached: None,
             join: true,
         }
     }
@@ -238,8 +261,35 @@ impl PlanState {
     }
 
     /// The requests to send in the poll starting at `now`.
-    pub fn requests(&mut self, now: Instant) -> Vec<ReadRequest> {
+    pub fn requests(&mut self, now: Instant) -> &[ReadRequest] {
         self.follow_ups.clear();
+        let fresh = self
+            .cached
+            .as_ref()
+            .is_some_and(|(_, until)| until.is_none_or(|t| now < t));
+        if !fresh {
+            let out = self.work_out(now);
+            self.cached = Some((out, self.next_time_after(now)));
+        }
+        self.cached.as_ref().map_or(&[], |(out, _)| out)
+    }
+
+    /// The earliest re-probe time still to come after `now`.
+    fn next_time_after(&self, now: Instant) -> Option<Instant> {
+        let mut first: Option<Instant> = None;
+        let mut see = |at: Option<Instant>| {
+            if let Some(t) = at.filter(|&t| t > now) {
+                first = Some(first.map_or(t, |f| f.min(t)));
+            }
+        };
+        self.roots.iter().for_each(|r| r.times(&mut see));
+        self.dropped.values().for_each(|&at| see(at));
+        self.refused_joins.values().for_each(|&at| see(at));
+        first
+    }
+
+    /// [`requests`](Self::requests) worked out from the plan's state.
+    fn work_out(&mut self, now: Instant) -> Vec<ReadRequest> {
         self.joined.clear();
         let mut out = Vec::new();
         let mut left_out = Vec::new();
@@ -335,15 +385,34 @@ impl PlanState {
     /// Takes the outcome of one request sent in this poll.
     pub fn record(&mut self, request: &ReadRequest, outcome: Outcome, now: Instant) -> Option<Change> {
         let later = now.checked_add(self.reprobe_after);
+        let change = self.record_inner(request, outcome, now, later);
+        if change.is_some() || outcome == Outcome::IllegalAddress {
+            // A refusal always changes the plan; an answer only when it says so,
+            // or when it is the first whole answer to a request (see `record_inner`).
+            self.cached = None;
+        }
+        change
+    }
+
+    fn record_inner(
+        &mut self,
+        request: &ReadRequest,
+        outcome: Outcome,
+        now: Instant,
+        later: Option<Instant>,
+    ) -> Option<Change> {
         if let Some(at) = self.joined.iter().position(|(whole, _)| whole == request) {
             return match outcome {
                 Outcome::Failed => None,
                 Outcome::Ok => {
-                    let parts = self.joined[at].1.clone();
-                    parts
-                        .iter()
-                        .map(|p| self.record(p, Outcome::Ok, now))
-                        .fold(None, |first, c| first.or(c))
+                    // Taken out while the parts are recorded (an answer never
+                    // removes a join), then put back for `decode`.
+                    let parts = std::mem::take(&mut self.joined[at].1);
+                    let change = (parts.iter())
+                        .map(|p| self.record_inner(p, Outcome::Ok, now, later))
+                        .fold(None, |first, c| first.or(c));
+                    self.joined[at].1 = parts;
+                    change
                 }
                 Outcome::IllegalAddress => {
                     let (whole, parts) = self.joined.swap_remove(at);
@@ -360,6 +429,8 @@ impl PlanState {
             Outcome::Ok => {
                 if !self.answered.contains(request) {
                     self.answered.insert(request.clone());
+                    // From now on it may be joined.
+                    self.cached = None;
                 }
             }
             Outcome::IllegalAddress => {
@@ -404,28 +475,27 @@ impl PlanState {
     /// Decodes everything a poll received, whatever mix of whole and split
     /// requests it was.
     pub fn decode(&self, results: &[(ReadRequest, Option<RawData>)]) -> Fields {
+        fn answer(d: &Option<RawData>) -> Option<Answer<'_>> {
+            d.as_ref().map(RawData::answer)
+        }
         if self.joined.is_empty() {
-            return self.plan.model().decode(results.iter().map(|(r, d)| (r, d.as_ref())));
+            return self.plan.model().decode(results.iter().map(|(r, d)| (r, answer(d))));
         }
-        // A join's answer is cut back into its parts: values between them
-        // (a skipped value, a dropped block) stay absent, as when the parts
-        // were sent apart.
-        let mut parts: Vec<(ReadRequest, Option<RawData>)> = Vec::new();
-        let mut apart: Vec<usize> = Vec::new();
-        for (i, (r, data)) in results.iter().enumerate() {
-            let Some((whole, of)) = self.joined.iter().find(|(whole, _)| whole == r) else {
-                apart.push(i);
-                continue;
+        // A join's answer is cut back into its parts, in place: values between
+        // them (a skipped value, a dropped block) stay absent, as when the
+        // parts were sent apart.
+        let each = results.iter().flat_map(|(r, data)| {
+            let join = self.joined.iter().find(|(whole, _)| whole == r);
+            let (alone, parts) = match join {
+                Some((whole, parts)) => (None, Some((whole, parts))),
+                None => (Some((r, answer(data))), None),
             };
-            for p in of {
-                let cut = data.as_ref().and_then(|d| cut(whole, p, d));
-                parts.push((p.clone(), cut));
-            }
-        }
-        let apart = apart.iter().map(|&i| (&results[i].0, results[i].1.as_ref()));
-        self.plan
-            .model()
-            .decode(apart.chain(parts.iter().map(|(r, d)| (r, d.as_ref()))))
+            let parts = parts.into_iter().flat_map(move |(whole, parts)| {
+                (parts.iter()).map(move |p| (p, data.as_ref().and_then(|d| cut(whole, p, d))))
+            });
+            alone.into_iter().chain(parts)
+        });
+        self.plan.model().decode(each)
     }
 
     /// Requests for single values the device refused, skipped until their re-probe.
@@ -445,12 +515,12 @@ impl PlanState {
 
 /// The part of a join's answer that `part` reads (`None` when the answer is
 /// shorter than asked: not trusted, as for any request).
-fn cut(whole: &ReadRequest, part: &ReadRequest, data: &RawData) -> Option<RawData> {
+fn cut<'a>(whole: &ReadRequest, part: &ReadRequest, data: &'a RawData) -> Option<Answer<'a>> {
     let from = usize::from(part.start - whole.start);
     let to = from + usize::from(part.count);
     match data {
-        RawData::Words(w) if w.len() == usize::from(whole.count) => Some(RawData::Words(w[from..to].to_vec())),
-        RawData::Bits(b) if b.len() >= usize::from(whole.count) => Some(RawData::Bits(b[from..to].to_vec())),
+        RawData::Words(w) if w.len() == usize::from(whole.count) => Some(Answer::Words(&w[from..to])),
+        RawData::Bits(b) if b.len() >= usize::from(whole.count) => Some(Answer::Bits(&b[from..to])),
         _ => None,
     }
 }
@@ -507,7 +577,7 @@ models:
     /// One poll the way a source runs it; returns the decoded fields.
     fn poll(s: &mut PlanState, now: Instant, sent: &mut Vec<ReadRequest>) -> Fields {
         let mut results = Vec::new();
-        let mut batch = s.requests(now);
+        let mut batch = s.requests(now).to_vec();
         while !batch.is_empty() {
             for r in batch {
                 let (outcome, data) = answer(&r);
@@ -572,7 +642,7 @@ models:
     fn optional_block_dropped_and_reprobed_after_the_interval() {
         let mut s = state();
         let t0 = Instant::now();
-        let vent = s.requests(t0).into_iter().find(|r| r.optional).unwrap();
+        let vent = s.requests(t0).iter().find(|r| r.optional).unwrap().clone();
         assert_eq!((vent.start, vent.count), (819, 2));
         let change = s.record(&vent, Outcome::IllegalAddress, t0);
         assert!(matches!(change, Some(Change::BlockDropped { ref block, .. }) if &**block == "vent"));
@@ -593,7 +663,7 @@ models:
     fn other_failures_change_nothing() {
         let mut s = state();
         let t0 = Instant::now();
-        let first = s.requests(t0);
+        let first = s.requests(t0).to_vec();
         for r in &first {
             assert_eq!(s.record(r, Outcome::Failed, t0), None);
         }
@@ -639,7 +709,12 @@ models:
     fn poll_with(s: &mut PlanState, dev: &Device, now: Instant) -> (Fields, usize, usize) {
         let mut results = Vec::new();
         let mut refused_joins = 0;
-        let mut batch = s.requests(now);
+        // The requests kept from an earlier poll are the ones worked out afresh.
+        let mut afresh = s.clone();
+        afresh.cached = None;
+        let mut batch = s.requests(now).to_vec();
+        assert_eq!(batch, afresh.requests(now), "kept requests at {now:?}");
+        assert_eq!(s.joined, afresh.joined);
         while !batch.is_empty() {
             for r in batch {
                 let (outcome, data) = dev.answer(&r);
@@ -720,6 +795,7 @@ models:
                 // The same poll from the same state with nothing joined.
                 let mut apart = joining.clone();
                 apart.join = false;
+                apart.cached = None;
                 let (want, _, _) = poll_with(&mut apart, &dev, now);
                 let (got, sent, refused) = poll_with(&mut joining, &dev, now);
                 // Nothing the parts read is lost or changed...

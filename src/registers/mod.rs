@@ -78,4 +78,4 @@ pub use adaptive::{Change, Outcome, PlanState};
 pub use codec::{Cells, EncodeError, Sample};
 pub use map::RegisterMap;
 pub use model::{BitField, Block, ByteOrder, DataType, Model, Part, Register, Table};
-pub use plan::{PlanOptions, RawData, ReadPlan, ReadRequest};
+pub use plan::{Answer, PlanOptions, RawData, ReadPlan, ReadRequest};

@@ -116,6 +116,22 @@ pub enum RawData {
     Bits(Vec<bool>),
 }
 
+/// An answer's values, borrowed: the whole of a [`RawData`] or a slice of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer<'a> {
+    Words(&'a [u16]),
+    Bits(&'a [bool]),
+}
+
+impl RawData {
+    pub fn answer(&self) -> Answer<'_> {
+        match self {
+            RawData::Words(w) => Answer::Words(w),
+            RawData::Bits(b) => Answer::Bits(b),
+        }
+    }
+}
+
 /// Addresses `start..end` of one value (or of several values read under one span).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Span {
@@ -156,8 +172,8 @@ impl ReadPlan {
     /// in the same order (`None`: the request failed). A failed, short or
     /// mismatched response leaves its fields absent.
     pub fn decode(&self, responses: &[Option<RawData>]) -> Fields {
-        self.model
-            .decode(self.requests.iter().zip(responses.iter().map(Option::as_ref)))
+        let answers = responses.iter().map(|r| r.as_ref().map(RawData::answer));
+        self.model.decode(self.requests.iter().zip(answers))
     }
 
     /// Register addresses the plan reads (coils and discrete inputs not included).
@@ -306,20 +322,16 @@ impl Model {
     /// response that covers all of its registers.
     pub fn decode<'a, I>(&self, results: I) -> Fields
     where
-        I: IntoIterator<Item = (&'a ReadRequest, Option<&'a RawData>)>,
+        I: IntoIterator<Item = (&'a ReadRequest, Option<Answer<'a>>)>,
     {
-        enum Data<'a> {
-            Words(&'a [u16]),
-            Bits(&'a [bool]),
-        }
-        let mut got: Vec<(Table, u32, u32, Data<'a>)> = Vec::new();
+        let mut got: Vec<(Table, u32, u32, Answer<'a>)> = Vec::new();
         for (req, data) in results {
             let n = usize::from(req.count);
             let data = match data {
                 // A reply of another length than asked is not trusted at all:
                 // its words may not be where we think they are.
-                Some(RawData::Words(w)) if !req.table.is_bits() && w.len() == n => Data::Words(w),
-                Some(RawData::Bits(b)) if req.table.is_bits() && b.len() >= n => Data::Bits(&b[..n]),
+                Some(Answer::Words(w)) if !req.table.is_bits() && w.len() == n => Answer::Words(w),
+                Some(Answer::Bits(b)) if req.table.is_bits() && b.len() >= n => Answer::Bits(&b[..n]),
                 _ => continue,
             };
             got.push((req.table, u32::from(req.start), req.end(), data));
@@ -340,8 +352,8 @@ impl Model {
             };
             let offset = (start - from) as usize;
             match data {
-                Data::Words(w) => decode_words(reg, &w[offset..offset + usize::from(reg.count)], &mut out),
-                Data::Bits(b) => decode_bit(reg, b[offset], &mut out),
+                Answer::Words(w) => decode_words(reg, &w[offset..offset + usize::from(reg.count)], &mut out),
+                Answer::Bits(b) => decode_bit(reg, b[offset], &mut out),
             }
         }
         out

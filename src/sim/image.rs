@@ -402,7 +402,7 @@ impl Image {
                 } else {
                     crate::registers::RawData::Words(words)
                 };
-                let decoded = model.decode([(&req, Some(&data))]);
+                let decoded = model.decode([(&req, Some(data.answer()))]);
                 for name in fields {
                     if let Some(v) = decoded.get(&name) {
                         img.truth.insert(name, v.clone());
