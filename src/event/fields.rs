@@ -152,6 +152,17 @@ impl<V> Fields<V> {
         self.get(name).is_some()
     }
 
+    /// Where `name` sits in fields of these slots, for [`insert_at`](Self::insert_at).
+    pub fn rank_of(&self, name: &str) -> Option<usize> {
+        self.slots.rank(name)
+    }
+
+    /// Sets the value of the name at `rank`, as [`rank_of`](Self::rank_of)
+    /// answered for fields of the same slots; returns the one it replaces.
+    pub fn insert_at(&mut self, rank: usize, value: V) -> Option<V> {
+        self.put(rank, value)
+    }
+
     /// Sets a value, returning the one it replaces.
     pub fn insert(&mut self, name: Arc<str>, value: V) -> Option<V> {
         match self.slots.rank(&name) {

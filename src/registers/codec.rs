@@ -87,21 +87,38 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
     ((raw << shift) as i64) >> shift
 }
 
+/// Where decoded values go: `which` is 0 for a register's own value and
+/// `1 + i` for its bit field `i`.
+pub(crate) trait Put {
+    fn put(&mut self, reg: &Register, which: usize, value: Value);
+}
+
+/// By name.
+impl Put for Fields {
+    fn put(&mut self, reg: &Register, which: usize, value: Value) {
+        let name = match which.checked_sub(1) {
+            None => &reg.name,
+            Some(i) => &reg.bits[i].name,
+        };
+        self.insert_ref(name, value);
+    }
+}
+
 /// Decodes one register from the words starting at its address (`words.len()
 /// >= reg.count`, checked by the caller) into `out`.
-pub(crate) fn decode_words(reg: &Register, words: &[u16], out: &mut Fields) {
+pub(crate) fn decode_words(reg: &Register, words: &[u16], out: &mut impl Put) {
     if words.len() < usize::from(reg.count) {
         return;
     }
     if !reg.parts.is_empty() {
         if let Some(total) = decode_parts(reg, words) {
-            out.insert_ref(&reg.name, Value::Int(total));
+            out.put(reg, 0, Value::Int(total));
         }
         return;
     }
     if reg.data_type == DataType::String {
         if let Some(text) = decode_string(reg, words) {
-            out.insert_ref(&reg.name, Value::Text(text.into()));
+            out.put(reg, 0, Value::Text(text.into()));
         }
         return;
     }
@@ -112,17 +129,17 @@ pub(crate) fn decode_words(reg: &Register, words: &[u16], out: &mut Fields) {
     }
     if reg.emits_raw {
         if let Some(v) = raw_value(reg.data_type, raw) {
-            out.insert_ref(&reg.name, v);
+            out.put(reg, 0, v);
         }
     }
-    for b in &reg.bits {
-        out.insert_ref(&b.name, Value::Bool((raw >> b.bit) & 1 == 1));
+    for (i, b) in reg.bits.iter().enumerate() {
+        out.put(reg, 1 + i, Value::Bool((raw >> b.bit) & 1 == 1));
     }
 }
 
 /// A coil or discrete input.
-pub(crate) fn decode_bit(reg: &Register, bit: bool, out: &mut Fields) {
-    out.insert_ref(&reg.name, Value::Bool(bit));
+pub(crate) fn decode_bit(reg: &Register, bit: bool, out: &mut impl Put) {
+    out.put(reg, 0, Value::Bool(bit));
 }
 
 fn raw_value(data_type: DataType, raw: u64) -> Option<Value> {

@@ -389,6 +389,9 @@ pub struct Model {
     blocks: Vec<Block>,
     index: HashMap<Arc<str>, usize>,
     schema: Arc<Schema>,
+    /// Per register, where its values sit in the schema's fields: its own
+    /// value first, then each bit field's (see [`codec::Put`]).
+    ranks: Box<[Box<[Option<usize>]>]>,
 }
 
 /// Two models are the same when their definitions are: what is derived from
@@ -408,6 +411,15 @@ impl Model {
         let fields = registers.iter().flat_map(Register::fields).collect();
         let schema = Arc::new(Schema::new(name, fields));
         let index = registers.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
+        let slots = schema.new_fields::<()>();
+        let ranks = (registers.iter())
+            .map(|r| {
+                let own = r.emits_raw.then(|| slots.rank_of(&r.name)).flatten();
+                std::iter::once(own)
+                    .chain(r.bits.iter().map(|b| slots.rank_of(&b.name)))
+                    .collect()
+            })
+            .collect();
         Model {
             name: name.into(),
             description,
@@ -415,6 +427,7 @@ impl Model {
             blocks,
             index,
             schema,
+            ranks,
         }
     }
 
@@ -453,6 +466,11 @@ impl Model {
     /// The fields every device of this model produces, shared by its events.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
+    }
+
+    /// Where register `i`'s values sit in fields made by the schema.
+    pub(crate) fn ranks(&self, i: usize) -> &[Option<usize>] {
+        &self.ranks[i]
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::event::Fields;
+use crate::event::{Fields, Value};
 
-use super::codec::{decode_bit, decode_words};
+use super::codec::{decode_bit, decode_words, Put};
 use super::model::{Model, Table};
 
 /// How a model is planned into requests.
@@ -339,7 +339,7 @@ impl Model {
         got.sort_by_key(|g| (g.0, g.1));
 
         let mut out = self.schema().new_fields();
-        for reg in self.registers() {
+        for (i, reg) in self.registers().iter().enumerate() {
             let (start, end) = (u32::from(reg.address), reg.end());
             let candidates = got.partition_point(|g| (g.0, g.1) <= (reg.table, start));
             let covering = got[..candidates]
@@ -351,12 +351,34 @@ impl Model {
                 continue;
             };
             let offset = (start - from) as usize;
+            let mut put = Ranked {
+                fields: &mut out,
+                ranks: self.ranks(i),
+            };
             match data {
-                Answer::Words(w) => decode_words(reg, &w[offset..offset + usize::from(reg.count)], &mut out),
-                Answer::Bits(b) => decode_bit(reg, b[offset], &mut out),
+                Answer::Words(w) => decode_words(reg, &w[offset..offset + usize::from(reg.count)], &mut put),
+                Answer::Bits(b) => decode_bit(reg, b[offset], &mut put),
             }
         }
         out
+    }
+}
+
+/// A model's fields filled by the ranks worked out with its schema, not by
+/// looking each name up.
+struct Ranked<'a> {
+    fields: &'a mut Fields,
+    ranks: &'a [Option<usize>],
+}
+
+impl Put for Ranked<'_> {
+    fn put(&mut self, reg: &super::model::Register, which: usize, value: Value) {
+        match self.ranks.get(which).copied().flatten() {
+            Some(rank) => {
+                self.fields.insert_at(rank, value);
+            }
+            None => self.fields.put(reg, which, value),
+        }
     }
 }
 
