@@ -24,9 +24,9 @@
 //! anything split during this poll) until there are none, and decodes all
 //! answers together with [`PlanState::decode`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -215,7 +215,7 @@ pub struct PlanState {
     plan: ReadPlan,
     roots: Vec<Node>,
     /// Dropped optional blocks and when to re-probe them.
-    dropped: HashMap<Arc<str>, Option<Instant>>,
+    dropped: FxHashMap<Arc<str>, Option<Instant>>,
     follow_ups: Vec<ReadRequest>,
     reprobe_after: Duration,
     /// Requests the device answered whole in their current form: only these are joined.
@@ -223,7 +223,7 @@ pub struct PlanState {
     /// The joins sent in this poll: the request on the wire and the requests it serves.
     joined: Vec<(ReadRequest, Vec<ReadRequest>)>,
     /// Joins the device refused, and when to try them again.
-    refused_joins: HashMap<ReadRequest, Option<Instant>>,
+    refused_joins: FxHashMap<ReadRequest, Option<Instant>>,
     /// What `requests` returned last and the first instant one of the times
     /// it compared `now` with comes due (`None`: none will), kept while
     /// nothing else it depends on changes: in a steady poll the plan is not
@@ -245,12 +245,12 @@ impl PlanState {
         PlanState {
             plan,
             roots,
-            dropped: HashMap::new(),
+            dropped: FxHashMap::default(),
             follow_ups: Vec::new(),
             reprobe_after,
             answered: FxHashSet::default(),
             joined: Vec::new(),
-            refused_joins: HashMap::new(),
+            refused_joins: FxHashMap::default(),
             cached: None,
             join: true,
         }

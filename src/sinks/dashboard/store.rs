@@ -8,11 +8,12 @@
 //! closed by a CRC-32 of everything before it. A file that does not check out is
 //! moved aside (`.corrupt-<unix ms>`) and the dashboard starts empty.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
 use super::history::{secs, DecodeError, Reader, Series, Writer, MAX_WINDOW};
@@ -29,7 +30,8 @@ pub struct Device {
     pub metric: Arc<Metric>,
     /// False while the pump has not been heard from since start.
     pub live: bool,
-    pub series: HashMap<Arc<str>, Series>,
+    /// Field names come from the pipeline's models, never from a request.
+    pub series: FxHashMap<Arc<str>, Series>,
     pub changes: VecDeque<Arc<StateChange>>,
     /// Bumped by everything that changes what the pump's card shows.
     pub generation: u64,
@@ -86,7 +88,7 @@ impl Store {
                 Device {
                     metric: m.clone(),
                     live: true,
-                    series: HashMap::new(),
+                    series: FxHashMap::default(),
                     changes: VecDeque::new(),
                     generation: 0,
                 },
@@ -214,7 +216,7 @@ impl Store {
                 let ms = r.i64()?;
                 m.since.insert(k, (ms != i64::MIN).then(|| time_of(ms)));
             }
-            let mut series = HashMap::new();
+            let mut series = FxHashMap::default();
             for _ in 0..r.u32()? {
                 let k: Arc<str> = r.str()?.into();
                 let mut s = Series::decode(&mut r)?;
