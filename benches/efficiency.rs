@@ -79,8 +79,10 @@ fn poll(schema: &Arc<Schema>, device: &str, t: u64) -> Event {
     m.fields
         .insert("compressor_running".into(), Value::Bool(t % 3600 < 1200));
     m.fields.insert("defrost_mode".into(), Value::Bool(false));
-    m.fields
-        .insert("outside_temperature".into(), Value::Float(((t / 600) % 20) as f64 - 5.0));
+    m.fields.insert(
+        "outside_temperature".into(),
+        Value::Float(((t / 600) % 20) as f64 - 5.0),
+    );
     for i in 0..40 {
         m.fields
             .insert(format!("sensor_{i:02}").into(), Value::Float(i as f64 * 1.5));
@@ -165,7 +167,19 @@ fn main() {
     println!(
         "efficiency: {devices} devices × {history} days of history (state file {file_mib:.1} MiB), {rounds} rounds of polls at 10 s, {runs} runs"
     );
-    println!("  polls:      median {:.2} µs per device-poll ({})", median(&mut polls.clone()), list(&polls));
-    println!("  ticks:      median {:.2} µs per device-poll ({})", median(&mut ticks.clone()), list(&ticks));
-    println!("  together:   median {:.2} µs per device-poll ({})", median(&mut both.clone()), list(&both));
+    println!(
+        "  polls:      median {:.2} µs per device-poll ({})",
+        median(&mut polls.clone()),
+        list(&polls)
+    );
+    println!(
+        "  ticks:      median {:.2} µs per device-poll ({})",
+        median(&mut ticks.clone()),
+        list(&ticks)
+    );
+    println!(
+        "  together:   median {:.2} µs per device-poll ({})",
+        median(&mut both.clone()),
+        list(&both)
+    );
 }

@@ -119,7 +119,14 @@ impl Clock {
         let zoned = ts.to_zoned_datetime(self.tz.clone());
         let start = zoned.start_of_day().ok()?;
         let next = start.tomorrow().ok()?;
-        let end = zoned.date().tomorrow().ok()?.to_zoned_datetime(self.tz.clone()).ok()?.start_of_day().ok()?;
+        let end = zoned
+            .date()
+            .tomorrow()
+            .ok()?
+            .to_zoned_datetime(self.tz.clone())
+            .ok()?
+            .start_of_day()
+            .ok()?;
         let day = LocalDay {
             date: zoned.date(),
             start: start.timestamp().as_second(),
@@ -148,7 +155,13 @@ mod tests {
     #[test]
     fn the_cached_moment_equals_the_zones_answer_across_dst_changes_and_odd_zones() {
         // Polls every 7 to 3,000 s (and jumps of days) through 2026's DST changes.
-        for zone in ["Europe/London", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "UTC"] {
+        for zone in [
+            "Europe/London",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "America/Santiago",
+            "UTC",
+        ] {
             let tz = TimeZone::get(zone).unwrap();
             let mut clock = Clock::new(tz.clone());
             let mut rng = fastrand::Rng::with_seed(7);

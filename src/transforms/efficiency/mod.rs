@@ -37,9 +37,15 @@
 //! the dashboard's efficiency view through the pipeline's telemetry.
 //!
 //! The counters, days and cycle states survive a restart in
-//! `<data_dir>/efficiency/<component id>.json` (written atomically at most every
-//! `persist_interval`, and on shutdown); a corrupt file is moved aside and
-//! counting starts over.
+//! `<data_dir>/efficiency/<component id>.json` and its journal `<component
+//! id>.journal`: at most every `persist_interval` a save appends what changed
+//! (one line a save), and the whole file is written atomically once the journal
+//! has grown to its size, and on shutdown (see [`store`]); a corrupt file is
+//! moved aside and counting starts over.
+//!
+//! A poll costs what it changes: the month and year sums go on from cached
+//! sums of the closed days ([`sums`]), and local days are looked up in the
+//! zone once a day ([`clock`]).
 //!
 //! ```toml
 //! [transforms.efficiency]
@@ -55,13 +61,13 @@
 mod clock;
 mod cycles;
 pub mod meter;
+mod store;
 mod sums;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -72,14 +78,15 @@ use jiff::ToSpan;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use self::clock::Clock;
 use self::cycles::{Limits, Runs};
 use self::meter::{Meter, Reading};
+use self::store::Marks;
+use self::sums::Closed;
 use crate::component::{BoxError, BuildContext, Check, Claim, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Value, ValueType};
-use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::{cop, sum, ComponentMetrics, Day, Registry};
-use self::clock::Clock;
-use self::sums::Closed;
+use crate::transforms::journal::Journal;
 
 const FILE_VERSION: u32 = 1;
 /// Days of figures kept per device.
@@ -412,7 +419,7 @@ impl EfficiencyConfig {
         let path = state_path(cx.data_dir, cx.id);
         let dir = path.parent().unwrap_or(cx.data_dir);
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
-        let devices = load(&path, cx.id, &metrics)?;
+        let (devices, generation) = store::load(&path, cx.id, &metrics)?;
         let mut t = Efficiency {
             id: cx.id.into(),
             names: self.fields.resolve(),
@@ -433,6 +440,10 @@ impl EfficiencyConfig {
             persist_interval: self.persist_interval,
             expire_after: self.expire_after,
             last_save: None,
+            journal: None,
+            generation,
+            file_len: 0,
+            forgotten: Vec::new(),
             told: HashSet::new(),
             added: added_fields().into_iter().map(|f| f.name.clone()).collect(),
             registry: cx.registry.clone(),
@@ -699,15 +710,22 @@ struct Entry {
     /// The month and year sums of its closed days; `None` until worked out, or
     /// after one of those days changed.
     closed: Option<Closed>,
+    /// What changed since the last save.
+    marks: Marks,
 }
 
 impl Entry {
     fn new(dev: Device) -> Self {
-        Entry { dev, closed: None }
+        Entry {
+            dev,
+            closed: None,
+            marks: Marks::default(),
+        }
     }
 
     /// The day of `date`, to be changed.
     fn day(&mut self, date: Date) -> &mut Day {
+        self.marks.day(date);
         let i = self.dev.day_index(date);
         if self.closed.as_ref().is_some_and(|c| c.covers(i)) {
             self.closed = None;
@@ -749,6 +767,14 @@ pub struct Efficiency {
     persist_interval: Duration,
     expire_after: Duration,
     last_save: Option<SystemTime>,
+    /// The journal being appended to; `None`: the next save writes the whole file.
+    journal: Option<Journal>,
+    /// The generation of the state file as last written whole (or loaded).
+    generation: u64,
+    /// Bytes of the state file as last written whole.
+    file_len: u64,
+    /// Devices forgotten since the last save, for the journal.
+    forgotten: Vec<Arc<str>>,
     /// What was already logged, so each reason is logged once.
     told: HashSet<String>,
     /// The names of the fields set on each metric, in the order of `added_fields`.
@@ -809,6 +835,7 @@ impl Efficiency {
         let mut present = [false; 6];
         let mut problems = Vec::new();
         let entry = self.devices.entry(device_id.clone()).or_default();
+        entry.marks.unsaved = true;
         for (i, family) in FAMILIES.iter().enumerate() {
             let (day_name, total_name) = &self.names.meters[i];
             let part = |name: &Option<Arc<str>>| -> Option<Option<f64>> {
@@ -924,6 +951,7 @@ impl Efficiency {
 
         // Checkpoints for cop_24h.
         if dev.checkpoints.back().is_none_or(|c| now.t - c.t >= CHECKPOINT_EVERY) {
+            entry.marks.new_checkpoints += 1;
             dev.checkpoints.push_back(Checkpoint {
                 t: now.t,
                 heat: [heat_heating, heat_dhw],
@@ -1095,29 +1123,12 @@ impl Efficiency {
             .collect();
         for id in &gone {
             self.devices.remove(id);
+            self.forgotten.push(id.clone());
             self.registry.efficiency().forget(id);
         }
         if !gone.is_empty() {
             info!(component = %self.id, devices = gone.len(), "Forgot the figures of devices not seen for `expire_after`");
             self.dirty = true;
-        }
-    }
-
-    fn save(&mut self, now: SystemTime) {
-        self.last_save = Some(now);
-        let file = StateFile {
-            version: FILE_VERSION,
-            devices: self.devices.iter().map(|(k, e)| (k.to_string(), e.dev.clone())).collect(),
-        };
-        let result = serde_json::to_vec(&file)
-            .map_err(io::Error::other)
-            .and_then(|bytes| write_atomically(&self.path, &bytes));
-        match result {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                self.metrics.error();
-                warn!(component = %self.id, path = %self.path.display(), error = %e, "Saving energy figures failed; retrying later");
-            }
         }
     }
 }
@@ -1156,37 +1167,10 @@ impl Transform for Efficiency {
 
     fn shutdown(&mut self, _out: &mut Vec<Event>) {
         self.publish();
-        if self.dirty {
-            self.save(SystemTime::now());
+        // A stopped pipeline leaves the whole file and an empty journal.
+        if self.dirty || self.journal.as_ref().is_some_and(Journal::has_entries) {
+            let result = self.compact();
+            self.saved(result);
         }
     }
-}
-
-// ---- The state file ----
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    devices: BTreeMap<String, Device>,
-}
-
-fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Arc<str>, Device>, BoxError> {
-    let parse =
-        |bytes: &[u8]| serde_json::from_slice::<StateFile>(bytes).map_err(|e| format!("not an energy file: {e}"));
-    Ok(
-        match read_state_file(path, FILE_VERSION, id, "counting starts over", parse)? {
-            Stored::Loaded(file) => {
-                info!(component = %id, path = %path.display(), devices = file.devices.len(), "Restored energy figures");
-                file.devices
-                    .into_iter()
-                    .map(|(k, v)| (Arc::from(k.as_str()), v))
-                    .collect()
-            }
-            Stored::Missing => BTreeMap::new(),
-            Stored::Unusable => {
-                metrics.error();
-                BTreeMap::new()
-            }
-        },
-    )
 }

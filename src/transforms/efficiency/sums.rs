@@ -193,7 +193,11 @@ mod tests {
             }
             let mut closed = None;
             for _ in 0..5 {
-                let today = days.back().map_or(d, |x| x.date).checked_sub(rng.i32(0..3).days()).unwrap();
+                let today = days
+                    .back()
+                    .map_or(d, |x| x.date)
+                    .checked_sub(rng.i32(0..3).days())
+                    .unwrap();
                 assert_eq!(windows(&days, today, &mut closed), reference::windows(&days, today));
             }
         }

@@ -1,5 +1,9 @@
 use super::*;
 use crate::component::Check;
+use std::collections::BTreeMap;
+use std::fs;
+
+use crate::fsutil::write_atomically;
 
 const HOUR: u64 = 3600;
 
@@ -410,12 +414,21 @@ impl SimDevice {
         }
     }
 
-    fn poll(&mut self, rng: &mut fastrand::Rng, tz: &TimeZone, at: SystemTime, secs: f64) -> Vec<(&'static str, Value)> {
+    fn poll(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        tz: &TimeZone,
+        at: SystemTime,
+        secs: f64,
+    ) -> Vec<(&'static str, Value)> {
         let power = [6.0, 2.0, 1.8, 0.7, 0.3, 0.1];
         for (e, p) in self.energy.iter_mut().zip(power) {
             *e += p * rng.f64() * secs / 3600.0;
         }
-        let date = jiff::Timestamp::try_from(at).unwrap().to_zoned_datetime(tz.clone()).date();
+        let date = jiff::Timestamp::try_from(at)
+            .unwrap()
+            .to_zoned_datetime(tz.clone())
+            .date();
         if self.date.is_some_and(|d| d != date) {
             // Midnight: the day's whole kWh move into the total, maybe seen apart.
             self.before = self.moved;
@@ -440,15 +453,18 @@ impl SimDevice {
             // While the total lags, the day counter has reset and the total not grown yet.
             let mut t = if self.lag > 0 { self.before[i] } else { self.moved[i] }.floor();
             match rng.u16(..400) {
-                0 => d += 500.0,                // an implausible jump
-                1 => t = (t - 40.0).max(0.0),   // a total that goes back
+                0 => d += 500.0,              // an implausible jump
+                1 => t = (t - 40.0).max(0.0), // a total that goes back
                 _ => {}
             }
             fields.push((day, Value::Int(d as i64)));
             fields.push((total, Value::Int(t as i64)));
         }
         self.lag = self.lag.saturating_sub(1);
-        fields.push(("heat_meter_nhz_heating_total", Value::Int(self.energy[4].floor() as i64)));
+        fields.push((
+            "heat_meter_nhz_heating_total",
+            Value::Int(self.energy[4].floor() as i64),
+        ));
         fields.push(("heat_meter_nhz_dhw_total", Value::Int(self.energy[5].floor() as i64)));
         if rng.u8(..3) == 0 {
             self.compressor = !self.compressor;
@@ -469,7 +485,13 @@ fn full_schema() -> Arc<Schema> {
     Arc::new(Schema::new("wpm", fields))
 }
 
-fn efficiency(c: &EfficiencyConfig, dir: &Path, schema: &Arc<Schema>, registry: &Arc<Registry>, reference: bool) -> Efficiency {
+fn efficiency(
+    c: &EfficiencyConfig,
+    dir: &Path,
+    schema: &Arc<Schema>,
+    registry: &Arc<Registry>,
+    reference: bool,
+) -> Efficiency {
     let mut e = BuildContext::alone("efficiency", dir, std::slice::from_ref(schema), registry, |cx| {
         c.build_efficiency(cx)
     })
@@ -478,7 +500,13 @@ fn efficiency(c: &EfficiencyConfig, dir: &Path, schema: &Arc<Schema>, registry: 
     e
 }
 
-fn run(tr: &mut Efficiency, schema: &Arc<Schema>, id: &str, time: SystemTime, fields: &[(&str, Value)]) -> Vec<(String, Value)> {
+fn run(
+    tr: &mut Efficiency,
+    schema: &Arc<Schema>,
+    id: &str,
+    time: SystemTime,
+    fields: &[(&str, Value)],
+) -> Vec<(String, Value)> {
     let mut m = Metric::new(id, Arc::default(), time, schema.clone());
     for (k, v) in fields {
         m.fields.insert((*k).into(), v.clone());
@@ -558,5 +586,157 @@ fn every_figure_equals_the_reference_that_sums_every_day_each_poll() {
         }
     }
     assert!(polls > 4000, "{polls} polls");
-    assert!(with_scop > polls / 2 && with_month > polls / 2, "{polls} polls, {with_scop} with scop, {with_month} with cop_month_dhw");
+    assert!(
+        with_scop > polls / 2 && with_month > polls / 2,
+        "{polls} polls, {with_scop} with scop, {with_month} with cop_month_dhw"
+    );
+}
+
+/// The devices as a load would restore them: through JSON, as the file holds them.
+fn held(e: &Efficiency) -> BTreeMap<String, Device> {
+    e.devices
+        .iter()
+        .map(|(k, e)| {
+            let json = serde_json::to_vec(&e.dev).unwrap();
+            (k.to_string(), serde_json::from_slice(&json).unwrap())
+        })
+        .collect()
+}
+
+fn persisted(path: &Path) -> BTreeMap<String, Device> {
+    let registry = Registry::default();
+    let metrics = registry.component("efficiency", "transform", "efficiency");
+    let (devices, _) = store::load(path, "efficiency", &metrics).unwrap();
+    devices.into_iter().map(|(k, d)| (k.to_string(), d)).collect()
+}
+
+fn journal_len(path: &Path) -> u64 {
+    fs::metadata(path.with_extension("journal")).map_or(0, |m| m.len())
+}
+
+#[test]
+fn a_kill_at_any_instant_restores_the_last_finished_save_or_the_one_before() {
+    let zone = "Europe/London";
+    let tz = TimeZone::get(zone).unwrap();
+    let c = config(&format!("time_zone = \"{zone}\""));
+    let s = full_schema();
+    let (mut cut_appends, mut half_compactions, mut journal_saves) = (0, 0, 0);
+    for seed in 0..40u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path(), "efficiency");
+        let registry = Arc::new(Registry::default());
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut e = efficiency(&c, dir.path(), &s, &registry, false);
+        e.expire_after = Duration::from_secs(2 * 86_400);
+        let mut devices = [SimDevice::new("hp1"), SimDevice::new("hp2"), SimDevice::new("hp3")];
+        let (mut saved, mut before_last) = (BTreeMap::new(), BTreeMap::new());
+        // The journal's bytes written by the last save, when it appended.
+        let mut last_append = None;
+        let mut t = (day0() - 30 * 86_400) as f64;
+        for _ in 0..rng.usize(1..300) {
+            let step = if rng.u8(..30) == 0 {
+                3.0 * 86_400.0
+            } else {
+                60.0 + rng.f64() * 7200.0
+            };
+            t += step;
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t);
+            let dev = &mut devices[rng.usize(..3)];
+            let fields = dev.poll(&mut rng, &tz, at, step);
+            run(&mut e, &s, dev.id, at, &fields);
+            if rng.u8(..10) == 0 {
+                e.expire(at);
+            }
+            if rng.u8(..4) == 0 {
+                let before = journal_len(&path);
+                let generation = e.generation;
+                if rng.u8(..10) == 0 {
+                    let result = e.compact();
+                    e.saved(result);
+                } else {
+                    e.save(at);
+                }
+                let after = journal_len(&path);
+                last_append = (e.generation == generation && after > before).then_some((before, after));
+                journal_saves += usize::from(last_append.is_some());
+                before_last = std::mem::replace(&mut saved, held(&e));
+            }
+        }
+        let what = format!("seed {seed}");
+        match rng.u8(..3) {
+            // Killed while appending: the journal ends inside the last append.
+            0 if last_append.is_some() => {
+                let (from, to) = last_append.unwrap();
+                let cut = rng.u64(from..to);
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(path.with_extension("journal"))
+                    .unwrap();
+                f.set_len(cut).unwrap();
+                drop(e);
+                cut_appends += 1;
+                let restored = persisted(&path);
+                assert!(
+                    restored == saved || restored == before_last,
+                    "{what}: restored as neither save held it"
+                );
+            }
+            // Killed after writing the whole file, before its journal started:
+            // the old journal must not be applied over it.
+            1 if e.journal.is_some() => {
+                let now_held = held(&e);
+                let bytes = e.render(e.generation + 1).unwrap();
+                write_atomically(&path, &bytes).unwrap();
+                drop(e);
+                half_compactions += 1;
+                assert_eq!(persisted(&path), now_held, "{what}");
+            }
+            _ => {
+                drop(e);
+                assert_eq!(persisted(&path), saved, "{what}");
+            }
+        }
+    }
+    assert!(
+        cut_appends > 5 && half_compactions > 5 && journal_saves > 100,
+        "{cut_appends} cut appends, {half_compactions} half compactions, {journal_saves} saves to the journal"
+    );
+}
+
+#[test]
+fn a_stop_leaves_a_whole_file_that_a_hand_edit_changes_and_an_empty_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(true, true);
+    let registry = Arc::new(Registry::default());
+    let mut tr = build(&config(UTC), dir.path(), &s, &registry);
+    feed(
+        &mut *tr,
+        &s,
+        t(12 * HOUR),
+        &energy((10, 1000, 0, 500), (3, 300, 0, 200)),
+    );
+    tr.tick(t(12 * HOUR), &mut Vec::new());
+    feed(
+        &mut *tr,
+        &s,
+        t(13 * HOUR),
+        &energy((12, 1000, 0, 500), (4, 300, 0, 200)),
+    );
+    tr.tick(t(13 * HOUR), &mut Vec::new());
+    let path = state_path(dir.path(), "efficiency");
+    let journal = fs::read_to_string(path.with_extension("journal")).unwrap();
+    assert_eq!(journal.lines().count(), 2, "a header and the second save: {journal}");
+    tr.shutdown(&mut Vec::new());
+    drop(tr);
+    assert_eq!(
+        fs::read_to_string(path.with_extension("journal"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    // An edit by hand: the device is renamed.
+    let text = fs::read_to_string(&path).unwrap().replace("\"hp1\"", "\"hp7\"");
+    fs::write(&path, text).unwrap();
+    assert_eq!(persisted(&path).keys().collect::<Vec<_>>(), ["hp7"]);
 }
