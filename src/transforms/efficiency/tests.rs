@@ -519,6 +519,13 @@ fn run(
     }
 }
 
+/// Europe/London (two DST changes a year), a config in it with `extra`, the full map.
+fn london(extra: &str) -> (TimeZone, EfficiencyConfig, Arc<Schema>) {
+    let zone = "Europe/London";
+    let c = config(&format!("time_zone = \"{zone}\"\n{extra}"));
+    (TimeZone::get(zone).unwrap(), c, full_schema())
+}
+
 #[test]
 fn every_figure_equals_the_reference_that_sums_every_day_each_poll() {
     // Seeded random polls of two devices over 14 months in Europe/London (two
@@ -526,10 +533,7 @@ fn every_figure_equals_the_reference_that_sums_every_day_each_poll() {
     // and kills, through the transform and through the reference that asks
     // the zone and sums every kept day each poll: every field of every poll,
     // and the published days, must be the same.
-    let zone = "Europe/London";
-    let tz = TimeZone::get(zone).unwrap();
-    let c = config(&format!("time_zone = \"{zone}\"\npersist_interval = \"1h\""));
-    let s = full_schema();
+    let (tz, c, s) = london("persist_interval = \"1h\"");
     let (mut polls, mut with_scop, mut with_month) = (0, 0, 0);
     for seed in 0..2u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -616,10 +620,7 @@ fn journal_len(path: &Path) -> u64 {
 
 #[test]
 fn a_kill_at_any_instant_restores_the_last_finished_save_or_the_one_before() {
-    let zone = "Europe/London";
-    let tz = TimeZone::get(zone).unwrap();
-    let c = config(&format!("time_zone = \"{zone}\""));
-    let s = full_schema();
+    let (tz, c, s) = london("");
     let (mut cut_appends, mut half_compactions, mut journal_saves) = (0, 0, 0);
     for seed in 0..40u64 {
         let dir = tempfile::tempdir().unwrap();
