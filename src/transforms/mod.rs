@@ -3,6 +3,7 @@
 //! Adding one: write its file (config + runtime + tests), add a row to the table below.
 
 pub mod efficiency;
+mod journal;
 pub mod rename;
 pub mod scale;
 pub mod state_diff;

@@ -430,7 +430,7 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::transforms::efficiency::moment;
+    use crate::transforms::efficiency::clock::moment;
 
     const START: f64 = 1_767_222_000.0; // 2025-12-31 23:00 UTC
 

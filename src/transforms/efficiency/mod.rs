@@ -37,9 +37,15 @@
 //! the dashboard's efficiency view through the pipeline's telemetry.
 //!
 //! The counters, days and cycle states survive a restart in
-//! `<data_dir>/efficiency/<component id>.json` (written atomically at most every
-//! `persist_interval`, and on shutdown); a corrupt file is moved aside and
-//! counting starts over.
+//! `<data_dir>/efficiency/<component id>.json` and its journal `<component
+//! id>.journal`: at most every `persist_interval` a save appends what changed
+//! (one line a save), and the whole file is written atomically once the journal
+//! has grown to its size, and on shutdown (see [`store`]); a corrupt file is
+//! moved aside and counting starts over.
+//!
+//! A poll costs what it changes: the month and year sums go on from cached
+//! sums of the closed days ([`sums`]), and local days are looked up in the
+//! zone once a day ([`clock`]).
 //!
 //! ```toml
 //! [transforms.efficiency]
@@ -52,30 +58,35 @@
 //! # fields = { outdoor_temperature = "outside_temperature", electricity_heating_total = "" }
 //! ```
 
+mod clock;
 mod cycles;
 pub mod meter;
+mod store;
+mod sums;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan};
+use jiff::ToSpan;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use self::clock::Clock;
 use self::cycles::{Limits, Runs};
-use self::meter::{Meter, Moment, Reading};
+use self::meter::{Meter, Reading};
+use self::store::Marks;
+use self::sums::Closed;
 use crate::component::{BoxError, BuildContext, Check, Claim, Transform};
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Value, ValueType};
-use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::{cop, sum, ComponentMetrics, Day, Registry};
+use crate::transforms::journal::Journal;
 
 const FILE_VERSION: u32 = 1;
 /// Days of figures kept per device.
@@ -399,23 +410,29 @@ impl EfficiencyConfig {
     }
 
     pub fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Transform>, BoxError> {
+        Ok(Box::new(self.build_efficiency(cx)?))
+    }
+
+    fn build_efficiency(&self, cx: &BuildContext<'_>) -> Result<Efficiency, BoxError> {
         let tz = time_zone(self.time_zone.as_deref())?;
         let metrics = cx.registry.component(cx.id, "transform", "efficiency");
         let path = state_path(cx.data_dir, cx.id);
         let dir = path.parent().unwrap_or(cx.data_dir);
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
-        let devices = load(&path, cx.id, &metrics)?;
+        let (devices, generation) = store::load(&path, cx.id, &metrics)?;
         let mut t = Efficiency {
             id: cx.id.into(),
             names: self.fields.resolve(),
-            tz,
+            clock: Clock::new(tz),
             max_step_kwh: self.max_step_kwh,
             max_power_kw: self.max_power_kw,
             limits: Limits {
                 max_starts_per_hour: self.short_cycling.max_starts_per_hour,
                 min_run_time: self.short_cycling.min_run_time.as_secs_f64(),
             },
-            devices,
+            devices: devices.into_iter().map(|(k, d)| (k, Entry::new(d))).collect(),
+            #[cfg(test)]
+            reference: false,
             schemas: HashMap::new(),
             unpublished: HashSet::new(),
             dirty: false,
@@ -423,7 +440,12 @@ impl EfficiencyConfig {
             persist_interval: self.persist_interval,
             expire_after: self.expire_after,
             last_save: None,
+            journal: None,
+            generation,
+            file_len: 0,
+            forgotten: Vec::new(),
             told: HashSet::new(),
+            added: added_fields().into_iter().map(|f| f.name.clone()).collect(),
             registry: cx.registry.clone(),
             metrics,
         };
@@ -431,13 +453,16 @@ impl EfficiencyConfig {
         for id in t.devices.keys() {
             t.registry
                 .efficiency()
-                .publish(id, t.devices[id].days.iter().cloned().collect());
+                .publish(id, t.devices[id].dev.days.iter().cloned().collect());
         }
-        Ok(Box::new(t))
+        Ok(t)
     }
 }
 
-/// The descriptions of the fields the transform adds.
+/// How many fields the transform adds.
+const ADDED_FIELDS: usize = 33;
+
+/// The descriptions of the fields the transform adds (`ADDED_FIELDS` of them).
 fn added_fields() -> Vec<FieldMeta> {
     let meta =
         |name: &str, kind: FieldKind, value_type: ValueType, unit: Option<&str>, decimals: Option<u8>, d: &str| {
@@ -657,17 +682,18 @@ struct Device {
 }
 
 impl Device {
-    fn day(&mut self, date: Date) -> &mut Day {
+    /// Where the day of `date` is in `days`, added if it was not.
+    fn day_index(&mut self, date: Date) -> usize {
         let pos = self.days.iter().rposition(|d| d.date <= date);
         match pos {
-            Some(i) if self.days[i].date == date => &mut self.days[i],
+            Some(i) if self.days[i].date == date => i,
             Some(i) => {
                 self.days.insert(i + 1, Day::new(date));
-                &mut self.days[i + 1]
+                i + 1
             }
             None => {
                 self.days.push_front(Day::new(date));
-                &mut self.days[0]
+                0
             }
         }
     }
@@ -677,15 +703,61 @@ impl Device {
     }
 }
 
+/// A device as the transform holds it: what is kept, and what is worked out from it.
+#[derive(Debug, Default)]
+struct Entry {
+    dev: Device,
+    /// The month and year sums of its closed days; `None` until worked out, or
+    /// after one of those days changed.
+    closed: Option<Closed>,
+    /// What changed since the last save.
+    marks: Marks,
+}
+
+impl Entry {
+    fn new(dev: Device) -> Self {
+        Entry {
+            dev,
+            closed: None,
+            marks: Marks::default(),
+        }
+    }
+
+    /// The day of `date`, to be changed.
+    fn day(&mut self, date: Date) -> &mut Day {
+        self.marks.day(date);
+        let i = self.dev.day_index(date);
+        if self.closed.as_ref().is_some_and(|c| c.covers(i)) {
+            self.closed = None;
+        }
+        &mut self.dev.days[i]
+    }
+
+    /// Drops the days older than the last [`KEEP_DAYS`] before `today`.
+    fn prune(&mut self, today: Date) {
+        let Ok(oldest) = today.checked_sub(KEEP_DAYS.days()) else {
+            return;
+        };
+        while self.dev.days.front().is_some_and(|d| d.date < oldest) {
+            self.dev.days.pop_front();
+            self.closed = None;
+        }
+    }
+}
+
 /// The running transform.
 pub struct Efficiency {
     id: Arc<str>,
     names: Names,
-    tz: TimeZone,
+    clock: Clock,
     max_step_kwh: f64,
     max_power_kw: f64,
     limits: Limits,
-    devices: BTreeMap<Arc<str>, Device>,
+    devices: BTreeMap<Arc<str>, Entry>,
+    /// Moments come from the zone and month and year sums from every kept day,
+    /// each poll, as before the caches (the model test's reference).
+    #[cfg(test)]
+    reference: bool,
     /// Output schema by address of the input schema (kept alive by the entry).
     schemas: HashMap<usize, (Arc<Schema>, Arc<Schema>)>,
     /// Devices whose days changed since they were last published.
@@ -695,8 +767,18 @@ pub struct Efficiency {
     persist_interval: Duration,
     expire_after: Duration,
     last_save: Option<SystemTime>,
+    /// The journal being appended to; `None`: the next save writes the whole file.
+    journal: Option<Journal>,
+    /// The generation of the state file as last written whole (or loaded).
+    generation: u64,
+    /// Bytes of the state file as last written whole.
+    file_len: u64,
+    /// Devices forgotten since the last save, for the journal.
+    forgotten: Vec<Arc<str>>,
     /// What was already logged, so each reason is logged once.
     told: HashSet<String>,
+    /// The names of the fields set on each metric, in the order of `added_fields`.
+    added: Vec<Arc<str>>,
     registry: Arc<Registry>,
     metrics: Arc<ComponentMetrics>,
 }
@@ -706,31 +788,6 @@ fn unix(t: SystemTime) -> f64 {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
     }
-}
-
-/// Where a poll falls in local time.
-pub(crate) fn moment(tz: &TimeZone, t: SystemTime, last: Option<f64>) -> Option<Moment> {
-    let ts = Timestamp::try_from(t).ok()?;
-    let zoned = ts.to_zoned_datetime(tz.clone());
-    let date = zoned.date();
-    let start = zoned.start_of_day().ok()?;
-    let next = start.tomorrow().ok()?;
-    let since_start = (ts.as_second() - start.timestamp().as_second()) as f64;
-    let to_next = (next.timestamp().as_second() - ts.as_second()) as f64;
-    let midnights = match last.and_then(|l| Timestamp::from_second(l.floor() as i64).ok()) {
-        Some(l) => {
-            let prev = l.to_zoned_datetime(tz.clone()).date();
-            u32::try_from((date - prev).get_days().max(0)).unwrap_or(0)
-        }
-        None => 0,
-    };
-    Some(Moment {
-        t: unix(t),
-        date,
-        midnights,
-        near_midnight: since_start < 3600.0 || to_next < 3600.0,
-        settled: since_start >= 3600.0,
-    })
 }
 
 impl Efficiency {
@@ -757,12 +814,19 @@ impl Efficiency {
     /// Updates a device from one poll and sets the figures on it.
     fn observe(&mut self, m: &mut Metric) {
         let device_id = m.device.clone();
-        let last = self.devices.get(&device_id).and_then(|d| d.last);
+        let last = self.devices.get(&device_id).and_then(|e| e.dev.last);
         if last.is_some_and(|l| unix(m.time) < l) {
             // An older poll (replayed or reordered) must not move counters back.
             return;
         }
-        let Some(now) = moment(&self.tz, m.time, last) else {
+        let now = self.clock.moment(m.time, last);
+        #[cfg(test)]
+        let now = if self.reference {
+            clock::moment(self.clock.tz(), m.time, last)
+        } else {
+            now
+        };
+        let Some(now) = now else {
             return;
         };
         let (max_step, max_kw) = (self.max_step_kwh, self.max_power_kw);
@@ -770,7 +834,8 @@ impl Efficiency {
         let mut counters: [Option<f64>; 6] = [None; 6];
         let mut present = [false; 6];
         let mut problems = Vec::new();
-        let dev = self.devices.entry(device_id.clone()).or_default();
+        let entry = self.devices.entry(device_id.clone()).or_default();
+        entry.marks.unsaved = true;
         for (i, family) in FAMILIES.iter().enumerate() {
             let (day_name, total_name) = &self.names.meters[i];
             let part = |name: &Option<Arc<str>>| -> Option<Option<f64>> {
@@ -791,10 +856,10 @@ impl Efficiency {
                 day: day.flatten(),
                 total: total.flatten(),
             };
-            if !dev.meters.contains_key(family.key()) {
-                dev.meters.insert(family.key().to_string(), Meter::default());
+            if !entry.dev.meters.contains_key(family.key()) {
+                entry.dev.meters.insert(family.key().to_string(), Meter::default());
             }
-            let Some(meter) = dev.meters.get_mut(family.key()) else {
+            let Some(meter) = entry.dev.meters.get_mut(family.key()) else {
                 continue;
             };
             let outcome = meter.observe(reading, now, limit);
@@ -802,7 +867,7 @@ impl Efficiency {
                 problems.push((*family, p));
             }
             for (date, figure) in outcome.closed.into_iter().chain(outcome.today) {
-                let day = dev.day(date);
+                let day = entry.day(date);
                 *family.slot(day) = figure;
                 day.partial |= figure.is_none();
             }
@@ -818,16 +883,16 @@ impl Efficiency {
         let compressor = state(&self.names.compressor);
         let defrost = state(&self.names.defrost);
         if let Some(on) = compressor {
-            let flip = dev.compressor.observe(on, now.t);
-            let day = dev.day(now.date);
+            let flip = entry.dev.compressor.observe(on, now.t);
+            let day = entry.day(now.date);
             day.compressor_starts += u32::from(flip.started);
             if let Some(Some(run)) = flip.ended {
                 day.compressor_run_seconds += run;
             }
         }
         if let Some(on) = defrost {
-            let flip = dev.defrost.observe(on, now.t);
-            let day = dev.day(now.date);
+            let flip = entry.dev.defrost.observe(on, now.t);
+            let day = entry.day(now.date);
             day.defrosts += u32::from(flip.started);
             if let Some(Some(run)) = flip.ended {
                 day.defrost_seconds += run;
@@ -841,20 +906,16 @@ impl Efficiency {
             .and_then(Value::as_f64)
             .filter(|x| x.is_finite())
         {
-            let (sum_x, n) = match dev.outdoor {
+            let (sum_x, n) = match entry.dev.outdoor {
                 Some((d, s, n)) if d == now.date => (s + x, n + 1),
                 _ => (x, 1),
             };
-            dev.outdoor = Some((now.date, sum_x, n));
-            dev.day(now.date).outdoor_mean = Some(sum_x / f64::from(n));
+            entry.dev.outdoor = Some((now.date, sum_x, n));
+            entry.day(now.date).outdoor_mean = Some(sum_x / f64::from(n));
         }
-        dev.last = Some(now.t);
-        // Only the last KEEP_DAYS days stay.
-        if let Ok(oldest) = now.date.checked_sub(KEEP_DAYS.days()) {
-            while dev.days.front().is_some_and(|d| d.date < oldest) {
-                dev.days.pop_front();
-            }
-        }
+        entry.dev.last = Some(now.t);
+        entry.prune(now.date);
+        let dev = &mut entry.dev;
 
         // The counters: each combined one only when every part the device has counted this poll.
         let with_booster = |main: usize, booster: usize| -> Option<f64> {
@@ -890,6 +951,7 @@ impl Efficiency {
 
         // Checkpoints for cop_24h.
         if dev.checkpoints.back().is_none_or(|c| now.t - c.t >= CHECKPOINT_EVERY) {
+            entry.marks.new_checkpoints += 1;
             dev.checkpoints.push_back(Checkpoint {
                 t: now.t,
                 heat: [heat_heating, heat_dhw],
@@ -902,23 +964,16 @@ impl Efficiency {
         let day_ago = dev.checkpoints.front().filter(|c| c.t <= now.t - DAY_SECS).copied();
 
         let today = dev.find(now.date).cloned().unwrap_or_else(|| Day::new(now.date));
-        let month: Vec<&Day> = dev
-            .days
-            .iter()
-            .filter(|d| d.date.year() == now.date.year() && d.date.month() == now.date.month())
-            .collect();
-        let year_start = now.date.checked_sub((SCOP_DAYS - 1).days()).unwrap_or(now.date);
-        let year: Vec<&Day> = dev.days.iter().filter(|d| d.date >= year_start).collect();
-        let cops = |days: &[&Day]| {
-            let total = |f: fn(&Day) -> Option<f64>| sum_days(days, f);
-            [
-                cop(total(Day::heat), total(Day::electricity)),
-                cop(total(Day::heat_for_heating), total(Day::electricity_for_heating)),
-                cop(total(Day::heat_for_dhw), total(Day::electricity_for_dhw)),
-            ]
+        let (month, year) = sums::windows(&entry.dev.days, now.date, &mut entry.closed);
+        #[cfg(test)]
+        let (month, year) = if self.reference {
+            sums::reference::windows(&entry.dev.days, now.date)
+        } else {
+            (month, year)
         };
-        let month_cops = cops(&month);
-        let year_cops = cops(&year);
+        let dev = &entry.dev;
+        let month_cops = month.cops();
+        let year_cops = year.cops();
         let day_cops = [today.cop(), today.cop_heating(), today.cop_dhw()];
         let window_cops = match day_ago {
             Some(c) => {
@@ -973,76 +1028,75 @@ impl Efficiency {
             }
         }
 
-        // Set the fields.
-        let mut set = |name: &str, v: Option<Value>| {
-            let key: Arc<str> = Arc::from(name);
-            match v {
-                Some(v) => {
-                    m.fields.insert(key, v);
-                }
-                None => {
-                    m.fields.remove(&key);
-                }
-            }
-        };
+        // Set the fields, in the order of `added_fields`.
         let f = |x: Option<f64>, decimals: i32| {
             x.filter(|x| x.is_finite()).map(|x| {
                 let p = 10f64.powi(decimals);
                 Value::Float((x * p).round() / p)
             })
         };
-        set("heat_heating_kwh", f(heat_heating, 3));
-        set("heat_dhw_kwh", f(heat_dhw, 3));
-        set("heat_kwh", f(heat, 3));
-        set("electricity_heating_kwh", f(el_heating, 3));
-        set("electricity_dhw_kwh", f(el_dhw, 3));
-        set("electricity_kwh", f(electricity, 3));
-        set("booster_kwh", f(booster, 3));
-        set("heat_today_kwh", f(today.heat(), 3));
-        set("heat_heating_today_kwh", f(today.heat_for_heating(), 3));
-        set("heat_dhw_today_kwh", f(today.heat_for_dhw(), 3));
-        set("electricity_today_kwh", f(today.electricity(), 3));
-        set("electricity_heating_today_kwh", f(today.electricity_for_heating(), 3));
-        set("electricity_dhw_today_kwh", f(today.electricity_for_dhw(), 3));
-        for (window, values) in [
-            ("cop_today", day_cops),
-            ("cop_24h", window_cops),
-            ("cop_month", month_cops),
-            ("scop", year_cops),
-        ] {
-            for (suffix, v) in ["", "_heating", "_dhw"].iter().zip(values) {
-                set(&format!("{window}{suffix}"), f(v, 2));
-            }
-        }
-        match runs {
-            Some((starts, seconds, per_hour, last_run, short)) => {
-                set("compressor_starts", Some(Value::Int(starts as i64)));
-                set("compressor_run_seconds", f(Some(seconds), 0));
-                set("compressor_starts_per_hour", Some(Value::Int(i64::from(per_hour))));
-                set("compressor_last_run_seconds", f(last_run, 0));
-                set("short_cycling", Some(Value::Bool(short)));
-            }
-            None => {
-                for n in [
-                    "compressor_starts",
-                    "compressor_run_seconds",
-                    "compressor_starts_per_hour",
-                    "compressor_last_run_seconds",
-                    "short_cycling",
-                ] {
-                    set(n, None);
+        let [day_cops, window_cops, month_cops, year_cops] =
+            [day_cops, window_cops, month_cops, year_cops].map(|cops| cops.map(|c| f(c, 2)));
+        let (starts, run_seconds, per_hour, last_run, short) = match runs {
+            Some((starts, seconds, per_hour, last_run, short)) => (
+                Some(Value::Int(starts as i64)),
+                f(Some(seconds), 0),
+                Some(Value::Int(i64::from(per_hour))),
+                f(last_run, 0),
+                Some(Value::Bool(short)),
+            ),
+            None => (None, None, None, None, None),
+        };
+        let (defrost_count, defrost_seconds, defrost_last) = match defrosts {
+            Some((count, seconds, last)) => (Some(Value::Int(count as i64)), f(Some(seconds), 0), f(last, 0)),
+            None => (None, None, None),
+        };
+        let [cop_today, cop_today_heating, cop_today_dhw] = day_cops;
+        let [cop_24h, cop_24h_heating, cop_24h_dhw] = window_cops;
+        let [cop_month, cop_month_heating, cop_month_dhw] = month_cops;
+        let [scop, scop_heating, scop_dhw] = year_cops;
+        let values: [Option<Value>; ADDED_FIELDS] = [
+            f(heat_heating, 3),
+            f(heat_dhw, 3),
+            f(heat, 3),
+            f(el_heating, 3),
+            f(el_dhw, 3),
+            f(electricity, 3),
+            f(booster, 3),
+            f(today.heat(), 3),
+            f(today.heat_for_heating(), 3),
+            f(today.heat_for_dhw(), 3),
+            f(today.electricity(), 3),
+            f(today.electricity_for_heating(), 3),
+            f(today.electricity_for_dhw(), 3),
+            cop_today,
+            cop_today_heating,
+            cop_today_dhw,
+            cop_24h,
+            cop_24h_heating,
+            cop_24h_dhw,
+            cop_month,
+            cop_month_heating,
+            cop_month_dhw,
+            scop,
+            scop_heating,
+            scop_dhw,
+            starts,
+            run_seconds,
+            per_hour,
+            last_run,
+            defrost_count,
+            defrost_seconds,
+            defrost_last,
+            short,
+        ];
+        for (name, v) in self.added.iter().zip(values) {
+            match v {
+                Some(v) => {
+                    m.fields.insert_ref(name, v);
                 }
-            }
-        }
-        match defrosts {
-            Some((count, seconds, last)) => {
-                set("defrosts", Some(Value::Int(count as i64)));
-                set("defrost_seconds", f(Some(seconds), 0));
-                set("defrost_last_seconds", f(last, 0));
-            }
-            None => {
-                for n in ["defrosts", "defrost_seconds", "defrost_last_seconds"] {
-                    set(n, None);
+                None => {
+                    m.fields.remove(name);
                 }
             }
         }
@@ -1050,10 +1104,10 @@ impl Efficiency {
 
     fn publish(&mut self) {
         for id in std::mem::take(&mut self.unpublished) {
-            if let Some(d) = self.devices.get(&id) {
+            if let Some(e) = self.devices.get(&id) {
                 self.registry
                     .efficiency()
-                    .publish(&id, d.days.iter().cloned().collect());
+                    .publish(&id, e.dev.days.iter().cloned().collect());
             }
         }
     }
@@ -1064,11 +1118,12 @@ impl Efficiency {
         let gone: Vec<Arc<str>> = self
             .devices
             .iter()
-            .filter(|(_, d)| d.last.is_some_and(|l| l < limit))
+            .filter(|(_, e)| e.dev.last.is_some_and(|l| l < limit))
             .map(|(k, _)| k.clone())
             .collect();
         for id in &gone {
             self.devices.remove(id);
+            self.forgotten.push(id.clone());
             self.registry.efficiency().forget(id);
         }
         if !gone.is_empty() {
@@ -1076,29 +1131,6 @@ impl Efficiency {
             self.dirty = true;
         }
     }
-
-    fn save(&mut self, now: SystemTime) {
-        self.last_save = Some(now);
-        let file = StateFile {
-            version: FILE_VERSION,
-            devices: self.devices.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-        };
-        let result = serde_json::to_vec(&file)
-            .map_err(io::Error::other)
-            .and_then(|bytes| write_atomically(&self.path, &bytes));
-        match result {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                self.metrics.error();
-                warn!(component = %self.id, path = %self.path.display(), error = %e, "Saving energy figures failed; retrying later");
-            }
-        }
-    }
-}
-
-/// The sum over days of a figure, `None` when no day has it.
-fn sum_days(days: &[&Day], f: fn(&Day) -> Option<f64>) -> Option<f64> {
-    days.iter().filter_map(|d| f(d)).reduce(|a, b| a + b)
 }
 
 impl Transform for Efficiency {
@@ -1135,37 +1167,10 @@ impl Transform for Efficiency {
 
     fn shutdown(&mut self, _out: &mut Vec<Event>) {
         self.publish();
-        if self.dirty {
-            self.save(SystemTime::now());
+        // A stopped pipeline leaves the whole file and an empty journal.
+        if self.dirty || self.journal.as_ref().is_some_and(Journal::has_entries) {
+            let result = self.compact();
+            self.saved(result);
         }
     }
-}
-
-// ---- The state file ----
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    devices: BTreeMap<String, Device>,
-}
-
-fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<BTreeMap<Arc<str>, Device>, BoxError> {
-    let parse =
-        |bytes: &[u8]| serde_json::from_slice::<StateFile>(bytes).map_err(|e| format!("not an energy file: {e}"));
-    Ok(
-        match read_state_file(path, FILE_VERSION, id, "counting starts over", parse)? {
-            Stored::Loaded(file) => {
-                info!(component = %id, path = %path.display(), devices = file.devices.len(), "Restored energy figures");
-                file.devices
-                    .into_iter()
-                    .map(|(k, v)| (Arc::from(k.as_str()), v))
-                    .collect()
-            }
-            Stored::Missing => BTreeMap::new(),
-            Stored::Unusable => {
-                metrics.error();
-                BTreeMap::new()
-            }
-        },
-    )
 }

@@ -64,12 +64,9 @@ use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, StateChange, Tag
 use crate::fsutil::{read_state_file, write_atomically, Stored};
 use crate::telemetry::ComponentMetrics;
 
-mod journal;
-use journal::{journal_path, Journal};
+use super::journal::{self, journal_path, Journal};
 
 const FILE_VERSION: u32 = 1;
-/// The journal may always grow to this size before the file is written whole.
-const JOURNAL_MIN: u64 = 64 * 1024;
 
 /// Names of tracked fields, shared by every event of a model.
 type FieldList = Arc<[Arc<str>]>;
@@ -433,7 +430,7 @@ impl StateDiff {
     fn save(&mut self, now: SystemTime) {
         self.last_save = Some(now);
         let result = match &self.journal {
-            Some(j) if j.len() < self.file_len.max(JOURNAL_MIN) => self.append(),
+            Some(j) if !j.outgrew(self.file_len) => self.append(),
             _ => self.compact(),
         };
         self.saved(result);
@@ -460,14 +457,14 @@ impl StateDiff {
         for id in self.forgotten.drain(..) {
             // One that came back is written whole below, which replaces it.
             if !self.devices.contains_key(&id) {
-                journal::line(&mut lines, &id, None)?;
+                line(&mut lines, &id, None)?;
             }
         }
         for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.unsaved) {
             let entry = serde_json::to_vec(&stored_device(d)).map_err(io::Error::other)?;
             d.saved_last_seen = d.last_seen;
             d.unsaved = false;
-            journal::line(&mut lines, id, Some(&entry))?;
+            line(&mut lines, id, Some(&entry))?;
         }
         match self.journal.as_mut() {
             Some(j) if !lines.is_empty() => j.append(&lines),
@@ -484,7 +481,7 @@ impl StateDiff {
         self.generation = generation;
         self.file_len = bytes.len() as u64;
         self.forgotten.clear();
-        self.journal = Some(Journal::start(&journal_path(&self.path), generation)?);
+        self.journal = Some(Journal::start(&journal_path(&self.path), FILE_VERSION, generation)?);
         Ok(())
     }
 }
@@ -574,6 +571,23 @@ impl Transform for StateDiff {
 }
 
 // ---- The state file ----
+
+/// A journal line: a device's entry, or `null` once it is forgotten.
+#[derive(Deserialize)]
+struct Line {
+    device: String,
+    state: Option<StoredDevice>,
+}
+
+/// Adds the line of `device`: its entry (JSON), or `None` once it is forgotten.
+fn line(out: &mut Vec<u8>, device: &str, entry: Option<&[u8]>) -> io::Result<()> {
+    out.extend_from_slice(b"{\"device\":");
+    serde_json::to_writer(&mut *out, device).map_err(io::Error::other)?;
+    out.extend_from_slice(b",\"state\":");
+    out.extend_from_slice(entry.unwrap_or(b"null"));
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
@@ -713,9 +727,9 @@ fn load(path: &Path, id: &str, metrics: &ComponentMetrics) -> Result<(BTreeMap<A
         }
     };
     let journal = journal_path(path);
-    let replay = journal::replay(&journal, generation)?;
+    let replay = journal::replay::<Line>(&journal, FILE_VERSION, generation)?;
     let replayed = replay.entries.len();
-    for (device, entry) in replay.entries {
+    for Line { device, state: entry } in replay.entries {
         match entry.map(from_stored).transpose() {
             Ok(Some(d)) => {
                 devices.insert(Arc::from(device.as_str()), d);
