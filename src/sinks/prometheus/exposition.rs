@@ -109,29 +109,20 @@ fn push_short_decimal(out: &mut String, x: f64) -> bool {
             // Fewer decimals would have matched first; never write a trailing zero.
             return false;
         }
-        let mut buf = [0u8; 32];
-        let mut at = buf.len();
-        let (mut int, mut frac) = (m / p, m % p);
-        for _ in 0..d {
-            at -= 1;
-            buf[at] = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        at -= 1;
-        buf[at] = b'.';
-        loop {
-            at -= 1;
-            buf[at] = b'0' + (int % 10) as u8;
-            int /= 10;
-            if int == 0 {
-                break;
-            }
+        // The decimals, zero-padded to `d`.
+        let mut frac = [b'0'; 4];
+        let mut rest = m % p;
+        for digit in frac[..d].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
         if x < 0.0 {
             out.push('-');
         }
-        // Only ASCII digits and '.' were written.
-        out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+        out.push_str(itoa::Buffer::new().format(m / p));
+        out.push('.');
+        // Only ASCII digits were written.
+        out.push_str(std::str::from_utf8(&frac[..d]).unwrap_or_default());
         return true;
     }
     false

@@ -15,22 +15,12 @@ use super::plan::{
 };
 use super::*;
 use crate::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
+use crate::modbus::Rng;
 use crate::telemetry::DeviceHealth;
 
-/// A tiny seeded generator (xorshift), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+/// Draws from the crate's seeded generator, so a failure names its seed.
+trait Draw {
+    fn below(&mut self, n: usize) -> usize;
 
     fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
@@ -38,6 +28,12 @@ impl Rng {
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
+    }
+}
+
+impl Draw for Rng {
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -312,9 +308,9 @@ fn random_value(rng: &mut Rng, meta: Option<&FieldMeta>) -> Value {
         Some(ValueType::Bool) => Value::Bool(rng.chance(50)),
         _ => match rng.below(5) {
             0 => Value::Int(rng.below(6) as i64 - 1),
-            1 => Value::Int(rng.next() as i64),
+            1 => Value::Int(rng.next_u64() as i64),
             2 => Value::Float(*rng.pick(&FLOATS)),
-            3 => Value::Float(f64::from_bits(rng.next())),
+            3 => Value::Float(f64::from_bits(rng.next_u64())),
             _ => Value::Float((rng.below(20_000) as f64 - 10_000.0) / 10.0),
         },
     }
@@ -371,7 +367,7 @@ fn random_poll(rng: &mut Rng, id: &str, schema: &Arc<Schema>, tags: Arc<Tags>, a
 fn the_exposition_matches_a_plain_reference_after_every_step() {
     let pool = field_pool();
     for seed in 1..=60u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         let base_units = rng.chance(50);
         let expire_after = Duration::from_secs(300);
         let now = Arc::new(Mutex::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
