@@ -3,7 +3,8 @@
 //! formats; then 1,000 devices of the shipped register map (about 200 fields)
 //! rendered and scraped over loopback HTTP from the sink's own server, the body
 //! read to its end by a plain client. Prints median and p99 milliseconds per
-//! scrape and the body size.
+//! scrape and the body size, and the cost of an update per device-poll of
+//! both maps.
 //!
 //! `cargo bench --bench prometheus_render` (release build). Budget: ≤ 50 ms.
 //! `HPFLOW_BENCH_ONLY=shipped` runs only the shipped-map part.
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hpflow::event::{Event, FieldKind, FieldMeta, Metric, Schema, Tags, Value, ValueType};
 use hpflow::sinks::prometheus::{Exporter, Format};
+use hpflow::telemetry::cpu::thread_cpu;
 use hpflow::telemetry::Registry;
 
 const DEVICES: usize = 1_000;
@@ -216,19 +218,24 @@ fn scrape(port: u16, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Runs `f` 25 times: the sorted times of the last 20 and the size the last returned.
-fn timed(mut f: impl FnMut() -> usize) -> (Vec<Duration>, usize) {
+/// Runs `f` 25 times: the sorted wall times of the last 20, the median of
+/// their CPU times on this thread (steadier than wall time on a shared
+/// machine, for work done on this thread alone) and the size the last returned.
+fn timed(mut f: impl FnMut() -> usize) -> (Vec<Duration>, f64, usize) {
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut size = 0;
     for round in 0..25 {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         size = std::hint::black_box(f());
         if round >= 5 {
             times.push(t.elapsed());
+            cpu.push(thread_cpu() - c);
         }
     }
     times.sort();
-    (times, size)
+    cpu.sort();
+    (times, percentile(&cpu, 0.5), size)
 }
 
 /// 1,000 devices of the shipped map (the pipeline_poll bench's scrape, without
@@ -246,13 +253,47 @@ fn shipped() {
             ex.update(&shipped_poll(&schema, d, round));
         }
     }
-    let (times, bytes) = timed(|| ex.render(Format::Text).len());
+    // Steady updates: each round is a poll of every device, prepared beforehand.
+    let rounds: Vec<Vec<Event>> = (2..7)
+        .map(|round| (0..DEVICES).map(|d| shipped_poll(&schema, d, round)).collect())
+        .collect();
+    let (mut wall, mut cpu): (Vec<Duration>, Vec<Duration>) = rounds
+        .iter()
+        .map(|events| {
+            let (t, c) = (Instant::now(), thread_cpu());
+            for e in events {
+                ex.update(e);
+            }
+            (t.elapsed() / DEVICES as u32, (thread_cpu() - c) / DEVICES as u32)
+        })
+        .unzip();
+    wall.sort();
+    cpu.sort();
+    drop(rounds);
     println!(
-        "shipped map, render Text: median {:.2} ms, p99 {:.2} ms; {:.1} MiB, {DEVICES} devices × {} fields",
+        "shipped map, update: median {:.2} µs per device-poll, CPU {:.2} µs (5 rounds of {DEVICES})",
+        wall[wall.len() / 2].as_secs_f64() * 1e6,
+        cpu[cpu.len() / 2].as_secs_f64() * 1e6,
+    );
+    let (times, cpu, bytes) = timed(|| ex.render(Format::Text).len());
+    println!(
+        "shipped map, render Text: median {:.2} ms, p99 {:.2} ms, CPU {cpu:.2} ms; {:.1} MiB, {DEVICES} devices × {} \
+         fields",
         percentile(&times, 0.5),
         percentile(&times, 0.99),
         bytes as f64 / (1 << 20) as f64,
         SHIPPED_FIELDS.min(schema.fields.len())
+    );
+    // As the server renders: in 128 KiB pieces, each dropped once taken.
+    let (times, cpu, _) = timed(|| {
+        let mut total = 0;
+        ex.render_chunked(Format::Text, 128 << 10, &mut |piece| total += piece.len());
+        total
+    });
+    println!(
+        "shipped map, render Text in 128 KiB pieces: median {:.2} ms, p99 {:.2} ms, CPU {cpu:.2} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -272,7 +313,7 @@ fn shipped() {
         stop.clone(),
     ));
     let mut buf = vec![0u8; 256 << 10];
-    let (times, got) = timed(|| scrape(port, &mut buf));
+    let (times, _, got) = timed(|| scrape(port, &mut buf));
     println!(
         "shipped map, HTTP scrape: median {:.2} ms, p99 {:.2} ms; {:.1} MiB with the head (20 scrapes)",
         percentile(&times, 0.5),

@@ -194,6 +194,11 @@ impl Schema {
         Fields::with_slots(self.slots.clone())
     }
 
+    /// The name index: each field's rank in name order, where a poll's values sit.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
+    }
+
     pub fn field(&self, name: &str) -> Option<&Arc<FieldMeta>> {
         self.slots.position(name).map(|i| &self.fields[i])
     }

@@ -73,6 +73,11 @@ impl Slots {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+
+    /// The names in rank order: `names()[rank]`.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
 }
 
 impl fmt::Debug for Slots {
@@ -124,6 +129,11 @@ impl<V> Fields<V> {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The slots these values are stored by.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,12 +242,19 @@ impl<V> Fields<V> {
 
     /// Name and value pairs in name order.
     pub fn iter(&self) -> Iter<'_, V> {
+        Iter(self.iter_ranked())
+    }
+
+    /// Name and value pairs in name order, each with its rank in
+    /// [`slots`](Self::slots) (`None` for a name outside them): a consumer
+    /// that keeps something per rank of a schema finds it without hashing the name.
+    pub fn iter_ranked(&self) -> Ranked<'_, V> {
         let slotted = Slotted {
             values: self.values.iter(),
             names: self.slots.names.iter(),
             at: 0,
         };
-        Iter {
+        Ranked {
             slotted: slotted.peekable(),
             extra: self.extra.iter().peekable(),
             left: self.len,
@@ -323,22 +340,39 @@ fn slotted_first(slot: Option<u32>, extra_after: Option<u32>) -> Option<bool> {
     }
 }
 
-pub struct Iter<'a, V = Value> {
-    slotted: Peekable<Slotted<'a, V>>,
-    extra: Peekable<std::slice::Iter<'a, Extra<V>>>,
-    left: usize,
-}
+pub struct Iter<'a, V = Value>(Ranked<'a, V>);
 
 impl<'a, V> Iterator for Iter<'a, V> {
     type Item = (&'a Arc<str>, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(_, k, v)| (k, v))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<V> ExactSizeIterator for Iter<'_, V> {}
+
+/// See [`Fields::iter_ranked`].
+pub struct Ranked<'a, V = Value> {
+    slotted: Peekable<Slotted<'a, V>>,
+    extra: Peekable<std::slice::Iter<'a, Extra<V>>>,
+    left: usize,
+}
+
+impl<'a, V> Iterator for Ranked<'a, V> {
+    type Item = (Option<usize>, &'a Arc<str>, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
         let first = slotted_first(self.slotted.peek().map(|p| p.0), self.extra.peek().map(|e| e.after))?;
         self.left -= 1;
         if first {
-            self.slotted.next().map(|(_, k, v)| (k, v))
+            self.slotted.next().map(|(r, k, v)| (Some(r as usize), k, v))
         } else {
-            self.extra.next().map(|e| (&e.name, &e.value))
+            self.extra.next().map(|e| (None, &e.name, &e.value))
         }
     }
 
@@ -347,7 +381,7 @@ impl<'a, V> Iterator for Iter<'a, V> {
     }
 }
 
-impl<V> ExactSizeIterator for Iter<'_, V> {}
+impl<V> ExactSizeIterator for Ranked<'_, V> {}
 
 pub struct IterMut<'a, V = Value> {
     slotted: Peekable<SlottedMut<'a, V>>,
@@ -536,6 +570,9 @@ mod tests {
                 assert_eq!(got, want, "seed {seed}, step {step}");
                 assert_eq!(fields.len(), model.len(), "seed {seed}, step {step}");
                 assert_eq!(fields.iter().len(), model.len());
+                for (rank, name, _) in fields.iter_ranked() {
+                    assert_eq!(rank, fields.slots().rank(name), "seed {seed}, step {step}, {name}");
+                }
                 for n in &names {
                     assert_eq!(fields.get(n), model.get(n), "seed {seed}, step {step}, {n}");
                 }

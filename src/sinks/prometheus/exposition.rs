@@ -77,8 +77,55 @@ fn push_num(out: &mut String, v: Num) {
         Num::Float(x) if x.is_infinite() => out.push_str(if x > 0.0 { "+Inf" } else { "-Inf" }),
         // Integral floats print as integers (`2`, not ryu's `2.0`), like Prometheus' own clients.
         Num::Float(x) if x.fract() == 0.0 && x.abs() < 1e15 => out.push_str(itoa::Buffer::new().format(x as i64)),
-        Num::Float(x) => out.push_str(ryu::Buffer::new().format_finite(x)),
+        Num::Float(x) => {
+            if !push_short_decimal(out, x) {
+                out.push_str(ryu::Buffer::new().format_finite(x));
+            }
+        }
     }
+}
+
+/// Writes `x` as `[-]int.frac` when at most 4 decimals give it back exactly,
+/// the way `ryu` would (most register values have one or two): false, and
+/// nothing written, for anything else. A decimal `m / 10^d` that division
+/// rounds to `x` is what parsing it gives; taking the fewest decimals that do
+/// makes it the shortest such text, which is what `ryu` prints, and within
+/// 1e-3 ≤ |x| < 1e11 `ryu` prints it without an exponent.
+fn push_short_decimal(out: &mut String, x: f64) -> bool {
+    const POW10: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+    let a = x.abs();
+    if !(1e-3..1e11).contains(&a) {
+        return false;
+    }
+    for (d, &p) in POW10.iter().enumerate().skip(1) {
+        let scale = p as f64;
+        // Truncating after adding a half rounds (a is positive); `f64::round`
+        // is a libm call on the baseline target.
+        let m = (a * scale + 0.5) as u64;
+        if m as f64 / scale != a {
+            continue;
+        }
+        if m.is_multiple_of(10) {
+            // Fewer decimals would have matched first; never write a trailing zero.
+            return false;
+        }
+        // The decimals, zero-padded to `d`.
+        let mut frac = [b'0'; 4];
+        let mut rest = m % p;
+        for digit in frac[..d].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        if x < 0.0 {
+            out.push('-');
+        }
+        out.push_str(itoa::Buffer::new().format(m / p));
+        out.push('.');
+        // Only ASCII digits were written.
+        out.push_str(std::str::from_utf8(&frac[..d]).unwrap_or_default());
+        return true;
+    }
+    false
 }
 
 /// `# HELP`, `# TYPE` (and in OpenMetrics `# UNIT`) of a family.
@@ -118,5 +165,88 @@ pub(super) fn family(out: &mut String, format: Format, family: &Family, rows: &[
     header(out, format, family);
     for (labels, v) in rows {
         write_line(out, &family.sample, labels, None, *v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(x: f64) -> String {
+        let mut s = String::new();
+        push_num(&mut s, Num::Float(x));
+        s
+    }
+
+    /// What the exposition wrote before the short path: ryu, integral floats as integers.
+    fn reference(x: f64) -> String {
+        if x.is_nan() {
+            "NaN".into()
+        } else if x.is_infinite() {
+            if x > 0.0 { "+Inf" } else { "-Inf" }.into()
+        } else if x.fract() == 0.0 && x.abs() < 1e15 {
+            (x as i64).to_string()
+        } else {
+            ryu::Buffer::new().format_finite(x).to_string()
+        }
+    }
+
+    #[test]
+    fn floats_are_written_exactly_as_ryu_writes_them() {
+        let mut cases = vec![
+            0.1,
+            0.2,
+            0.3,
+            0.30000000000000004,
+            1.5,
+            -1.5,
+            12.3,
+            99.95,
+            0.001,
+            0.0011,
+            0.00099,
+            1e-4,
+            1e-7,
+            1.25e-3,
+            123456.7,
+            98765432.1,
+            99999999999.9,
+            1e11,
+            1e11 + 0.5,
+            1.0000001,
+            2.675,
+            1.005,
+            -0.0,
+            0.0,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e15,
+            1e16,
+            1234.5678,
+            1234.56789,
+            0.0005,
+            4.35,
+            4.345,
+        ];
+        // Register-like values (k / 10^d, scaled and offset), and random bit patterns.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..200_000i64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let d = [1.0, 10.0, 100.0, 1000.0, 10_000.0, 3.0, 7.0][i as usize % 7];
+            let k = (seed % 2_000_000) as i64 - 1_000_000;
+            cases.push(k as f64 / d);
+            cases.push(k as f64 * 0.1 + 0.05);
+            cases.push(k as f64 / d * 3.6e6);
+            cases.push(f64::from_bits(seed));
+        }
+        for x in cases {
+            assert_eq!(text(x), reference(x), "{x:e} ({:#x})", x.to_bits());
+        }
     }
 }

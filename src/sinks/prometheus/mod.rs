@@ -53,6 +53,8 @@ mod render;
 mod server;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 pub use config::{PrometheusConfig, Units};

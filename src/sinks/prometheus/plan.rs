@@ -99,24 +99,39 @@ pub(super) struct StateSet {
     pub(super) states: Vec<(i64, String)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum FieldPlan {
     /// Text, or a name that clashes with another family.
     Skip,
     Gauge(u32, Conversion),
     Counter(u32, Conversion),
-    StateSet(u32, Arc<StateSet>),
+    /// The family and the index of its labels in [`Plan::state_sets`].
+    StateSet(u32, u32),
 }
 
-/// A schema compiled for this exporter.
+/// A schema compiled for this exporter, by the rank of each field in the
+/// schema's slots (where a poll's values sit), so a poll finds each field's
+/// plan without hashing its name.
 #[derive(Debug)]
 pub(super) struct Plan {
     pub(super) schema: Arc<Schema>,
-    pub(super) fields: FxHashMap<Arc<str>, FieldPlan>,
-    /// `field="<name>"` of the since series, per state field.
-    pub(super) since_labels: FxHashMap<Arc<str>, Arc<str>>,
+    /// Per rank.
+    pub(super) fields: Box<[FieldPlan]>,
+    /// Per rank: the index in `since_labels` of a state field's since label.
+    pub(super) since: Box<[Option<u32>]>,
+    /// `field="<name>"` of the since series.
+    pub(super) since_labels: Vec<Arc<str>>,
+    pub(super) state_sets: Vec<StateSet>,
     /// Label names the state sets add; a user tag of the same name is renamed.
     pub(super) state_label_names: HashSet<String>,
+}
+
+impl Plan {
+    /// The rank of a field in the schema, found by name: for values stored by
+    /// other slots than the schema's.
+    pub(super) fn rank(&self, name: &str) -> Option<usize> {
+        self.schema.slots().rank(name)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +140,7 @@ pub(super) struct Families {
     pub(super) by_name: HashMap<String, u32>,
     /// The last plan per model; a schema equal to the cached one reuses it.
     pub(super) plans: HashMap<String, Arc<Plan>>,
-    /// Fields that arrived without a description, by name.
+    /// Fields that arrived without a description, by name (never state sets).
     pub(super) adhoc: FxHashMap<Arc<str>, FieldPlan>,
     /// Names already warned about, so a clash is logged once.
     pub(super) warned: HashSet<String>,
@@ -171,20 +186,51 @@ pub(super) fn compile(fams: &mut Families, prefix: &str, base_units: bool, schem
             state_label_names.insert(state_label_name(&meta.name));
         }
     }
-    let mut fields = FxHashMap::with_capacity_and_hasher(schema.fields.len(), Default::default());
-    let mut since_labels = FxHashMap::default();
+    let slots = schema.slots();
+    let mut fields = vec![FieldPlan::Skip; slots.len()];
+    let mut since = vec![None; slots.len()];
+    let mut since_labels = Vec::new();
+    let mut state_sets = Vec::new();
+    // Every field in schema order (families are claimed in that order); a
+    // name given twice keeps its last description, as the slots do.
     for meta in &schema.fields {
-        fields.insert(meta.name.clone(), field_plan(fams, prefix, base_units, meta));
+        let Some(rank) = slots.rank(&meta.name) else { continue };
+        fields[rank] = match field_plan(fams, prefix, base_units, meta) {
+            FieldPlan::StateSet(f, _) => {
+                state_sets.push(state_set(meta));
+                FieldPlan::StateSet(f, state_sets.len() as u32 - 1)
+            }
+            p => p,
+        };
         if meta.kind == FieldKind::State || meta.labels.is_some() || meta.value_type == ValueType::Bool {
-            since_labels.insert(meta.name.clone(), since_label(&meta.name));
+            since_labels.push(since_label(&meta.name));
+            since[rank] = Some(since_labels.len() as u32 - 1);
         }
     }
     Plan {
         schema: schema.clone(),
-        fields,
+        fields: fields.into(),
+        since: since.into(),
         since_labels,
+        state_sets,
         state_label_names,
     }
+}
+
+/// The 0/1 series of an enum field.
+pub(super) fn state_set(meta: &FieldMeta) -> StateSet {
+    let label_name = state_label_name(&meta.name);
+    let states = meta
+        .labels
+        .iter()
+        .flatten()
+        .map(|(code, label)| {
+            let mut frag = String::new();
+            push_label(&mut frag, &label_name, label);
+            (*code, frag)
+        })
+        .collect();
+    StateSet { label_name, states }
 }
 
 fn is_state_set(meta: &FieldMeta) -> bool {
@@ -255,20 +301,8 @@ pub(super) fn field_plan(fams: &mut Families, prefix: &str, base_units: bool, me
     };
     match kind {
         Kind::Counter => FieldPlan::Counter(id, conversion),
-        Kind::StateSet => {
-            let label_name = state_label_name(&meta.name);
-            let states = meta
-                .labels
-                .iter()
-                .flatten()
-                .map(|(code, label)| {
-                    let mut frag = String::new();
-                    push_label(&mut frag, &label_name, label);
-                    (*code, frag)
-                })
-                .collect();
-            FieldPlan::StateSet(id, Arc::new(StateSet { label_name, states }))
-        }
+        // The caller keeps the labels ([`state_set`]) and sets their index.
+        Kind::StateSet => FieldPlan::StateSet(id, u32::MAX),
         Kind::Gauge | Kind::Info => FieldPlan::Gauge(id, conversion),
     }
 }
@@ -277,12 +311,12 @@ pub(super) fn field_plan(fams: &mut Families, prefix: &str, base_units: bool, me
 /// sets it), `model` (the schema's unless a tag sets it) and every tag, by
 /// sanitised name. A tag named like a state set of its model (or `field`) becomes
 /// `tag_<name>`; of two tags that sanitise alike, the first keeps the name.
-pub(super) fn device_labels(m: &Metric, plan: &Plan) -> Arc<str> {
+pub(super) fn device_labels(m: &Metric, state_label_names: &HashSet<String>) -> Arc<str> {
     const STANDARD: [&str; 4] = ["heat_pump_id", "name", "location", "model"];
     let mut labels: BTreeMap<String, &str> = BTreeMap::new();
     labels.insert("heat_pump_id".into(), &m.device);
-    if !plan.schema.model.is_empty() {
-        labels.insert("model".into(), &plan.schema.model);
+    if !m.schema.model.is_empty() {
+        labels.insert("model".into(), &m.schema.model);
     }
     for (k, v) in m.tags.iter() {
         if STANDARD.contains(&k.as_str()) {
@@ -290,7 +324,7 @@ pub(super) fn device_labels(m: &Metric, plan: &Plan) -> Arc<str> {
             continue;
         }
         let mut name = label_name(k);
-        if name == "field" || plan.state_label_names.contains(&name) {
+        if name == "field" || state_label_names.contains(&name) {
             name = format!("tag_{name}");
         }
         labels.entry(name).or_insert(v);

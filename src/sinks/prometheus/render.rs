@@ -1,12 +1,14 @@
 //! The exporter's state (latest values per device), written out at each scrape.
 //!
 //! Updating does the work once per poll: each model's schema is compiled once into
-//! a plan (metric family and kind per field), each device's label set is escaped
-//! once and cached while its tags stay the same, and a device's samples are built
-//! outside the lock and swapped in as one `Arc`. A scrape holds the locks only to
-//! copy those `Arc`s, gathers each family's rows in one pass over the devices,
-//! then writes family by family (the formats want every sample of a family
-//! together, while the state is kept per device).
+//! a plan (metric family and kind per field, by the rank of the field in the
+//! schema's slots, so a poll's values find theirs without hashing a name), each
+//! device's label set is escaped once and cached while its tags stay the same,
+//! and a device's samples (16 bytes each) are built outside the lock and swapped
+//! in as one `Arc`. A scrape holds the locks only to copy those `Arc`s, gathers
+//! each family's rows in one pass over the devices into one allocation, then
+//! writes family by family (the formats want every sample of a family together,
+//! while the state is kept per device).
 //!
 //! No sample carries a timestamp: Prometheus stamps a scrape with its own time and
 //! relies on that for staleness handling; explicit timestamps would make series
@@ -39,69 +41,102 @@ pub fn system_clock() -> Clock {
     Arc::new(SystemTime::now)
 }
 
-/// A sample of a device's last poll.
-#[derive(Debug, Clone)]
-enum Sample {
-    Gauge(u32, Num),
-    StateSet(u32, Arc<StateSet>, Option<i64>),
-    /// Unix seconds since a state holds, with its `field="…"` label.
-    Since(Arc<str>, f64),
-}
-
-impl Sample {
-    fn family(&self) -> u32 {
-        match self {
-            Sample::Gauge(f, _) | Sample::StateSet(f, _, _) => *f,
-            Sample::Since(..) => SINCE,
-        }
-    }
-}
-
-/// One entry of a family's lines in a scrape: a device's number, copied out in
-/// pass 1 (which walks each device's samples in order), or the index of a
-/// sample that writes itself (a state set, a since stamp). Pass 2 then writes
-/// family by family from these rows in order instead of reaching back into
-/// 1,000 devices' scattered samples for every line.
-#[derive(Clone, Copy)]
-struct Row {
-    device: u32,
-    /// [`Row::NUMBER`] (and [`Row::FLOAT`]) when `bits` holds the number;
-    /// otherwise the sample's index.
-    at: u32,
+/// A sample of a device's last poll (or a counter), in 16 bytes: the number
+/// itself, or the code of a state set, or a since stamp with its label's
+/// index. In a device, `key` is the sample's family; in a scrape's rows
+/// (gathered family by family), the device's index, so pass 2 writes each
+/// family from rows in order instead of reaching back into 1,000 devices'
+/// scattered samples for every line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    key: u32,
+    /// The kind (top two bits), a flag and an index.
+    what: u32,
     bits: u64,
 }
 
-impl Row {
-    const NUMBER: u32 = 1 << 31;
-    const FLOAT: u32 = 1 << 30;
+/// What a [`Sample`] holds.
+enum Held {
+    Num(Num),
+    /// The index of the state set in the plan, and the code.
+    State(u32, Option<i64>),
+    /// A since stamp's label (the plan's, or the device's own when the plan
+    /// has none), and the Unix seconds.
+    Since(SinceLabel, f64),
+}
 
-    fn number(device: usize, v: Num) -> Row {
-        let (at, bits) = match v {
-            Num::Int(i) => (Row::NUMBER, i as u64),
-            Num::Float(x) => (Row::NUMBER | Row::FLOAT, x.to_bits()),
+#[derive(Clone, Copy)]
+enum SinceLabel {
+    Plan(u32),
+    Own(u32),
+}
+
+impl Sample {
+    const INT: u32 = 0;
+    const FLOAT: u32 = 1 << 30;
+    const STATE: u32 = 2 << 30;
+    const SINCE: u32 = 3 << 30;
+    const KIND: u32 = 3 << 30;
+    /// A state set without a code; a since label of the device's own.
+    const FLAG: u32 = 1 << 29;
+    const INDEX: u32 = Sample::FLAG - 1;
+
+    fn num(family: u32, v: Num) -> Sample {
+        let (what, bits) = match v {
+            Num::Int(i) => (Sample::INT, i as u64),
+            Num::Float(x) => (Sample::FLOAT, x.to_bits()),
         };
-        Row {
-            device: device as u32,
-            at,
+        Sample {
+            key: family,
+            what,
             bits,
         }
     }
 
-    fn sample(device: usize, index: usize) -> Row {
-        Row {
-            device: device as u32,
-            at: index as u32,
-            bits: 0,
+    fn state(family: u32, set: u32, code: Option<i64>) -> Sample {
+        let flag = if code.is_some() { 0 } else { Sample::FLAG };
+        Sample {
+            key: family,
+            what: Sample::STATE | flag | set,
+            bits: code.unwrap_or(0) as u64,
         }
     }
 
-    fn num(self) -> Option<Num> {
-        if self.at & Row::NUMBER == 0 {
-            None
-        } else if self.at & Row::FLOAT != 0 {
-            Some(Num::Float(f64::from_bits(self.bits)))
-        } else {
-            Some(Num::Int(self.bits as i64))
+    fn since(label: SinceLabel, secs: f64) -> Sample {
+        let what = match label {
+            SinceLabel::Plan(i) => i,
+            SinceLabel::Own(i) => Sample::FLAG | i,
+        };
+        Sample {
+            key: SINCE,
+            what: Sample::SINCE | what,
+            bits: secs.to_bits(),
+        }
+    }
+
+    /// The same sample under another key (a row of device `key`).
+    fn keyed(self, key: usize) -> Sample {
+        Sample {
+            key: key as u32,
+            ..self
+        }
+    }
+
+    fn held(self) -> Held {
+        let index = self.what & Sample::INDEX;
+        let flag = self.what & Sample::FLAG != 0;
+        match self.what & Sample::KIND {
+            Sample::INT => Held::Num(Num::Int(self.bits as i64)),
+            Sample::FLOAT => Held::Num(Num::Float(f64::from_bits(self.bits))),
+            Sample::STATE => Held::State(index, (!flag).then_some(self.bits as i64)),
+            _ => {
+                let label = if flag {
+                    SinceLabel::Own(index)
+                } else {
+                    SinceLabel::Plan(index)
+                };
+                Held::Since(label, f64::from_bits(self.bits))
+            }
         }
     }
 }
@@ -118,11 +153,23 @@ struct Device {
     seen: SystemTime,
     /// The last poll carried at least one number.
     answered: bool,
-    /// Gauges, state sets and since stamps of the last poll only.
-    samples: Vec<Sample>,
-    /// Every counter the device ever reported, at its last value: expiry and
-    /// a poll that misses one never make a counter go backwards or vanish.
-    counters: Vec<(u32, Num)>,
+    /// Gauges, state sets and since stamps of the last poll only, keyed by family.
+    samples: Box<[Sample]>,
+    /// Since labels of state fields the plan does not know (rare).
+    own_since: Box<[Arc<str>]>,
+    /// Every counter the device ever reported, at its last value, sorted by
+    /// family: expiry and a poll that misses one never make a counter go
+    /// backwards or vanish.
+    counters: Box<[Sample]>,
+}
+
+impl Device {
+    fn since_label(&self, label: SinceLabel) -> &str {
+        match label {
+            SinceLabel::Plan(i) => &self.plan.since_labels[i as usize],
+            SinceLabel::Own(i) => &self.own_since[i as usize],
+        }
+    }
 }
 
 /// The latest value of every numeric field of every device, ready to render.
@@ -213,26 +260,31 @@ impl Exporter {
             Some(d) if Arc::ptr_eq(&d.plan, &plan) && (Arc::ptr_eq(&d.tags, &m.tags) || d.tags == m.tags) => {
                 d.labels.clone()
             }
-            _ => device_labels(m, &plan),
+            _ => device_labels(m, &plan.state_label_names),
         };
-        let mut counters = prev.as_ref().map(|d| d.counters.clone()).unwrap_or_default();
+        let mut counters = prev.as_ref().map(|d| d.counters.to_vec()).unwrap_or_default();
         let mut samples = Vec::with_capacity(m.fields.len() + m.since.len());
+        let mut own_since = Vec::new();
         let mut answered = false;
-        for (name, value) in &m.fields {
+        // Values stored by the schema's own slots have the plan's ranks (the
+        // plan's schema equals the event's); others are found by name.
+        let ranked = Arc::ptr_eq(m.fields.slots(), m.schema.slots());
+        for (rank, name, value) in m.fields.iter_ranked() {
             let Some(num) = Num::of(value) else { continue };
             answered = true;
-            let field_plan = match plan.fields.get(name) {
-                Some(p) => p.clone(),
+            let rank = if ranked { rank } else { plan.rank(name) };
+            let field_plan = match rank {
+                Some(r) => plan.fields[r],
                 None => self.adhoc_plan(name),
             };
             match field_plan {
                 FieldPlan::Skip => {}
-                FieldPlan::Gauge(f, c) => samples.push(Sample::Gauge(f, num.convert(c))),
+                FieldPlan::Gauge(f, c) => samples.push(Sample::num(f, num.convert(c))),
                 FieldPlan::Counter(f, c) => {
-                    let num = num.convert(c);
-                    match counters.iter_mut().find(|(g, _)| *g == f) {
-                        Some(slot) => slot.1 = num,
-                        None => counters.push((f, num)),
+                    let sample = Sample::num(f, num.convert(c));
+                    match counters.binary_search_by_key(&f, |s| s.key) {
+                        Ok(i) => counters[i] = sample,
+                        Err(i) => counters.insert(i, sample),
                     }
                 }
                 FieldPlan::StateSet(f, set) => {
@@ -241,21 +293,26 @@ impl Exporter {
                         Num::Float(x) if x.fract() == 0.0 => Some(x as i64),
                         Num::Float(_) => None,
                     };
-                    samples.push(Sample::StateSet(f, set, code));
+                    samples.push(Sample::state(f, set, code));
                 }
             }
         }
-        for (name, since) in &m.since {
+        let ranked = Arc::ptr_eq(m.since.slots(), m.schema.slots());
+        for (rank, name, since) in m.since.iter_ranked() {
             let Some(at) = since else { continue };
             let secs = match at.duration_since(SystemTime::UNIX_EPOCH) {
                 Ok(d) => d.as_secs_f64(),
                 Err(e) => -e.duration().as_secs_f64(),
             };
-            let label = match plan.since_labels.get(name) {
-                Some(l) => l.clone(),
-                None => since_label(name),
+            let rank = if ranked { rank } else { plan.rank(name) };
+            let label = match rank.and_then(|r| plan.since[r]) {
+                Some(i) => SinceLabel::Plan(i),
+                None => {
+                    own_since.push(since_label(name));
+                    SinceLabel::Own(own_since.len() as u32 - 1)
+                }
             };
-            samples.push(Sample::Since(label, secs));
+            samples.push(Sample::since(label, secs));
         }
         let device = Arc::new(Device {
             device: m.device.clone(),
@@ -264,8 +321,9 @@ impl Exporter {
             plan,
             seen: now,
             answered,
-            samples,
-            counters,
+            samples: samples.into_boxed_slice(),
+            own_since: own_since.into_boxed_slice(),
+            counters: counters.into_boxed_slice(),
         });
         lock(&self.devices).insert(m.device.clone(), device);
     }
@@ -284,7 +342,8 @@ impl Exporter {
                     plan: d.plan.clone(),
                     seen: d.seen,
                     answered: d.answered,
-                    samples: Vec::new(),
+                    samples: Box::default(),
+                    own_since: Box::default(),
                     counters: d.counters.clone(),
                 });
             }
@@ -349,25 +408,33 @@ impl Exporter {
             *answering.entry(&h.device).or_default() |= h.up;
         }
 
-        // Pass 1: each family's rows, device by device; pass 2 writes family by
+        // Pass 1: each family's rows, device by device, counted first so they
+        // sit in one allocation, family after family; pass 2 writes family by
         // family straight into `out`.
-        let mut up = Vec::with_capacity(devices.len());
+        // What pass 2 needs of each device, in order: its labels and its plan's state sets.
         let labels: Vec<&str> = devices.iter().map(|d| &*d.labels).collect();
-        let mut index: Vec<Vec<Row>> = vec![Vec::new(); families.len()];
-        for (di, d) in devices.iter().enumerate() {
+        let state_sets: Vec<&[StateSet]> = devices.iter().map(|d| &d.plan.state_sets[..]).collect();
+        let mut up = Vec::with_capacity(devices.len());
+        let mut start = vec![0usize; families.len() + 1];
+        for d in &devices {
             let fresh = self.fresh(d, now);
             up.push(fresh && answering.get(&*d.device).copied().unwrap_or(true));
-            if fresh {
-                for (si, s) in d.samples.iter().enumerate() {
-                    let row = match s {
-                        Sample::Gauge(_, v) => Row::number(di, *v),
-                        Sample::StateSet(..) | Sample::Since(..) => Row::sample(di, si),
-                    };
-                    index[s.family() as usize].push(row);
-                }
+            let samples: &[Sample] = if fresh { &d.samples } else { &[] };
+            for s in samples.iter().chain(d.counters.iter()) {
+                start[s.key as usize + 1] += 1;
             }
-            for &(f, v) in &d.counters {
-                index[f as usize].push(Row::number(di, v));
+        }
+        for f in 0..families.len() {
+            start[f + 1] += start[f];
+        }
+        let mut next = start.clone();
+        let mut rows = vec![Sample::default(); start[families.len()]];
+        for (di, d) in devices.iter().enumerate() {
+            let samples: &[Sample] = if self.fresh(d, now) { &d.samples } else { &[] };
+            for s in samples.iter().chain(d.counters.iter()) {
+                let at = &mut next[s.key as usize];
+                rows[*at] = s.keyed(di);
+                *at += 1;
             }
         }
 
@@ -377,7 +444,7 @@ impl Exporter {
             let hint = self.last_size.load(Ordering::Relaxed);
             out.reserve(hint + hint / 8);
         }
-        let start = out.len();
+        let begin = out.len();
         for f in order {
             let family = &families[f];
             let name = family.sample.as_str();
@@ -392,24 +459,25 @@ impl Exporter {
                 }
                 continue;
             }
-            if index[f].is_empty() {
+            let rows = &rows[start[f]..start[f + 1]];
+            if rows.is_empty() {
                 continue;
             }
             header(out, format, family);
-            for row in &index[f] {
+            for row in rows {
                 spill(out);
-                let labels = labels[row.device as usize];
-                if let Some(v) = row.num() {
-                    write_line(out, name, labels, None, v);
-                    continue;
-                }
-                match &devices[row.device as usize].samples[row.at as usize] {
-                    Sample::Gauge(_, v) => write_line(out, name, labels, None, *v),
-                    Sample::Since(label, secs) => write_line(out, name, labels, Some(label), Num::Float(*secs)),
-                    Sample::StateSet(_, set, code) => {
+                let labels = labels[row.key as usize];
+                match row.held() {
+                    Held::Num(v) => write_line(out, name, labels, None, v),
+                    Held::Since(label, secs) => {
+                        let label = devices[row.key as usize].since_label(label);
+                        write_line(out, name, labels, Some(label), Num::Float(secs));
+                    }
+                    Held::State(set, code) => {
+                        let set = &state_sets[row.key as usize][set as usize];
                         let mut known = false;
                         for (c, frag) in &set.states {
-                            let on = Some(*c) == *code;
+                            let on = Some(*c) == code;
                             known |= on;
                             write_line(out, name, labels, Some(frag), Num::Int(on.into()));
                         }
@@ -424,7 +492,7 @@ impl Exporter {
             }
         }
         spill(out);
-        self.last_size.store(emitted + out.len() - start, Ordering::Relaxed);
+        self.last_size.store(emitted + out.len() - begin, Ordering::Relaxed);
         if let Some(registry) = &self.internal {
             internal::render(out, format, registry, &health);
         }
@@ -447,15 +515,21 @@ impl Exporter {
         plan
     }
 
+    /// The metric families known so far, `up` and `state_since_seconds` first.
+    #[cfg(test)]
+    pub(super) fn family_table(&self) -> Vec<Arc<Family>> {
+        lock(&self.families).list.clone()
+    }
+
     /// A field the schema does not describe: a plain gauge named after it.
     fn adhoc_plan(&self, name: &Arc<str>) -> FieldPlan {
         let mut fams = lock(&self.families);
         if let Some(p) = fams.adhoc.get(name) {
-            return p.clone();
+            return *p;
         }
         let meta = FieldMeta::gauge(name, ValueType::Float);
         let p = field_plan(&mut fams, &self.prefix, false, &meta);
-        fams.adhoc.insert(name.clone(), p.clone());
+        fams.adhoc.insert(name.clone(), p);
         p
     }
 }
