@@ -112,19 +112,46 @@ pub fn cop(heat: Option<f64>, electricity: Option<f64>) -> Option<f64> {
 /// The days each device's `efficiency` transform published, oldest first.
 #[derive(Debug, Default)]
 pub struct EfficiencyBoard {
-    devices: RwLock<BTreeMap<String, Arc<[Day]>>>,
+    devices: RwLock<BTreeMap<String, Published>>,
+}
+
+/// A device's days as published: the older ones shared with the transform
+/// (they seldom change, so a publish every few seconds copies only the last
+/// few), then the recent ones.
+#[derive(Debug)]
+struct Published {
+    older: Arc<[Day]>,
+    recent: Box<[Day]>,
 }
 
 impl EfficiencyBoard {
     pub fn publish(&self, device: &str, days: Arc<[Day]>) {
+        self.publish_split(device, days, Vec::new());
+    }
+
+    /// Publishes `older` followed by `recent`.
+    pub fn publish_split(&self, device: &str, older: Arc<[Day]>, recent: Vec<Day>) {
+        let published = Published {
+            older,
+            recent: recent.into_boxed_slice(),
+        };
         let mut map = self.devices.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(device.to_string(), days);
+        match map.get_mut(device) {
+            Some(p) => *p = published,
+            None => {
+                map.insert(device.to_string(), published);
+            }
+        }
     }
 
     /// The device's days, oldest first; `None` if no `efficiency` transform saw it.
     pub fn days(&self, device: &str) -> Option<Arc<[Day]>> {
         let map = self.devices.read().unwrap_or_else(|p| p.into_inner());
-        map.get(device).cloned()
+        let p = map.get(device)?;
+        if p.recent.is_empty() {
+            return Some(p.older.clone());
+        }
+        Some(p.older.iter().chain(p.recent.iter()).cloned().collect())
     }
 
     pub fn forget(&self, device: &str) {

@@ -450,11 +450,8 @@ impl EfficiencyConfig {
             metrics,
         };
         t.expire(SystemTime::now());
-        for id in t.devices.keys() {
-            t.registry
-                .efficiency()
-                .publish(id, t.devices[id].dev.days.iter().cloned().collect());
-        }
+        t.unpublished.extend(t.devices.keys().cloned());
+        t.publish();
         Ok(t)
     }
 }
@@ -712,7 +709,13 @@ struct Entry {
     closed: Option<Closed>,
     /// What changed since the last save.
     marks: Marks,
+    /// The first of the kept days as last published, shared with the
+    /// dashboard's board while none of them changes; `None` after one did.
+    older: Option<Arc<[Day]>>,
 }
+
+/// Most days published after the shared older ones before those are taken anew.
+const RECENT_DAYS: usize = 4;
 
 impl Entry {
     fn new(dev: Device) -> Self {
@@ -720,6 +723,7 @@ impl Entry {
             dev,
             closed: None,
             marks: Marks::default(),
+            older: None,
         }
     }
 
@@ -730,7 +734,25 @@ impl Entry {
         if self.closed.as_ref().is_some_and(|c| c.covers(i)) {
             self.closed = None;
         }
+        if self.older.as_ref().is_some_and(|o| i < o.len()) {
+            self.older = None;
+        }
         &mut self.dev.days[i]
+    }
+
+    /// The kept days as the board takes them: the older ones shared (copied
+    /// again only after one of them changed, or every few new days), and the
+    /// last few copied.
+    fn published(&mut self) -> (Arc<[Day]>, Vec<Day>) {
+        let n = self.dev.days.len();
+        let fresh = (self.older.as_ref()).is_some_and(|o| n.checked_sub(o.len()).is_some_and(|r| r <= RECENT_DAYS));
+        if !fresh {
+            let keep = n.saturating_sub(2);
+            self.older = Some(self.dev.days.range(..keep).cloned().collect());
+        }
+        let older = self.older.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+        let recent = self.dev.days.range(older.len()..).cloned().collect();
+        (older, recent)
     }
 
     /// Drops the days older than the last [`KEEP_DAYS`] before `today`.
@@ -741,6 +763,7 @@ impl Entry {
         while self.dev.days.front().is_some_and(|d| d.date < oldest) {
             self.dev.days.pop_front();
             self.closed = None;
+            self.older = None;
         }
     }
 }
@@ -1103,12 +1126,19 @@ impl Efficiency {
     }
 
     fn publish(&mut self) {
+        let board = self.registry.efficiency();
         for id in std::mem::take(&mut self.unpublished) {
-            if let Some(e) = self.devices.get(&id) {
-                self.registry
-                    .efficiency()
-                    .publish(&id, e.dev.days.iter().cloned().collect());
+            let Some(e) = self.devices.get_mut(&id) else {
+                continue;
+            };
+            #[cfg(test)]
+            if self.reference {
+                // Every day copied, every time: what the shared days must equal.
+                board.publish(&id, e.dev.days.iter().cloned().collect());
+                continue;
             }
+            let (older, recent) = e.published();
+            board.publish_split(&id, older, recent);
         }
     }
 

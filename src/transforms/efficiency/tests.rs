@@ -741,3 +741,41 @@ fn a_stop_leaves_a_whole_file_that_a_hand_edit_changes_and_an_empty_journal() {
     fs::write(&path, text).unwrap();
     assert_eq!(persisted(&path).keys().collect::<Vec<_>>(), ["hp7"]);
 }
+
+/// Seeded random changes to a device's days (today's, late ones to any kept
+/// day, new days after gaps, pruning): every publish gives the board exactly
+/// the days kept, however much of them it shares from an earlier publish.
+#[test]
+fn published_days_are_the_kept_days_whatever_changed_since_the_last_publish() {
+    let board = crate::telemetry::EfficiencyBoard::default();
+    let mut reused = 0;
+    for seed in 0..40 {
+        let mut rng = crate::modbus::Rng::new(seed);
+        let mut below = |n: u64| rng.next_u64() % n;
+        let mut e = Entry::new(Device::default());
+        let mut today = jiff::civil::date(2026, 1, 1);
+        for step in 0..300 {
+            match below(10) {
+                // The next day or a gap of some.
+                0 => today = today.checked_add(jiff::Span::new().days(1 + below(30) as i64)).unwrap(),
+                // A late poll: any day from a year back on.
+                1 | 2 => {
+                    let back = jiff::Span::new().days(below(365) as i64);
+                    e.day(today.checked_sub(back).unwrap()).heat_heating = Some(step as f64);
+                }
+                3 => e.prune(today),
+                _ => e.day(today).heat_heating = Some(step as f64),
+            }
+            if below(3) == 0 {
+                let before = e.older.clone();
+                let (older, recent) = e.published();
+                reused += usize::from(before.is_some_and(|b| Arc::ptr_eq(&b, &older)));
+                board.publish_split("hp1", older, recent);
+                let want: Vec<Day> = e.dev.days.iter().cloned().collect();
+                assert_eq!(&*board.days("hp1").unwrap(), &want[..], "seed {seed}, step {step}");
+            }
+        }
+    }
+    // Most publishes share what the one before copied.
+    assert!(reused > 2000, "older days shared in {reused} publishes");
+}
